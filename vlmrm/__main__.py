@@ -1,0 +1,5 @@
+import sys
+
+from vlmrm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,110 @@
+"""The abstract reward backend: a vision-language model seen as two encoders."""
+
+from __future__ import annotations
+
+import abc
+import warnings
+from collections.abc import Sequence
+
+import torch
+
+from vlmrm.preprocess import ImagePreprocessor
+
+DTYPES = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
+
+
+class RewardBackend(abc.ABC):
+    """Image and text encoders of one VLM, with their preprocessing, batching and device.
+
+    Subclasses load their model in ``__init__`` (calling ``super().__init__`` first) and
+    set ``self.preprocessor``; they implement :meth:`_encode_pixels` and
+    :meth:`_encode_prompts`. Everything users call (:meth:`encode_images`,
+    :meth:`encode_text`) is defined here, so every backend behaves the same.
+    """
+
+    #: Registry name; set by subclasses.
+    name: str = ""
+    #: One line telling users how to name a model for this backend.
+    model_naming: str = ""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        pretrained: bool = True,
+        device: str | torch.device = "cpu",
+        precision: str = "32",
+        batch_size: int = 32,
+        cache_dir: str | None = None,
+        model_config: str | None = None,
+    ) -> None:
+        if precision not in DTYPES:
+            raise ValueError(f"precision={precision!r} not in {list(DTYPES)}")
+        self.model_name = model
+        self.pretrained = pretrained
+        self.device = torch.device(device)
+        self.dtype = DTYPES[precision]
+        self.batch_size = batch_size
+        self.cache_dir = cache_dir
+        self.model_config = model_config
+        self.preprocessor: ImagePreprocessor
+        self._text_cache: dict[str, torch.Tensor] = {}
+        self.text_cache_hits = 0
+        if not pretrained:
+            warnings.warn(
+                f"reward.pretrained=false: the {self.name} model {model!r} has RANDOM weights. "
+                "Its rewards are meaningless; use this only for tests and timing.",
+                stacklevel=3,
+            )
+
+    # -- implemented by subclasses -------------------------------------------------------
+    @abc.abstractmethod
+    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Embed preprocessed pixels ``[B, 3, h, w]`` (on device, model dtype) -> ``[B, D]``."""
+
+    @abc.abstractmethod
+    def _encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Embed prompts -> ``[N, D]`` (not yet normalised)."""
+
+    @property
+    @abc.abstractmethod
+    def embed_dim(self) -> int:
+        """Dimension D of the joint embedding space."""
+
+    # -- shared behaviour ----------------------------------------------------------------
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the image encoder's input."""
+        return self.preprocessor.size
+
+    @torch.inference_mode()
+    def encode_images(self, frames: torch.Tensor) -> torch.Tensor:
+        """Embed raw uint8 frames ``[B, H, W, 3]`` -> L2-normalised float32 ``[B, D]``."""
+        if frames.ndim != 4:
+            raise ValueError(f"expected frames [B, H, W, 3], got shape {tuple(frames.shape)}")
+        out = []
+        for chunk in frames.split(self.batch_size):
+            pixels = self.preprocessor(chunk.to(self.device, non_blocking=True), self.dtype)
+            out.append(_normalize(self._encode_pixels(pixels)))
+        if not out:
+            return torch.empty(0, self.embed_dim, device=self.device)
+        return torch.cat(out)
+
+    @torch.inference_mode()
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Embed prompts -> L2-normalised float32 ``[N, D]``; each prompt is encoded once."""
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
+        self.text_cache_hits += len(prompts) - len(missing)
+        if missing:
+            emb = _normalize(self._encode_prompts(missing))
+            self._text_cache.update(zip(missing, emb))
+        return torch.stack([self._text_cache[p] for p in prompts])
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(model={self.model_name!r}, device={self.device}, "
+                f"dtype={self.dtype}, batch_size={self.batch_size})")
+
+
+def _normalize(x: torch.Tensor) -> torch.Tensor:
+    x = x.float()
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)

@@ -1,0 +1,49 @@
+"""TorchRL adapter: replace the env's reward by the VLM reward, keeping it as ``gt_reward``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.envs import Transform
+
+GT_REWARD = "gt_reward"
+
+
+class VLMRewardTransform(Transform):
+    """Writes ``reward`` from ``pixels`` and moves the env's reward to ``gt_reward``.
+
+    As an env transform it scores one step at a time; as a collector ``postproc`` or
+    called on a collected batch (``forward``) it scores the whole batch at once, which is
+    what training uses. ``score`` maps uint8 frames ``[..., H, W, 3]`` to rewards ``[...]``;
+    ``None`` keeps the env's reward (the ground-truth baseline) while still filling
+    ``gt_reward``.
+    """
+
+    def __init__(self, score: Callable[[torch.Tensor], torch.Tensor] | None,
+                 pixels_key: str = "pixels", drop_pixels: bool = False) -> None:
+        super().__init__(in_keys=[pixels_key, "reward"], out_keys=["reward", GT_REWARD])
+        self.score = score
+        self.pixels_key = pixels_key
+        self.drop_pixels = drop_pixels
+
+    def _call(self, next_td: TensorDictBase) -> TensorDictBase:
+        gt = next_td.get("reward")
+        next_td.set(GT_REWARD, gt)
+        if self.score is not None:
+            reward = self.score(next_td.get(self.pixels_key))
+            next_td.set("reward", reward.reshape(gt.shape).to(gt.dtype))
+        if self.drop_pixels and self.pixels_key in next_td.keys():
+            del next_td[self.pixels_key]
+        return next_td
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        self._call(tensordict.get("next"))
+        if self.drop_pixels and self.pixels_key in tensordict.keys():
+            del tensordict[self.pixels_key]
+        return tensordict
+
+    def transform_reward_spec(self, reward_spec):
+        reward_spec[GT_REWARD] = reward_spec["reward"].clone()
+        return reward_spec
