@@ -100,6 +100,12 @@ class RewardBackend(abc.ABC):
             self._text_cache.update(zip(missing, emb))
         return torch.stack([self._text_cache[p] for p in prompts])
 
+    def to(self, device: str | torch.device) -> RewardBackend:
+        """Move the model to ``device`` (subclasses keep their weights in ``self.model``)."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(model={self.model_name!r}, device={self.device}, "
                 f"dtype={self.dtype}, batch_size={self.batch_size})")

@@ -26,6 +26,11 @@ class VLMRewardModel:
         self.reward_fn = GoalBaselineReward(goal, baseline, alpha).to(backend.device)
         self.frames_scored = 0
 
+    def to(self, device: str | torch.device) -> VLMRewardModel:
+        self.backend.to(device)
+        self.reward_fn.to(self.backend.device)
+        return self
+
     @property
     def image_size(self) -> tuple[int, int]:
         return self.backend.image_size

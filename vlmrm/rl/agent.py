@@ -1,0 +1,62 @@
+"""SAC networks and losses from TorchRL: continuous (Box) and discrete (one-hot) actions."""
+
+from __future__ import annotations
+
+from torch import nn
+from torchrl.data import OneHot, TensorSpec
+from torchrl.modules import MLP, OneHotCategorical, ProbabilisticActor, TanhNormal, ValueOperator
+from torchrl.objectives import DiscreteSACLoss, LossModule, SACLoss, ValueEstimators
+from tensordict.nn import NormalParamExtractor, TensorDictModule
+
+from vlmrm.config import AgentConfig
+from vlmrm.errors import ConfigError
+
+
+def is_discrete(action_spec: TensorSpec) -> bool:
+    return isinstance(action_spec, OneHot)
+
+
+def make_agent(obs_dim: int, action_spec: TensorSpec, hidden: list[int]
+               ) -> tuple[ProbabilisticActor, TensorDictModule]:
+    """Actor and Q-network for ``observation`` vectors of size ``obs_dim``."""
+    if is_discrete(action_spec):
+        n = action_spec.shape[-1]
+        logits = TensorDictModule(MLP(in_features=obs_dim, out_features=n, num_cells=hidden),
+                                  in_keys=["observation"], out_keys=["logits"])
+        actor = ProbabilisticActor(logits, in_keys=["logits"], spec=action_spec,
+                                   distribution_class=OneHotCategorical)
+        q = TensorDictModule(MLP(in_features=obs_dim, out_features=n, num_cells=hidden),
+                             in_keys=["observation"], out_keys=["action_value"])
+        return actor, q
+    if action_spec.shape.numel() == 0 or not hasattr(action_spec, "space"):
+        raise ConfigError(f"Unsupported action space {action_spec}: vlmrm's SAC handles "
+                          "Box and Discrete actions.")
+    act_dim = action_spec.shape[-1]
+    net = nn.Sequential(MLP(in_features=obs_dim, out_features=2 * act_dim, num_cells=hidden),
+                        NormalParamExtractor())
+    actor = ProbabilisticActor(
+        TensorDictModule(net, in_keys=["observation"], out_keys=["loc", "scale"]),
+        in_keys=["loc", "scale"], spec=action_spec, distribution_class=TanhNormal,
+        distribution_kwargs={"low": action_spec.space.low, "high": action_spec.space.high},
+    )
+    q = ValueOperator(MLP(in_features=obs_dim + act_dim, out_features=1, num_cells=hidden),
+                      in_keys=["observation", "action"])
+    return actor, q
+
+
+def make_loss(actor: ProbabilisticActor, qvalue: TensorDictModule, action_spec: TensorSpec,
+              cfg: AgentConfig) -> LossModule:
+    """SAC (or discrete SAC) loss with twin critics and TD(0) targets."""
+    fixed = cfg.ent_coef != "auto"
+    alpha = float(cfg.ent_coef) if fixed else 1.0
+    if is_discrete(action_spec):
+        loss = DiscreteSACLoss(
+            actor, qvalue, action_space=action_spec, num_actions=action_spec.shape[-1],
+            num_qvalue_nets=2, loss_function="l2", alpha_init=alpha, fixed_alpha=fixed,
+            target_entropy_weight=cfg.target_entropy_weight,
+        )
+    else:
+        loss = SACLoss(actor, qvalue, num_qvalue_nets=2, loss_function="l2",
+                       alpha_init=alpha, fixed_alpha=fixed, action_spec=action_spec)
+    loss.make_value_estimator(ValueEstimators.TD0, gamma=cfg.gamma)
+    return loss

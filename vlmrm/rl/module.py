@@ -1,0 +1,151 @@
+"""SAC inside a LightningModule: collect, score with the VLM, store, update.
+
+Lightning owns devices, precision, strategies (DDP, multi-node), checkpoints and logging;
+TorchRL owns envs, collectors, the replay buffer and the SAC losses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+from torchrl.data import TensorSpec
+from torchrl.objectives import SoftUpdate
+
+from vlmrm.config import Config
+from vlmrm.rl.agent import make_agent, make_loss
+from vlmrm.rl.evaluate import evaluate
+from vlmrm.rl.rollout import Rollout, for_replay
+
+RolloutFactory = Callable[["SACModule"], Rollout]
+
+LOSS_NAMES = {"loss_actor": "loss/actor", "loss_qvalue": "loss/critic",
+              "loss_alpha": "loss/alpha", "alpha": "train/alpha", "entropy": "train/entropy"}
+
+
+class SACModule(L.LightningModule):
+    """One ``training_step`` = collect ``train_freq`` steps per env, then ``gradient_steps``
+    updates. Metrics are logged against env steps (all ranks), not optimizer steps."""
+
+    def __init__(self, cfg: Config, obs_dim: int, action_spec: TensorSpec,
+                 rollout_factory: RolloutFactory | None = None) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.cfg = cfg
+        self.actor, qvalue = make_agent(obs_dim, action_spec, list(cfg.agent.hidden_sizes))
+        # The loss holds the critics (and their targets); keeping `qvalue` elsewhere would
+        # leave an unused parameter copy that DDP rejects.
+        self.loss_module = make_loss(self.actor, qvalue, action_spec, cfg.agent)
+        self.target_updater = SoftUpdate(self.loss_module, tau=cfg.agent.tau)
+        self.rollout_factory = rollout_factory
+        self.rollout: Rollout | None = None
+        self.env_steps = 0
+        self._next_eval = cfg.agent.eval_every or None
+        self._clock = time.perf_counter()
+
+    # -- Lightning plumbing -------------------------------------------------------------
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        # One optimizer with a group per part: SAC's three losses touch disjoint parameters
+        # (TorchRL detaches what each must not train), so one backward of their sum and one
+        # Adam step equal three separate updates, and global_step counts updates.
+        lm = self.loss_module
+        groups = [list(lm.actor_network_params.values(True, True)),
+                  list(lm.qvalue_network_params.values(True, True))]
+        if lm.log_alpha.requires_grad:
+            groups.append([lm.log_alpha])
+        return torch.optim.Adam([{"params": g} for g in groups], lr=self.cfg.agent.learning_rate)
+
+    def train_dataloader(self) -> DataLoader:
+        a, e = self.cfg.agent, self.cfg.env
+        per_iteration = a.train_freq * e.num_envs * self.trainer.world_size
+        iterations = -(-a.total_env_steps // per_iteration)
+        return DataLoader(range(iterations), batch_size=None)
+
+    def on_fit_start(self) -> None:
+        if self.rollout_factory is None:
+            raise RuntimeError("SACModule needs a rollout_factory to train")
+        self.rollout = self.rollout_factory(self)
+
+    def on_fit_end(self) -> None:
+        if self.rollout is not None:
+            self.rollout.close()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["vlmrm"] = {"config": OmegaConf.to_container(OmegaConf.structured(self.cfg)),
+                               "env_steps": self.env_steps}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.env_steps = checkpoint.get("vlmrm", {}).get("env_steps", 0)
+
+    # -- the training loop --------------------------------------------------------------
+    def training_step(self, batch: int, batch_idx: int) -> None:
+        rollout = self.rollout
+        t0 = time.perf_counter()
+        data = rollout.next_batch()                      # [num_envs, train_freq] with pixels
+        t1 = time.perf_counter()
+        data = rollout.reward(data)                      # VLM reward, env's kept as gt_reward
+        t2 = time.perf_counter()
+        self.env_steps += data.numel() * self.trainer.world_size
+        metrics = self._episode_metrics(rollout.episodes.update(data))
+        rollout.buffer.extend(for_replay(data))
+        if self.env_steps > self.cfg.agent.learning_starts:
+            metrics.update(self._update(self.cfg.agent.gradient_steps))
+        t3 = time.perf_counter()
+        metrics.update(self._rates(data.numel(), t1 - t0, t2 - t1, t3 - self._clock))
+        self._clock = t3
+        if self._next_eval is not None and self.env_steps >= self._next_eval:
+            metrics.update(self.run_evaluation())
+            self._next_eval += self.cfg.agent.eval_every
+        self._log(metrics)
+
+    def _update(self, steps: int) -> dict[str, float]:
+        optimizer = self.optimizers()
+        totals: dict[str, float] = {}
+        for _ in range(steps):
+            sample = self.rollout.buffer.sample().to(self.device)
+            out = self.loss_module(sample)
+            loss = sum(v for k, v in out.items() if k.startswith("loss_"))
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+            self.target_updater.step()
+            for key, value in out.items():
+                totals[key] = totals.get(key, 0.0) + value.detach().float().mean().item()
+        return {LOSS_NAMES.get(k, f"train/{k}"): v / max(steps, 1) for k, v in totals.items()}
+
+    def run_evaluation(self) -> dict[str, float]:
+        """Deterministic episodes on the eval env, logged apart from training episodes."""
+        rollout = self.rollout
+        if rollout is None or rollout.eval_env is None:
+            return {}
+        result = evaluate(rollout.eval_env, self.actor, rollout.reward.score,
+                          self.cfg.agent.eval_episodes)
+        return {f"eval/{k}": v for k, v in result.items()}
+
+    # -- logging ------------------------------------------------------------------------
+    @staticmethod
+    def _episode_metrics(finished: dict[str, list[float]]) -> dict[str, float]:
+        return {f"train/episode_{k}": sum(v) / len(v) for k, v in finished.items() if v}
+
+    def _rates(self, frames: int, collect_s: float, score_s: float, step_s: float
+               ) -> dict[str, float]:
+        out = {"perf/env_steps_per_s": frames / max(collect_s, 1e-9),
+               "perf/iteration_env_steps_per_s": frames / max(step_s, 1e-9)}
+        if self.rollout.reward.score is not None:
+            out["perf/vlm_frames_per_s"] = frames / max(score_s, 1e-9)
+        return out
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        metrics["env_steps"] = float(self.env_steps)
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=self.env_steps)
+        bar = {"env_steps": float(self.env_steps)}
+        for key in ("train/episode_gt_return", "train/episode_vlm_return", "eval/gt_return"):
+            if key in metrics:
+                bar[key.split("/")[-1]] = metrics[key]
+        self.log_dict(bar, prog_bar=True, logger=False, on_step=True, batch_size=1)

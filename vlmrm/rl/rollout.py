@@ -1,0 +1,108 @@
+"""Everything between the env and the replay buffer: collect, score in batch, track episodes.
+
+None of this lives in the LightningModule's module tree: envs are ``nn.Module``s and
+would otherwise land in checkpoints and DDP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.collectors import Collector
+from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+from torchrl.envs import EnvBase
+
+from vlmrm.reward.transform import GT_REWARD, VLMRewardTransform
+
+SUCCESS = "is_success"
+REPLAY_KEYS = ("observation", "action", ("next", "observation"), ("next", "reward"),
+               ("next", "done"), ("next", "terminated"))
+
+
+def make_collector(env: EnvBase, policy, frames_per_batch: int, learning_starts: int,
+                   policy_device: torch.device) -> Collector:
+    """Single-process collector; random actions for the first ``learning_starts`` frames."""
+    return Collector(
+        env, policy, frames_per_batch=frames_per_batch, total_frames=-1,
+        init_random_frames=learning_starts or None, env_device="cpu",
+        policy_device=policy_device, storing_device="cpu", auto_register_policy_transforms=False,
+    )
+
+
+def make_replay_buffer(size: int, batch_size: int, device: torch.device) -> TensorDictReplayBuffer:
+    return TensorDictReplayBuffer(storage=LazyTensorStorage(size, device=device),
+                                  batch_size=batch_size)
+
+
+def for_replay(data: TensorDictBase) -> TensorDictBase:
+    """States, actions and (VLM) rewards only: pixels and actor outputs are dropped."""
+    return data.select(*REPLAY_KEYS).reshape(-1)
+
+
+@dataclass
+class EpisodeTracker:
+    """Running per-env returns across collected batches; reports finished episodes."""
+
+    num_envs: int
+    _vlm: torch.Tensor = field(init=False)
+    _gt: torch.Tensor = field(init=False)
+    _success: torch.Tensor = field(init=False)
+    _length: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._vlm, self._gt, self._success, self._length = (
+            torch.zeros(self.num_envs) for _ in range(4))
+
+    def update(self, data: TensorDictBase) -> dict[str, list[float]]:
+        """``data`` is ``[num_envs, T]`` (or ``[T]``) with reward, gt_reward and done."""
+        nxt = data.get("next")
+        if data.ndim == 1:
+            nxt = nxt.unsqueeze(0)
+        vlm, gt = nxt["reward"].reshape(self.num_envs, -1), nxt[GT_REWARD].reshape(self.num_envs, -1)
+        done = nxt["done"].reshape(self.num_envs, -1)
+        success = nxt.get(SUCCESS, None)
+        success = None if success is None else success.reshape(self.num_envs, -1).float()
+        out: dict[str, list[float]] = {"vlm_return": [], "gt_return": [], "length": [],
+                                       "success_rate": []}
+        for t in range(done.shape[1]):
+            self._vlm += vlm[:, t]
+            self._gt += gt[:, t]
+            self._length += 1
+            if success is not None:
+                self._success += success[:, t]
+            ended = done[:, t]
+            if ended.any():
+                out["vlm_return"] += self._vlm[ended].tolist()
+                out["gt_return"] += self._gt[ended].tolist()
+                out["length"] += self._length[ended].tolist()
+                if success is not None:
+                    out["success_rate"] += (self._success[ended] / self._length[ended]).tolist()
+                for acc in (self._vlm, self._gt, self._success, self._length):
+                    acc[ended] = 0
+        return out
+
+
+@dataclass
+class Rollout:
+    """The data side of training for one rank."""
+
+    env: EnvBase
+    collector: Collector
+    reward: VLMRewardTransform
+    buffer: TensorDictReplayBuffer
+    episodes: EpisodeTracker
+    eval_env: EnvBase | None = None
+
+    def __post_init__(self) -> None:
+        self._batches = iter(self.collector)
+
+    def next_batch(self) -> TensorDictBase:
+        return next(self._batches)
+
+    def close(self) -> None:
+        self.collector.shutdown()
+        for env in (self.env, self.eval_env):
+            if env is not None and not env.is_closed:
+                env.close()
