@@ -59,7 +59,8 @@ def load_hf(family: HFFamily, ref: str, pretrained: bool, cache_dir: str | None)
     """Load (or, with ``pretrained=False``, randomly initialise) a transformers model."""
     source = os.path.expanduser(ref) if is_local(ref) else ref
     available = is_local(ref) or _cached(ref, "config.json", cache_dir)
-    online = not available and hub_reachable()
+    # A cached model may still miss files (weights, tokenizer): fetch them if the hub answers.
+    online = not is_local(ref) and hub_reachable()
     if pretrained and not (available or online):
         raise unavailable(ref, family.backend, cache_dir, download_hint(family, ref))
     with _quiet_hub(online):
@@ -67,7 +68,7 @@ def load_hf(family: HFFamily, ref: str, pretrained: bool, cache_dir: str | None)
         if config is None:  # only when pretrained=False
             return _random_default(family, ref)
         _check_type(family, ref, config)
-        model = _model(family, source, config, pretrained, cache_dir)
+        model = _model(family, ref, source, config, pretrained, cache_dir, online)
         tokenizer = _tokenizer(family, ref, source, config, pretrained, cache_dir)
         processor = _image_processor(family, ref, source, config, pretrained, cache_dir)
     return HFParts(model, tokenizer, preprocessor_from_hf(processor, ref))
@@ -116,7 +117,8 @@ def _check_type(family: HFFamily, ref: str, config) -> None:
     )
 
 
-def _model(family: HFFamily, source: str, config, pretrained: bool, cache_dir: str | None):
+def _model(family: HFFamily, ref: str, source: str, config, pretrained: bool,
+           cache_dir: str | None, online: bool):
     import transformers
 
     cls = getattr(transformers, family.model_class)
@@ -126,6 +128,8 @@ def _model(family: HFFamily, source: str, config, pretrained: bool, cache_dir: s
         return cls.from_pretrained(source, config=config, cache_dir=cache_dir,
                                    trust_remote_code=False)
     except OSError as err:  # weights missing from the cache / directory
+        if not (online or is_local(ref)):  # config cached, weights not: the offline message
+            raise unavailable(ref, family.backend, cache_dir, download_hint(family, ref)) from None
         raise ModelUnavailableError(
             f"{family.backend}: the weights of {source!r} could not be loaded: {err}") from None
 
@@ -216,3 +220,9 @@ def download_hint(family: HFFamily, ref: str) -> str:
     return (f"hf download {ref} --cache-dir CACHE   (or: python -c \"import transformers as t; "
             f"t.{family.model_class}.from_pretrained('{ref}'); "
             f"t.AutoProcessor.from_pretrained('{ref}')\")")
+
+
+def pooled(out) -> Any:
+    """The embedding from ``get_*_features``: a tensor (transformers 4.x) or, in 5.x, an
+    output object whose ``pooler_output`` holds the projected embedding."""
+    return out if hasattr(out, "ndim") else out.pooler_output

@@ -82,12 +82,12 @@ class RewardBackend(abc.ABC):
         """Embed raw uint8 frames ``[B, H, W, 3]`` -> L2-normalised float32 ``[B, D]``."""
         if frames.ndim != 4:
             raise ValueError(f"expected frames [B, H, W, 3], got shape {tuple(frames.shape)}")
+        if len(frames) == 0:  # split() would yield one empty chunk that some models reject
+            return torch.empty(0, self.embed_dim, device=self.device)
         out = []
         for chunk in frames.split(self.batch_size):
             pixels = self.preprocessor(chunk.to(self.device, non_blocking=True), self.dtype)
             out.append(_normalize(self._encode_pixels(pixels)))
-        if not out:
-            return torch.empty(0, self.embed_dim, device=self.device)
         return torch.cat(out)
 
     @torch.inference_mode()

@@ -11,9 +11,10 @@ from vlmrm.errors import VLMRMError
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from vlmrm.config import load_config
-    from vlmrm.train import fit
 
     cfg = load_config(args.config, args.overrides)
+    from vlmrm.train import fit  # heavy imports only once the config is known to be good
+
     fit(cfg, config_path=args.config)
     return 0
 
@@ -21,26 +22,102 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _cmd_backends(args: argparse.Namespace) -> int:
     from vlmrm.registry import available_backends
 
+    if args.check:
+        return _check_model(*args.check, cache_dir=args.cache_dir,
+                            pretrained=not args.random_weights)
     for entry in available_backends().values():
-        cls = entry.load()
-        print(f"{entry.name:<14} ({entry.source}: {entry.target})\n    model names: "
-              f"{cls.model_naming}")
+        try:
+            naming = entry.load().model_naming
+        except Exception as err:  # a broken plugin must not hide the other backends
+            naming = f"(cannot be imported: {type(err).__name__}: {err})"
+        print(f"{entry.name:<14} ({entry.source}: {entry.target})\n    model names: {naming}")
     print("ground_truth   (built-in: the env's own reward; no model)")
+    print("Check that a model loads here (cached or reachable): "
+          "vlmrm backends --check BACKEND MODEL [--cache-dir DIR]")
     return 0
+
+
+def _check_model(backend: str, model: str, cache_dir: str | None, pretrained: bool) -> int:
+    """Load one model on CPU the way `fit` would and describe it."""
+    from vlmrm.config import RewardConfig
+    from vlmrm.registry import make_backend
+
+    cfg = RewardConfig(backend=backend, model=model, pretrained=pretrained, cache_dir=cache_dir)
+    loaded = make_backend(cfg, "cpu")
+    params = sum(p.numel() for p in loaded.model.parameters())
+    pre = loaded.preprocessor
+    print(f"ok: {backend} model {model!r}: embedding dim {loaded.embed_dim}, input "
+          f"{pre.size[0]}x{pre.size[1]} ({pre.resize_mode}, {pre.interpolation}), "
+          f"{params / 1e6:.1f}M parameters = {params * 4 / 2**30:.2f} GiB in fp32, "
+          f"{params * 2 / 2**30:.2f} GiB in bf16/fp16")
+    return 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from vlmrm.config import load_config
+    from vlmrm.render import render
+
+    cfg = load_config(args.config, args.overrides)
+    rewards = render(cfg, args.out, steps=args.steps, stride=args.stride)
+    for i, value in enumerate(rewards):
+        print(f"frame {i:2d} (env step {(i + 1) * args.stride:4d}): reward {value:.4f}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_play(args: argparse.Namespace) -> int:
+    from vlmrm.play import play
+
+    result = play(args.checkpoint, args.out, episodes=args.episodes, overrides=args.overrides)
+    line = (f"episodes: {args.episodes}  mean VLM return: {result['vlm_return']:.4f}  "
+            f"mean GT return: {result['gt_return']:.4f}")
+    if "success_rate" in result:
+        line += f"  success rate: {result['success_rate']:.3f}"
+    print(line)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _add_render_play(sub) -> None:
+    render = sub.add_parser("render", help="show random-policy frames as the reward model "
+                            "sees them (after preprocessing), with their rewards")
+    render.add_argument("--config", required=True, help="YAML config")
+    render.add_argument("--out", required=True, help="PNG file to write, e.g. grid.png")
+    render.add_argument("--steps", type=int, default=12, help="frames in the grid (12)")
+    render.add_argument("--stride", type=int, default=5, help="env steps between frames (5)")
+    render.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    play = sub.add_parser("play", help="run a saved agent, write an mp4, print its returns")
+    play.add_argument("--checkpoint", required=True, help="e.g. runs/NAME/checkpoints/last.ckpt")
+    play.add_argument("--out", required=True, help="mp4 file to write")
+    play.add_argument("--episodes", type=int, default=1, help="episodes to run (1)")
+    play.add_argument("overrides", nargs="*", metavar="key=value",
+                      help="overrides of the saved config, e.g. reward.device=cuda")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
     parser = argparse.ArgumentParser(
         prog="vlmrm", description="Train RL agents with vision-language models as reward models.")
     sub = parser.add_subparsers(dest="command", required=True)
-    fit = sub.add_parser("fit", help="train an agent from a config file")
+    from vlmrm.config import describe_schema
+
+    fit = sub.add_parser("fit", help="train an agent from a config file",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         epilog="config keys (defaults from vlmrm/config.py):\n" + describe_schema())
     fit.add_argument("--config", required=True, help="YAML config, e.g. configs/cartpole.yaml")
     fit.add_argument("overrides", nargs="*", metavar="key=value",
                      help="config overrides, e.g. agent.total_env_steps=2000")
-    sub.add_parser("backends", help="list reward backends and how to name their models")
+    backends = sub.add_parser("backends", help="list reward backends and how to name their models")
+    backends.add_argument("--check", nargs=2, metavar=("BACKEND", "MODEL"),
+                          help="load MODEL with BACKEND on CPU (from cache, or the hub if "
+                               "reachable) and print its size")
+    backends.add_argument("--cache-dir", default=None, help="as reward.cache_dir")
+    backends.add_argument("--random-weights", action="store_true",
+                          help="as reward.pretrained=false")
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "fit": _cmd_fit,
         "backends": _cmd_backends,
+        "render": _cmd_render,
+        "play": _cmd_play,
     }
     return parser, commands
 

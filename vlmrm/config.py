@@ -6,7 +6,9 @@ else is a :class:`ConfigError`. Field docs are the comments next to each field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import inspect
+import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -33,6 +35,19 @@ class EnvConfig:
     render_size: Optional[int] = None
     # Extra keyword arguments for gymnasium.make.
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # Scene look, for the vlmrm/ scenes and MuJoCo envs: true = textured (sky box, tiled
+    # floor, textured body, light from above; MountainCar: a realistic picture), false = the
+    # stock look, null = the scene's default (textured for vlmrm/Humanoid-v0 and
+    # vlmrm/MountainCarContinuous-v0, stock for other ids).
+    textured: Optional[bool] = None
+    # Render camera of MuJoCo envs: "paper" (track the torso: distance 3.5, look-at
+    # (0, 0, 1), elevation -10, azimuth 180), "stock" (the env's own view), or the name of a
+    # camera in the model file; null = the scene's default ("paper" for vlmrm/Humanoid-v0).
+    camera: Optional[str] = None
+    # Your own MuJoCo model file (MJCF) for a MuJoCo env id (vlmrm/Humanoid-v0, Humanoid-v5,
+    # Ant-v5, ...); env.textured and env.camera are applied on top of it. Its bodies,
+    # joints and actuators must still suit the env's observation and reward code.
+    xml: Optional[str] = None
 
 
 @dataclass
@@ -99,11 +114,17 @@ class AgentConfig:
 class TrainerConfig:
     """Forwarded to ``lightning.Trainer``."""
 
+    # "auto", "cpu", "gpu"/"cuda", ... (Lightning accelerator).
     accelerator: str = "auto"
+    # Devices per node: an int, a list of indices, or "auto".
     devices: Any = 1
+    # Lightning strategy: "auto", "ddp", "fsdp", ...; each rank collects its own env steps.
     strategy: str = "auto"
+    # Nodes for multi-node training (with a cluster launcher such as SLURM or torchrun).
     num_nodes: int = 1
+    # Lightning precision of the SAC networks: "32-true", "bf16-mixed", "16-mixed".
     precision: str = "32-true"
+    # Show Lightning's progress bar (env steps and returns).
     enable_progress_bar: bool = True
 
 
@@ -115,6 +136,10 @@ class LoggingConfig:
     run_name: Optional[str] = None
     # Save a checkpoint every this many env steps (plus one at the end).
     checkpoint_every: int = 50_000
+    # Record one deterministic evaluation episode every this many env steps, as a
+    # TensorBoard video and an mp4 in <run dir>/videos, with each frame's VLM reward (and
+    # ground-truth reward and success where the env has them) under it; 0 disables.
+    video_every: int = 0
 
 
 @dataclass
@@ -131,10 +156,14 @@ from vlmrm.registry import GROUND_TRUTH  # noqa: E402
 PRECISIONS = ("32", "bf16", "16")
 
 
-def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Merge ``path`` (YAML) and ``key=value`` overrides onto the defaults, then validate."""
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
+                base: dict[str, Any] | None = None) -> Config:
+    """Merge ``base`` (e.g. the config saved in a checkpoint), ``path`` (YAML) and
+    ``key=value`` overrides onto the defaults, then validate."""
     schema = OmegaConf.structured(Config)
     layers: list[DictConfig] = []
+    if base is not None:
+        layers.append(OmegaConf.create(base))
     if path is not None:
         layers.append(_read_yaml(Path(path)))
     for item in overrides:
@@ -168,8 +197,8 @@ def _read_yaml(path: Path) -> DictConfig:
 
 def _describe(err: OmegaConfBaseException) -> str:
     key = getattr(err, "full_key", None) or "?"
-    msg = getattr(err, "msg", None) or str(err).splitlines()[0]
-    if "not in struct" in str(err) or "Key '" in msg and "not in" in msg:
+    msg = (getattr(err, "msg", None) or str(err)).splitlines()[0].rstrip(".")
+    if "not in struct" in str(err) or ("Key '" in msg and "not in" in msg):
         return (f"Unknown config key {key!r}. Check its spelling against the defaults in "
                 "vlmrm/config.py (or `vlmrm fit --help`).")
     return f"Bad value for config key {key!r}: {msg}. Fix it in the YAML file or override."
@@ -217,7 +246,10 @@ def validate(cfg: Config) -> None:
              "without a fixed length, episodes would never end.")
     _require(cfg.logging.checkpoint_every >= 1,
              f"logging.checkpoint_every={cfg.logging.checkpoint_every} must be >= 1.")
+    _require(cfg.logging.video_every >= 0,
+             f"logging.video_every={cfg.logging.video_every} must be >= 0 (0 disables videos).")
     _check_env_id(e.id)
+    _check_scene_options(e)
 
 
 def _check_ent_coef(value: str) -> None:
@@ -233,14 +265,76 @@ def _check_ent_coef(value: str) -> None:
 def _check_env_id(env_id: str) -> None:
     import gymnasium as gym
 
+    from vlmrm.scenes import SCENES
+
     try:
         gym.spec(env_id)
     except gym.error.Error:
-        known = sorted(k for k in gym.registry if "/" not in k)
+        known = list(SCENES) + sorted(k for k in gym.registry if "/" not in k)
         raise ConfigError(
             f"env.id={env_id!r} is not a registered Gymnasium environment. "
-            f"Known ids include: {', '.join(known[:25])}, ..."
+            f"Known ids include: {', '.join(known[:28])}, ..."
         ) from None
+
+
+def _check_scene_options(e: EnvConfig) -> None:
+    """env.textured / env.camera / env.xml only where the scene can honour them."""
+    from vlmrm.scenes import SCENES, is_mujoco
+
+    if e.id in SCENES:
+        supported = SCENES[e.id].options
+    else:
+        supported = ("textured", "camera", "xml") if is_mujoco(e.id) else ()
+    for name in ("textured", "camera", "xml"):
+        value = getattr(e, name)
+        _require(value is None or name in supported,
+                 f"env.{name}={value!r} does not apply to env.id={e.id!r}: only "
+                 f"{_takers(name)} take it. Remove env.{name}, or pick one of those ids.")
+    _require(e.camera is None or bool(e.camera.strip()),
+             "env.camera is empty. Use env.camera=paper, env.camera=stock or a camera name.")
+    if e.xml is not None:
+        _require(Path(e.xml).expanduser().is_file() and e.xml.endswith(".xml"),
+                 f"env.xml={e.xml!r} is not an existing MJCF file. Give the path of your "
+                 "MuJoCo model file, e.g. env.xml=scenes/my_humanoid.xml.")
+
+
+def _takers(option: str) -> str:
+    from vlmrm.scenes import SCENES
+
+    ids = [k for k, scene in SCENES.items() if option in scene.options]
+    return f"{', '.join(ids)} and Gymnasium MuJoCo envs (Humanoid-v5, Ant-v5, ...)"
+
+
+def describe_schema() -> str:
+    """Every config key with its default and the comment documenting it (for --help)."""
+    lines = ["  seed = 0  -- global seed (env seeds derive from it)"]
+    for group in fields(Config):
+        if group.name == "seed":
+            continue
+        cls = group.default_factory
+        docs = _field_comments(cls)
+        defaults = cls()
+        for f in fields(cls):
+            doc = docs.get(f.name, "")
+            lines.append(f"  {group.name}.{f.name} = {getattr(defaults, f.name)!r}"
+                         + (f"  -- {doc}" if doc else ""))
+    return "\n".join(lines)
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """The ``# ...`` comment lines directly above each field in the class source."""
+    docs: dict[str, str] = {}
+    pending: list[str] = []
+    for line in inspect.getsource(cls).splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            pending.append(stripped.lstrip("# "))
+            continue
+        match = re.match(r"\s{4}(\w+):", line)
+        if match:
+            docs[match.group(1)] = " ".join(pending)
+        pending = []
+    return docs
 
 
 def to_yaml(cfg: Config) -> str:

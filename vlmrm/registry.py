@@ -21,6 +21,8 @@ ENTRY_POINT_GROUP = "vlmrm.backends"
 
 BUILTIN_BACKENDS = {
     "open_clip": "vlmrm.backends.openclip_backend:OpenCLIPBackend",
+    "hf_clip": "vlmrm.backends.hf_clip_backend:HFCLIPBackend",
+    "siglip": "vlmrm.backends.siglip_backend:SiglipBackend",
 }
 
 #: Not a VLM: the env's own reward (the paper's upper-bound baseline).

@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from vlmrm.callbacks import EnvStepCheckpoint
+from vlmrm.callbacks import EnvStepCheckpoint, VideoRecorder
 from vlmrm.config import Config, to_yaml
 from vlmrm.registry import GROUND_TRUTH, make_backend
 from vlmrm.reward.model import VLMRewardModel
@@ -82,6 +82,14 @@ def make_run_dir(cfg: Config, config_path: str | os.PathLike | None) -> Path:
     return run_dir
 
 
+def make_callbacks(cfg: Config, run_dir: Path) -> list[L.Callback]:
+    callbacks: list[L.Callback] = [
+        EnvStepCheckpoint(run_dir / "checkpoints", cfg.logging.checkpoint_every)]
+    if cfg.logging.video_every:
+        callbacks.append(VideoRecorder(run_dir / "videos", cfg.logging.video_every))
+    return callbacks
+
+
 def make_trainer(cfg: Config, run_dir: Path) -> L.Trainer:
     t = cfg.trainer
     return L.Trainer(
@@ -89,9 +97,9 @@ def make_trainer(cfg: Config, run_dir: Path) -> L.Trainer:
         num_nodes=t.num_nodes, precision=t.precision,
         enable_progress_bar=t.enable_progress_bar, max_epochs=1,
         logger=TensorBoardLogger(save_dir=str(run_dir), name="", version=""),
-        callbacks=[EnvStepCheckpoint(run_dir / "checkpoints", cfg.logging.checkpoint_every)],
+        callbacks=make_callbacks(cfg, run_dir),
         enable_checkpointing=False, use_distributed_sampler=False,
-        num_sanity_val_steps=0, default_root_dir=str(run_dir),
+        num_sanity_val_steps=0, default_root_dir=str(run_dir), log_every_n_steps=1,
     )
 
 
@@ -109,5 +117,8 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None) -> Path:
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    trainer.fit(module)
+    try:
+        trainer.fit(module)
+    finally:
+        os.environ.pop(RUN_DIR_ENV, None)
     return run_dir

@@ -1,14 +1,34 @@
-"""Environment factory: a Gymnasium id -> a TorchRL env that renders ``pixels`` every step."""
+"""Environment factory: a Gymnasium id -> a TorchRL env that renders ``pixels`` every step.
+
+The paper's scenes (``vlmrm/Humanoid-v0``, ``vlmrm/CartPole-v0``,
+``vlmrm/MountainCarContinuous-v0``, see :mod:`vlmrm.scenes`) are ordinary Gymnasium ids;
+``env.textured`` / ``env.camera`` / ``env.xml`` also dress any Gymnasium MuJoCo env.
+"""
 
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any
 
 import gymnasium as gym
-from torchrl.envs import DoubleToFloat, EnvBase, GymWrapper, ParallelEnv, SerialEnv, TransformedEnv
+import torch
+from torchrl.data import Binary
+from torchrl.envs import (
+    DoubleToFloat,
+    EnvBase,
+    GymWrapper,
+    ParallelEnv,
+    SerialEnv,
+    TransformedEnv,
+    default_info_dict_reader,
+)
 
 from vlmrm.config import EnvConfig
+from vlmrm.scenes import SCENES, is_mujoco
+from vlmrm.scenes.mjcf import mujoco_scene_kwargs
+
+SUCCESS = "is_success"
 
 
 class NoEarlyTermination(gym.Wrapper):
@@ -24,8 +44,9 @@ def make_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None = None) -> 
     kwargs: dict[str, Any] = dict(cfg.kwargs)
     if cfg.episode_length is not None:
         kwargs["max_episode_steps"] = cfg.episode_length
+    kwargs.update(scene_kwargs(cfg))
     size = cfg.render_size or render_size
-    if size is not None and _accepts_size(cfg.id):
+    if size is not None and accepts_size(cfg.id):
         h, w = (size, size) if isinstance(size, int) else size
         kwargs.setdefault("width", w)
         kwargs.setdefault("height", h)
@@ -35,17 +56,46 @@ def make_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None = None) -> 
     return env
 
 
-def _accepts_size(env_id: str) -> bool:
-    """MuJoCo envs take width/height; classic-control ones render at a fixed size."""
-    entry = gym.spec(env_id).entry_point
-    return isinstance(entry, str) and ".mujoco" in entry
+def scene_kwargs(cfg: EnvConfig) -> dict[str, Any]:
+    """gym.make keyword arguments for env.textured / env.camera / env.xml."""
+    if cfg.id in SCENES:
+        chosen = {"textured": cfg.textured, "camera": cfg.camera, "xml_file": cfg.xml}
+        return {k: v for k, v in chosen.items() if v is not None}
+    if not is_mujoco(cfg.id) or (cfg.textured is None and cfg.camera is None and cfg.xml is None):
+        return {}
+    return mujoco_scene_kwargs(cfg.xml or _stock_xml(cfg.id), bool(cfg.textured), cfg.camera)
+
+
+def _stock_xml(env_id: str) -> str:
+    """The model file a Gymnasium MuJoCo id loads by default."""
+    spec = gym.spec(env_id)
+    if "xml_file" in spec.kwargs:
+        return spec.kwargs["xml_file"]
+    creator = gym.envs.registration.load_env_creator(spec.entry_point)
+    return inspect.signature(creator).parameters["xml_file"].default
+
+
+def accepts_size(env_id: str) -> bool:
+    """MuJoCo envs and the textured vlmrm scenes render at any width/height; classic-control
+    ones at a fixed size (the reward model's preprocessing resizes them)."""
+    if env_id in SCENES:
+        return SCENES[env_id].sized
+    return is_mujoco(env_id)
+
+
+def emits_success(env_id: str) -> bool:
+    return env_id in SCENES and SCENES[env_id].success
 
 
 def make_base_env(cfg: EnvConfig, render_size: tuple[int, int] | None, from_pixels: bool,
                   seed: int | None = None) -> EnvBase:
-    """One TorchRL env: ``observation`` (float32), ``pixels`` (uint8 [H, W, 3]) if asked."""
+    """One TorchRL env: ``observation`` (float32), ``pixels`` (uint8 [H, W, 3]) if asked,
+    and ``is_success`` (bool) for envs that report it."""
     env = GymWrapper(make_gym_env(cfg, render_size), from_pixels=from_pixels,
                      pixels_only=False, device="cpu")
+    if emits_success(cfg.id):
+        spec = {SUCCESS: Binary(n=1, shape=(1,), dtype=torch.bool)}
+        env.set_info_dict_reader(default_info_dict_reader([SUCCESS], spec=spec))
     env = TransformedEnv(env, DoubleToFloat())
     if seed is not None:
         env.set_seed(seed)

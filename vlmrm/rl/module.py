@@ -71,6 +71,19 @@ class SACModule(L.LightningModule):
             raise RuntimeError("SACModule needs a rollout_factory to train")
         self.rollout = self.rollout_factory(self)
 
+    def on_train_end(self) -> None:
+        if self.trainer.world_size > 1:
+            self._check_ranks_in_sync()
+
+    def _check_ranks_in_sync(self) -> None:
+        """DDP must keep every rank's networks (targets included) identical; fail loudly if not."""
+        checksum = torch.stack([p.detach().double().sum() for p in self.loss_module.parameters()]
+                               + [b.double().sum() for b in self.loss_module.buffers()])
+        gathered = self.all_gather(checksum)
+        spread = (gathered - gathered[0]).abs().max().item()
+        if spread > 0:
+            raise RuntimeError(f"DDP ranks diverged: parameter checksums differ by {spread}")
+
     def on_fit_end(self) -> None:
         if self.rollout is not None:
             self.rollout.close()

@@ -23,10 +23,12 @@ REPLAY_KEYS = ("observation", "action", ("next", "observation"), ("next", "rewar
 
 def make_collector(env: EnvBase, policy, frames_per_batch: int, learning_starts: int,
                    policy_device: torch.device) -> Collector:
-    """Single-process collector; random actions for the first ``learning_starts`` frames."""
+    """Single-process collector; random actions for the first ``learning_starts`` frames
+    (rounded up to whole batches)."""
+    random_frames = -(-learning_starts // frames_per_batch) * frames_per_batch
     return Collector(
         env, policy, frames_per_batch=frames_per_batch, total_frames=-1,
-        init_random_frames=learning_starts or None, env_device="cpu",
+        init_random_frames=random_frames or None, env_device="cpu",
         policy_device=policy_device, storing_device="cpu", auto_register_policy_transforms=False,
     )
 

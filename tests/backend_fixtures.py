@@ -1,0 +1,183 @@
+"""Tiny models of every backend family, built locally and saved the way users save them.
+
+Each ``build_*`` function writes a model to a directory/checkpoint, and returns a
+:class:`Case`: the reward config that loads it back through the real loading path, plus
+the in-memory original and the library's own reference processor, tokenizer and encoders.
+Models are tiny (hidden 32, 2 layers, 32-48 px) so the contract tests take seconds.
+Preprocessing settings are deliberately non-default (mean/std, size), so a backend that
+hard-coded them would fail the reference comparison.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from vlmrm.config import RewardConfig
+
+TINY_TOWER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 2}
+ODD_MEAN, ODD_STD = (0.40, 0.45, 0.55), (0.20, 0.25, 0.30)
+PROMPTS = ["pole vertically upright on top of the cart", "pole and cart", "a humanoid robot"]
+
+
+@dataclass
+class Case:
+    """A saved tiny model and the library's own way of using it."""
+
+    cfg: RewardConfig
+    # PIL images -> [B, 3, h, w] float pixels, exactly as the library's own processor does it.
+    reference_preprocess: Callable[[list[Image.Image]], torch.Tensor]
+    # Pixels -> unnormalised image embeddings, from the original in-memory model.
+    reference_image: Callable[[torch.Tensor], torch.Tensor]
+    # Prompts -> unnormalised text embeddings, via the library's own tokenizer.
+    reference_text: Callable[[list[str]], torch.Tensor]
+    # Optional second reference processor (name -> fn), e.g. transformers' torchvision one.
+    other_preprocess: dict[str, Callable[[list[Image.Image]], torch.Tensor]] | None = None
+
+
+def make_frames(n: int = 5, h: int = 60, w: int = 90, seed: int = 0) -> torch.Tensor:
+    """uint8 [n, h, w, 3]: rendered-looking frames (flat colours, edges, gradients) + noise."""
+    g = torch.Generator().manual_seed(seed)
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    out = torch.empty(n, h, w, 3, dtype=torch.uint8)
+    for i in range(n - 1):
+        base = torch.stack([xs * 255 // w, ys * 255 // h, torch.full_like(xs, 40 * i)], -1)
+        x0, y0 = torch.randint(0, w // 2, (1,), generator=g), torch.randint(0, h // 2, (1,), generator=g)
+        box = (xs >= x0) & (xs < x0 + w // 3) & (ys >= y0) & (ys < y0 + h // 3)
+        base[box] = torch.tensor([230, 30, 30])
+        out[i] = base.to(torch.uint8)
+    out[n - 1] = torch.randint(0, 256, (h, w, 3), dtype=torch.uint8, generator=g)  # worst case
+    return out
+
+
+def to_pil(frames: torch.Tensor) -> list[Image.Image]:
+    return [Image.fromarray(f.numpy()) for f in frames]
+
+
+# -- open_clip -----------------------------------------------------------------------------
+OPENCLIP_ARCH = "vlmrm-contract-tiny"
+
+
+def build_open_clip(root: Path) -> Case:
+    import open_clip
+    from safetensors.torch import save_file
+
+    config = {"embed_dim": 16,
+              "vision_cfg": {"image_size": 48, "layers": 2, "width": 32, "patch_size": 16,
+                             "head_width": 16},
+              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
+                           "layers": 2}}
+    config_path = root / f"{OPENCLIP_ARCH}.json"
+    config_path.write_text(json.dumps(config))
+    open_clip.add_model_config(config_path)
+    torch.manual_seed(0)
+    model, _, preprocess = open_clip.create_model_and_transforms(OPENCLIP_ARCH, pretrained=None)
+    model.eval()
+    ckpt = root / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
+    tokenizer = open_clip.get_tokenizer(OPENCLIP_ARCH)
+    return Case(
+        cfg=RewardConfig(backend="open_clip", model=f"{OPENCLIP_ARCH}/{ckpt}",
+                         model_config=str(config_path)),
+        reference_preprocess=lambda imgs: torch.stack([preprocess(i) for i in imgs]),
+        reference_image=model.encode_image,
+        reference_text=lambda prompts: model.encode_text(tokenizer(prompts)),
+    )
+
+
+# -- transformers CLIP ---------------------------------------------------------------------
+def build_hf_clip(root: Path) -> Case:
+    from transformers import AutoImageProcessor, CLIPConfig, CLIPImageProcessor, CLIPModel
+    from vlmrm.backends.hf_clip_backend import clip_tokenizer
+
+    config = CLIPConfig(text_config={**TINY_TOWER, "max_position_embeddings": 77},
+                        vision_config={**TINY_TOWER, "image_size": 48, "patch_size": 16},
+                        projection_dim=16)
+    torch.manual_seed(0)
+    model = CLIPModel(config).eval()
+    tokenizer = clip_tokenizer(config)
+    processor = CLIPImageProcessor(size={"shortest_edge": 48},
+                                   crop_size={"height": 48, "width": 48},
+                                   image_mean=list(ODD_MEAN), image_std=list(ODD_STD))
+    _save(root, model, tokenizer, processor)
+
+    def text(prompts: list[str]) -> torch.Tensor:
+        tok = tokenizer(prompts, padding="max_length", max_length=77, return_tensors="pt")
+        return model.get_text_features(**tok).pooler_output
+
+    return Case(
+        cfg=RewardConfig(backend="hf_clip", model=str(root)),
+        reference_preprocess=_hf_processor(AutoImageProcessor.from_pretrained(root, backend="pil")),
+        reference_image=lambda px: model.get_image_features(pixel_values=px).pooler_output,
+        reference_text=text,
+        other_preprocess={"torchvision": _hf_processor(AutoImageProcessor.from_pretrained(root))},
+    )
+
+
+# -- SigLIP --------------------------------------------------------------------------------
+def build_siglip(root: Path) -> Case:
+    from transformers import AutoImageProcessor, SiglipConfig, SiglipImageProcessor, SiglipModel
+    from vlmrm.backends.siglip_backend import byte_tokenizer
+
+    text_cfg = {**TINY_TOWER, "vocab_size": 300, "max_position_embeddings": 16,
+                "projection_size": 32, "pad_token_id": 1, "eos_token_id": 1, "bos_token_id": None}
+    config = SiglipConfig(text_config=text_cfg,
+                          vision_config={**TINY_TOWER, "image_size": 32, "patch_size": 8})
+    torch.manual_seed(0)
+    model = SiglipModel(config).eval()
+    tokenizer = byte_tokenizer(config)
+    processor = SiglipImageProcessor(size={"height": 32, "width": 32},
+                                     image_mean=list(ODD_MEAN), image_std=list(ODD_STD))
+    _save(root, model, tokenizer, processor)
+
+    def text(prompts: list[str]) -> torch.Tensor:
+        # As the SigLIP model card says: padding="max_length", the way it was trained.
+        ids = tokenizer(prompts, padding="max_length", max_length=16, truncation=True,
+                        return_tensors="pt")
+        return model.get_text_features(input_ids=ids["input_ids"]).pooler_output
+
+    return Case(
+        cfg=RewardConfig(backend="siglip", model=str(root)),
+        reference_preprocess=_hf_processor(AutoImageProcessor.from_pretrained(root, backend="pil")),
+        reference_image=lambda px: model.get_image_features(pixel_values=px).pooler_output,
+        reference_text=text,
+        other_preprocess={"torchvision": _hf_processor(AutoImageProcessor.from_pretrained(root))},
+    )
+
+
+def _save(root: Path, model, tokenizer, processor) -> None:
+    model.save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    processor.save_pretrained(root)
+
+
+def _hf_processor(processor) -> Callable[[list[Image.Image]], torch.Tensor]:
+    return lambda imgs: processor(images=imgs, return_tensors="pt")["pixel_values"]
+
+
+# -- the test-only plugin ------------------------------------------------------------------
+def build_toy(root: Path) -> Case:
+    import vlmrm_toy_backend as toy
+
+    torch.manual_seed(0)
+    net = toy.ToyNet(toy.ToyConfig(image_size=40, mean=ODD_MEAN, std=ODD_STD)).eval()
+    toy.save_toy(net, root)
+    return Case(
+        cfg=RewardConfig(backend="toy", model=str(root)),
+        reference_preprocess=lambda imgs: toy.reference_preprocess(imgs, net.cfg),
+        reference_image=net.image,
+        reference_text=lambda prompts: net.encode_text(prompts, torch.device("cpu")),
+    )
+
+
+def pixel_levels(diff: torch.Tensor, std: tuple[float, ...]) -> torch.Tensor:
+    """A difference of normalised pixels ``[B, 3, h, w]`` in 0-255 pixel levels."""
+    return diff * torch.tensor(std, dtype=diff.dtype)[:, None, None] * 255.0
+
+

@@ -1,0 +1,52 @@
+"""Shared fixtures: a tiny open_clip architecture built and saved locally (no hub needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+torch.set_num_threads(1)
+
+TINY_OPENCLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16,
+                   "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2,
+                 "layers": 2},
+}
+
+
+@dataclass(frozen=True)
+class TinyModel:
+    name: str  # architecture name, registered from config_path
+    config_path: Path
+    checkpoint: Path  # a state dict saved with torch.save
+
+    @property
+    def reference(self) -> str:
+        """The reward.model value users would write for this checkpoint."""
+        return f"{self.name}/{self.checkpoint}"
+
+    def overrides(self) -> list[str]:
+        return [f"reward.model={self.reference}", f"reward.model_config={self.config_path}"]
+
+
+@pytest.fixture(scope="session")
+def tiny_openclip(tmp_path_factory) -> TinyModel:
+    import open_clip
+
+    root = tmp_path_factory.mktemp("tiny_openclip")
+    config_path = root / "vlmrm-test-tiny.json"
+    config_path.write_text(json.dumps(TINY_OPENCLIP))
+    open_clip.add_model_config(config_path)
+    torch.manual_seed(0)
+    model = open_clip.create_model("vlmrm-test-tiny", pretrained=None)
+    checkpoint = root / "tiny.pt"
+    torch.save(model.state_dict(), checkpoint)
+    return TinyModel("vlmrm-test-tiny", config_path, checkpoint)

@@ -1,0 +1,71 @@
+"""Bad configs: one clear message naming the key and value, exit code 2, nothing written."""
+
+from pathlib import Path
+
+import pytest
+
+from vlmrm.cli import main
+from vlmrm.config import Config, load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["agent.total_env_step=10"], "agent.total_env_step"),              # unknown key
+    (["reward.colour=red"], "reward.colour"),                           # unknown key in group
+    (["agent.total_env_steps=many"], "agent.total_env_steps"),          # wrong type
+    (["reward.alpha=1.5"], "reward.alpha=1.5"),                          # alpha out of range
+    (["reward.alpha=-0.1"], "reward.alpha=-0.1"),
+    (["reward.goal_prompts=[]"], "reward.goal_prompts"),                 # empty prompts
+    (["reward.baseline_prompts=[]"], "reward.baseline_prompts"),
+    (["reward.backend=clipp"], "reward.backend='clipp'"),               # unknown backend
+    (["env.id=CartPol-v9"], "env.id='CartPol-v9'"),                     # unknown env
+    (["reward.precision=fp8"], "reward.precision='fp8'"),
+    (["agent.ent_coef=lots"], "agent.ent_coef='lots'"),
+    (["env.terminate_early=false"], "env.episode_length"),               # would never end
+    (["agent.gamma=0"], "agent.gamma=0"),
+    (["agent.total_env_steps"], "key=value"),                            # malformed override
+])
+def test_bad_input_exits_2_with_named_key_and_writes_nothing(overrides, expected, tmp_path, capsys):
+    out = tmp_path / "runs"
+    code = main(["fit", "--config", str(CONFIGS / "cartpole.yaml"),
+                 f"logging.output_dir={out}", *overrides])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert expected in err
+    assert err.startswith("vlmrm: error: ") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1  # one paragraph
+    assert not out.exists()
+
+
+def test_unknown_key_in_yaml_file_is_an_error(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("env:\n  id: CartPole-v1\n  episode_lenght: 10\n")
+    assert main(["fit", "--config", str(bad), f"logging.output_dir={tmp_path}/r"]) == 2
+    assert "env.episode_lenght" in capsys.readouterr().err
+
+
+def test_missing_config_file_is_an_error(tmp_path, capsys):
+    assert main(["fit", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_uncached_model_exits_2_without_a_run_dir(tmp_path, capsys):
+    out = tmp_path / "runs"
+    code = main(["fit", "--config", str(CONFIGS / "cartpole.yaml"), f"logging.output_dir={out}"])
+    assert code == 2
+    assert "ViT-B-32/laion2b_s34b_b79k" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_yaml_overrides_defaults_and_dotlist_overrides_yaml():
+    cfg = load_config(CONFIGS / "cartpole.yaml", ["agent.total_env_steps=123", "reward.alpha=0.25"])
+    assert isinstance(cfg, Config)
+    assert cfg.agent.total_env_steps == 123 and cfg.reward.alpha == 0.25
+    assert cfg.reward.goal_prompts == ["pole vertically upright on top of the cart"]
+    assert cfg.agent.buffer_size == Config().agent.buffer_size  # untouched default from code
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    load_config(path)

@@ -1,0 +1,100 @@
+"""`vlmrm fit` end to end on CPU with a tiny random-weight open_clip model (fast)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from tests.helpers import scalars
+from vlmrm.cli import main
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+FAST = ["reward.pretrained=true", "agent.eval_every=150", "agent.eval_episodes=1",
+        "trainer.enable_progress_bar=false", "agent.hidden_sizes=[32,32]", "agent.batch_size=32"]
+
+
+def run_fit(config: str, tmp_path: Path, *overrides: str) -> Path:
+    out = tmp_path / "runs"
+    code = main(["fit", "--config", str(CONFIGS / config), f"logging.output_dir={out}",
+                 "logging.run_name=test", *FAST, *overrides])
+    assert code == 0
+    return out / "test"
+
+
+def test_cartpole_fit_logs_vlm_and_gt_returns_checkpoints_and_config(tiny_openclip, tmp_path):
+    run = run_fit("cartpole.yaml", tmp_path, *tiny_openclip.overrides(),
+                  "agent.total_env_steps=400", "agent.learning_starts=100",
+                  "logging.checkpoint_every=200", "env.episode_length=50")
+    tags = scalars(run)
+    for tag in ("train/episode_vlm_return", "train/episode_gt_return", "eval/gt_return",
+                "eval/vlm_return", "loss/actor", "loss/critic", "loss/alpha", "train/alpha",
+                "perf/env_steps_per_s", "perf/vlm_frames_per_s"):
+        assert tag in tags, f"missing {tag}; have {sorted(tags)}"
+    # VLM returns come from the reward model, not the env: CartPole pays exactly 1 per step.
+    gt, vlm = dict(tags["train/episode_gt_return"]), dict(tags["train/episode_vlm_return"])
+    assert any(abs(gt[s] - vlm[s]) > 1e-3 for s in gt)
+    assert max(step for step, _ in tags["env_steps"]) == 400
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "last.ckpt", "step-200.ckpt", "step-400.ckpt"]
+    saved = OmegaConf.load(run / "config.yaml")
+    assert saved.agent.total_env_steps == 400 and saved.reward.model == tiny_openclip.reference
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["vlmrm"]["env_steps"] == 400
+    assert any(k.startswith("actor.") for k in ckpt["state_dict"])
+
+
+def test_replay_buffer_holds_vlm_rewards_not_pixels(tiny_openclip, tmp_path, monkeypatch):
+    from vlmrm.rl import module as module_lib
+
+    seen = {}
+    original = module_lib.SACModule._update
+
+    def spy(self, steps):
+        sample = self.rollout.buffer.sample()
+        seen["keys"] = set(sample.keys(True, True))
+        seen["rewards"] = sample["next", "reward"]
+        return original(self, steps)
+
+    monkeypatch.setattr(module_lib.SACModule, "_update", spy)
+    run_fit("cartpole.yaml", tmp_path, *tiny_openclip.overrides(), "agent.total_env_steps=120",
+            "agent.learning_starts=64", "agent.eval_every=0")
+    assert "pixels" not in str(seen["keys"]) and ("next", "reward") in seen["keys"]
+    assert not torch.all(seen["rewards"] == 1.0)  # CartPole's own reward is always 1
+
+
+def test_ground_truth_backend_trains_on_env_reward(tmp_path):
+    run = run_fit("cartpole.yaml", tmp_path, "reward.backend=ground_truth",
+                  "agent.total_env_steps=200", "agent.learning_starts=50")
+    tags = scalars(run)
+    gt, vlm = dict(tags["train/episode_gt_return"]), dict(tags["train/episode_vlm_return"])
+    assert gt == vlm
+
+
+def test_humanoid_fit_with_fixed_episode_length(tiny_openclip, tmp_path):
+    run = run_fit("humanoid_lotus.yaml", tmp_path, *tiny_openclip.overrides(),
+                  "agent.total_env_steps=120", "agent.learning_starts=40", "agent.train_freq=40",
+                  "agent.gradient_steps=2", "env.episode_length=40", "agent.eval_every=0",
+                  "reward.precision=32")
+    tags = scalars(run)
+    assert [v for _, v in tags["train/episode_length"]] == [40.0, 40.0, 40.0]
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_ddp_two_cpu_ranks_train_in_sync(tmp_path):
+    """Lightning's DDP strategy (gloo, 2 processes): ranks stay bit-identical (checked at the
+    end of fit, which raises otherwise) and env steps add up across ranks."""
+    # DDP re-launches the running command for rank 1, so run the CLI as users do.
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "vlmrm", "fit", "--config", str(CONFIGS / "cartpole.yaml"),
+           f"logging.output_dir={out}", "logging.run_name=test", *FAST,
+           "reward.backend=ground_truth", "agent.total_env_steps=320",
+           "agent.learning_starts=64", "agent.eval_every=0", "trainer.strategy=ddp",
+           "trainer.devices=2", "trainer.accelerator=cpu"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = out / "test"
+    steps = [v for _, v in scalars(run)["env_steps"]]
+    assert steps[-1] == 320 and steps[0] == 16  # 8 steps per rank per iteration, 2 ranks
+    assert (run / "checkpoints" / "last.ckpt").is_file()

@@ -1,0 +1,259 @@
+"""The paper's scenes: CartPole and MountainCar variants, the textured Humanoid and its camera."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import pytest
+
+import vlmrm  # noqa: F401, I001  (first: it picks the headless renderer before mujoco loads)
+from vlmrm.config import EnvConfig, load_config
+from vlmrm.errors import ConfigError
+from vlmrm.rl.envs import make_base_env, make_env, make_gym_env
+from vlmrm.scenes.mjcf import PAPER_CAMERA, PAPER_CAMERA_NAME
+
+UPRIGHT = 12 * 2 * math.pi / 360
+GT = ["reward.backend=ground_truth"]  # no model: these tests are about the env
+
+
+def cartpole(state) -> gym.Env:
+    env = gym.make("vlmrm/CartPole-v0")
+    env.reset(seed=0)
+    env.unwrapped.state = np.array(state, dtype=np.float64)
+    return env
+
+
+def test_cartpole_angle_wraps_to_minus_pi_pi():
+    env = cartpole([0.0, 0.0, math.pi - 0.01, 3.0])  # falling over the bottom, clockwise
+    obs, *_ = env.step(1)
+    assert -math.pi <= obs[2] < 0  # crossed +pi: wrapped to just above -pi
+    assert obs[2] == pytest.approx(env.unwrapped.state[2])
+    for _ in range(300):
+        obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        assert -math.pi <= obs[2] < math.pi and not terminated
+        if truncated:
+            break
+
+
+def test_cartpole_cart_is_clipped_to_the_track_and_stops():
+    env = cartpole([2.39, 5.0, 0.0, 0.0])
+    obs, *_ = env.step(1)
+    assert obs[0] == pytest.approx(2.4) and obs[1] == 0.0
+    env = cartpole([-2.39, -5.0, 0.0, 0.0])
+    obs, *_ = env.step(0)
+    assert obs[0] == pytest.approx(-2.4) and obs[1] == 0.0
+
+
+def test_cartpole_never_terminates_and_lasts_200_steps():
+    env = gym.make("vlmrm/CartPole-v0")
+    env.reset(seed=1)
+    steps, upright = 0, 0
+    while True:
+        _, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        steps += 1
+        upright += reward
+        assert not terminated and reward == float(info["is_success"])
+        if truncated:
+            break
+    assert steps == 200
+    assert upright < 120  # a random policy keeps the pole up only part of the time
+
+
+@pytest.mark.parametrize("state, success", [
+    ([0.0, 0.0, 0.0, 0.0], True),
+    ([1.0, 2.0, UPRIGHT - 1e-3, -1.0], True),
+    ([0.0, 0.0, -(UPRIGHT - 1e-3), 0.0], True),
+    ([0.0, 0.0, UPRIGHT + 1e-3, 0.0], False),
+    ([0.0, 0.0, math.pi - 0.05, 0.0], False),
+    ([0.0, 0.0, 0.1 - 2 * math.pi, 0.0], True),  # an unwrapped upright angle
+    ([2.5, 0.0, 0.0, 0.0], False),  # cart off the track
+    ([-2.4, 0.0, 0.0, 0.0], True),  # at the end of the track
+])
+def test_cartpole_is_success_on_hand_set_states(state, success):
+    env = cartpole(state)
+    assert env.unwrapped.is_success() is success
+
+
+def test_cartpole_step_reports_is_success_of_the_new_state():
+    env = cartpole([0.0, 0.0, 0.0, 0.0])
+    _, reward, _, _, info = env.step(0)
+    assert info["is_success"] and reward == 1.0
+    env = cartpole([0.0, 0.0, 1.0, 0.0])
+    _, reward, _, _, info = env.step(0)
+    assert not info["is_success"] and reward == 0.0
+
+
+@pytest.mark.parametrize("position, success", [
+    (0.45, True), (0.5, True), (0.6, True), (0.449, False), (-0.5, False), (-1.2, False)])
+def test_mountaincar_is_success_at_the_flag(position, success):
+    env = gym.make("vlmrm/MountainCarContinuous-v0")
+    env.reset(seed=0)
+    env.unwrapped.state = np.array([position, 0.0], dtype=np.float32)
+    assert env.unwrapped.is_success() is success
+
+
+def test_mountaincar_step_info_and_reset_info_carry_is_success():
+    env = gym.make("vlmrm/MountainCarContinuous-v0")
+    _, info = env.reset(seed=0)
+    assert info["is_success"] == np.False_
+    env.unwrapped.state = np.array([0.55, 0.02], dtype=np.float32)
+    _, _, _, _, info = env.step(np.array([1.0], dtype=np.float32))
+    assert info["is_success"]
+
+
+def test_mountaincar_textured_renders_at_the_asked_size_and_shows_the_car():
+    env = gym.make("vlmrm/MountainCarContinuous-v0", render_mode="rgb_array", width=96,
+                   height=80)
+    env.reset(seed=0)
+    frames = []
+    for position in (-1.0, 0.5):
+        env.unwrapped.state = np.array([position, 0.0], dtype=np.float32)
+        frames.append(env.render().astype(int))
+    assert frames[0].shape == (80, 96, 3)
+    moved = np.abs(frames[0] - frames[1]).sum(-1) > 60
+    cols = np.nonzero(moved.any(0))[0]
+    assert cols.min() < 96 * 0.25 and cols.max() > 96 * 0.75  # car left, then right
+    plain = gym.make("vlmrm/MountainCarContinuous-v0", render_mode="rgb_array", textured=False)
+    plain.reset(seed=0)
+    assert plain.render().shape == (600, 600, 3)  # stock picture, square
+
+
+def test_is_success_reaches_the_torchrl_tensordict():
+    env = make_base_env(EnvConfig(id="vlmrm/CartPole-v0"), None, from_pixels=False, seed=0)
+    td = env.rollout(5)
+    assert str(td["next", "is_success"].dtype) == "torch.bool"
+    assert td["next", "is_success"].reshape(-1).float().eq(td["next", "reward"].reshape(-1)).all()
+
+
+@pytest.mark.parametrize("textured", [True, False])
+@pytest.mark.parametrize("camera", ["paper", "stock"])
+def test_humanoid_scene_loads_textured_and_plain(textured, camera):
+    env = gym.make("vlmrm/Humanoid-v0", render_mode="rgb_array", width=48, height=40,
+                   textured=textured, camera=camera)
+    env.reset(seed=0)
+    model = env.unwrapped.model
+    frame = env.render()
+    assert frame.shape == (40, 48, 3) and frame.std() > 5
+    materials = {model.material(i).name for i in range(model.nmat)}
+    assert ("vlmrm_body" in materials) is textured
+    cameras = {model.camera(i).name for i in range(model.ncam)}
+    assert (PAPER_CAMERA_NAME in cameras) is (camera == "paper")
+    assert env.observation_space.shape == gym.make("Humanoid-v5").observation_space.shape
+
+
+def test_humanoid_never_terminates_early_within_the_episode_length():
+    env = make_gym_env(EnvConfig(id="vlmrm/Humanoid-v0", episode_length=100,
+                                 terminate_early=False))
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    lowest = np.inf
+    for t in range(1, 101):
+        action = rng.uniform(-0.4, 0.4, env.action_space.shape).astype(np.float32)
+        _, _, terminated, truncated, _ = env.step(action)
+        lowest = min(lowest, env.unwrapped.data.qpos[2])
+        assert not terminated
+        assert truncated is (t == 100)
+    assert lowest < 1.0  # it fell: stock Humanoid-v5 would have ended the episode
+
+
+def _project(model, data, cam_id: int, point: np.ndarray, h: int, w: int) -> tuple[float, float]:
+    """Pixel (row, col) of a world point seen by model camera ``cam_id``."""
+    rot = data.cam_xmat[cam_id].reshape(3, 3)
+    local = rot.T @ (point - data.cam_xpos[cam_id])  # camera looks along its -z
+    focal = (h / 2) / math.tan(math.radians(model.cam_fovy[cam_id]) / 2)
+    return h / 2 - focal * local[1] / -local[2], w / 2 + focal * local[0] / -local[2]
+
+
+def test_paper_camera_tracks_the_torso_over_a_random_rollout():
+    env = gym.make("vlmrm/Humanoid-v0", render_mode="rgb_array", width=64, height=64)
+    env.reset(seed=3)
+    sim = env.unwrapped
+    cam = sim.model.camera(PAPER_CAMERA_NAME).id
+    assert sim.mujoco_renderer.camera_id == cam  # this camera renders the frames
+    offsets = []
+    for t in range(80):
+        env.step(env.action_space.sample())
+        data = sim.data
+        offsets.append(data.cam_xpos[cam] - data.subtree_com[1])
+        if t % 10 == 9:
+            row, col = _project(sim.model, data, cam, data.xpos[1], 64, 64)
+            assert abs(row - 32) < 0.3 * 64 and abs(col - 32) < 0.3 * 64, (t, row, col)
+    assert np.ptp(np.array(offsets), axis=0).max() < 1e-6  # fixed offset from the body's com
+    forward = -data.cam_xmat[cam].reshape(3, 3)[:, 2]
+    assert np.allclose(forward, PAPER_CAMERA.forward(), atol=1e-6)  # azimuth and elevation
+
+
+def test_paper_camera_matches_mujocos_free_camera_with_the_papers_settings():
+    """At the reference pose, our tracking camera sees what mjvCamera(lookat (0, 0, 1),
+    distance 3.5, elevation -10, azimuth 180) sees."""
+    env = gym.make("vlmrm/Humanoid-v0", render_mode="rgb_array", width=64, height=64)
+    env.reset(seed=0)
+    sim = env.unwrapped
+    sim.set_state(sim.init_qpos, np.zeros_like(sim.init_qvel))
+    ours = env.render().astype(int)
+    free = mujoco.MjvCamera()
+    free.type = mujoco.mjtCamera.mjCAMERA_FREE
+    free.lookat[:], free.distance = PAPER_CAMERA.lookat, PAPER_CAMERA.distance
+    free.elevation, free.azimuth = PAPER_CAMERA.elevation, PAPER_CAMERA.azimuth
+    with mujoco.Renderer(sim.model, 64, 64) as renderer:
+        renderer.update_scene(sim.data, camera=free)
+        theirs = renderer.render().astype(int)
+    assert np.abs(ours - theirs).mean() < 2.0
+    stock = gym.make("vlmrm/Humanoid-v0", render_mode="rgb_array", width=64, height=64,
+                     camera="stock")
+    stock.reset(seed=0)
+    stock.unwrapped.set_state(sim.init_qpos, np.zeros_like(sim.init_qvel))
+    assert np.abs(stock.render().astype(int) - theirs).mean() > 5.0  # a different view
+
+
+def test_generic_mujoco_env_takes_textures_camera_and_a_user_xml(tmp_path):
+    from gymnasium.envs.mujoco.mujoco_env import expand_model_path
+
+    env = make_gym_env(EnvConfig(id="Hopper-v5", textured=True, camera="paper"), (32, 32))
+    env.reset(seed=0)
+    assert env.render().shape == (32, 32, 3)
+    xml = tmp_path / "my_humanoid.xml"
+    source = open(expand_model_path("humanoid.xml")).read()
+    xml.write_text(source.replace('<body name="torso" pos="0 0 1.4">',
+                                  '<body name="torso" pos="0 0 1.4">\n'
+                                  '<camera name="side" mode="track" pos="0 -4 0" '
+                                  'xyaxes="1 0 0 0 0 1"/>'))
+    cfg = load_config(None, [*GT, "env.id=Humanoid-v5", f"env.xml={xml}", "env.camera=side"]).env
+    env = make_gym_env(cfg, (32, 32))
+    env.reset(seed=0)
+    assert env.unwrapped.model.camera("side").id == env.unwrapped.mujoco_renderer.camera_id
+    with pytest.raises(ConfigError, match="env.camera='nope'"):
+        make_gym_env(EnvConfig(id="Humanoid-v5", xml=str(xml), camera="nope"), (32, 32))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("env.textured=true", "env.textured=True does not apply to env.id='CartPole-v1'"),
+    ("env.camera=paper", "env.camera='paper' does not apply"),
+    ("env.xml=/no/such.xml", "does not apply"),
+])
+def test_scene_options_on_envs_that_cannot_take_them_are_config_errors(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, [*GT, "env.id=CartPole-v1", override])
+
+
+def test_bad_scene_values_are_config_errors():
+    with pytest.raises(ConfigError, match="env.xml='/no/such.xml' is not an existing MJCF"):
+        load_config(None, [*GT, "env.id=vlmrm/Humanoid-v0", "env.xml=/no/such.xml"])
+    with pytest.raises(ConfigError, match="logging.video_every=-1"):
+        load_config(None, [*GT, "logging.video_every=-1"])
+    with pytest.raises(ConfigError, match="env.camera=.* does not apply.*vlmrm/Humanoid-v0"):
+        load_config(None, [*GT, "env.id=vlmrm/CartPole-v0", "env.camera=paper"])
+
+
+def test_scenes_run_in_parallel_worker_processes():
+    env = make_env(EnvConfig(id="vlmrm/CartPole-v0", num_envs=2, parallel=True), None,
+                   from_pixels=True, seed=0)
+    try:
+        td = env.rollout(3)
+    finally:
+        env.close()
+    assert td["next", "pixels"].shape[:2] == (2, 3)
+    assert td["next", "is_success"].shape[:2] == (2, 3)

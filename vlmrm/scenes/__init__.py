@@ -1,0 +1,60 @@
+"""The paper's scenes, registered as Gymnasium ids under the ``vlmrm/`` namespace.
+
+=================================  ==================================================
+``vlmrm/Humanoid-v0``              Humanoid-v5 dynamics; textured scene, the paper's
+                                   tracking camera, no early termination, 100 steps.
+``vlmrm/CartPole-v0``              no termination, wrapped angle, cart clipped to the
+                                   track, reward = ``is_success``, 200 steps.
+``vlmrm/MountainCarContinuous-v0`` realistic textured render, ``is_success`` at the
+                                   flag, 999 steps (stock).
+=================================  ==================================================
+
+Importing :mod:`vlmrm.rl.envs` or :mod:`vlmrm.config` registers them (env worker
+processes included).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What a registered scene supports, so config validation can say what applies."""
+
+    entry_point: str
+    max_episode_steps: int
+    options: tuple[str, ...]  # which of env.textured / env.camera / env.xml it takes
+    success: bool  # emits info["is_success"]
+    sized: bool  # renders at a requested width/height
+
+
+SCENES: dict[str, Scene] = {
+    "vlmrm/Humanoid-v0": Scene("vlmrm.scenes.humanoid:make_humanoid", 100,
+                               ("textured", "camera", "xml"), success=False, sized=True),
+    "vlmrm/CartPole-v0": Scene("vlmrm.scenes.cartpole:PaperCartPoleEnv", 200, (),
+                               success=True, sized=False),
+    "vlmrm/MountainCarContinuous-v0": Scene("vlmrm.scenes.mountaincar:PaperMountainCarEnv",
+                                            999, ("textured",), success=True, sized=True),
+}
+
+
+def register_scenes() -> None:
+    """Register :data:`SCENES` with Gymnasium (idempotent)."""
+    for env_id, scene in SCENES.items():
+        if env_id not in gym.registry:
+            gym.register(env_id, entry_point=scene.entry_point,
+                         max_episode_steps=scene.max_episode_steps)
+
+
+def is_mujoco(env_id: str) -> bool:
+    """A Gymnasium MuJoCo env (takes width/height, xml_file and camera_name)."""
+    if env_id in SCENES:
+        return env_id == "vlmrm/Humanoid-v0"
+    entry = gym.spec(env_id).entry_point
+    return isinstance(entry, str) and ".mujoco" in entry
+
+
+register_scenes()
