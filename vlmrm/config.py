@@ -100,6 +100,8 @@ class AgentConfig:
     ent_coef: str = "auto"
     # Target entropy as a fraction of the maximum (discrete actions) or "auto" (-dim(A)).
     target_entropy_weight: float = 0.98
+    # Critic regression loss: "smooth_l1" (Huber, TorchRL's default) or "l2".
+    critic_loss: str = "smooth_l1"
     # Hidden layer sizes of actor and critic MLPs.
     hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
     # Run deterministic evaluation episodes every this many env steps (0 disables).
@@ -238,6 +240,8 @@ def validate(cfg: Config) -> None:
     _require(0.0 < a.tau <= 1.0, f"agent.tau={a.tau} must be in (0, 1].")
     _require(a.learning_rate > 0, f"agent.learning_rate={a.learning_rate} must be > 0.")
     _check_ent_coef(a.ent_coef)
+    _require(a.critic_loss in ("smooth_l1", "l2"),
+             f"agent.critic_loss={a.critic_loss!r} must be \"smooth_l1\" or \"l2\".")
     _require(e.num_envs >= 1, f"env.num_envs={e.num_envs} must be >= 1.")
     _require(e.episode_length is None or e.episode_length >= 1,
              f"env.episode_length={e.episode_length} must be >= 1 (or null for the env's own).")

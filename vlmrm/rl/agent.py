@@ -52,11 +52,11 @@ def make_loss(actor: ProbabilisticActor, qvalue: TensorDictModule, action_spec: 
     if is_discrete(action_spec):
         loss = DiscreteSACLoss(
             actor, qvalue, action_space=action_spec, num_actions=action_spec.shape[-1],
-            num_qvalue_nets=2, loss_function="l2", alpha_init=alpha, fixed_alpha=fixed,
-            target_entropy_weight=cfg.target_entropy_weight,
+            num_qvalue_nets=2, loss_function=cfg.critic_loss, alpha_init=alpha,
+            fixed_alpha=fixed, target_entropy_weight=cfg.target_entropy_weight,
         )
     else:
-        loss = SACLoss(actor, qvalue, num_qvalue_nets=2, loss_function="l2",
+        loss = SACLoss(actor, qvalue, num_qvalue_nets=2, loss_function=cfg.critic_loss,
                        alpha_init=alpha, fixed_alpha=fixed, action_spec=action_spec)
     loss.make_value_estimator(ValueEstimators.TD0, gamma=cfg.gamma)
     return loss
