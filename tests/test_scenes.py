@@ -5,11 +5,9 @@ from __future__ import annotations
 import math
 
 import gymnasium as gym
-import mujoco
 import numpy as np
 import pytest
 
-import vlmrm  # noqa: F401, I001  (first: it picks the headless renderer before mujoco loads)
 from vlmrm.config import EnvConfig, load_config
 from vlmrm.errors import ConfigError
 from vlmrm.rl.envs import make_base_env, make_env, make_gym_env
@@ -189,6 +187,8 @@ def test_paper_camera_tracks_the_torso_over_a_random_rollout():
 def test_paper_camera_matches_mujocos_free_camera_with_the_papers_settings():
     """At the reference pose, our tracking camera sees what mjvCamera(lookat (0, 0, 1),
     distance 3.5, elevation -10, azimuth 180) sees."""
+    import mujoco  # after vlmrm: it picks the headless GL backend before mujoco loads
+
     env = gym.make("vlmrm/Humanoid-v0", render_mode="rgb_array", width=64, height=64)
     env.reset(seed=0)
     sim = env.unwrapped

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from vlmrm.errors import VLMRMError
 
@@ -94,6 +95,30 @@ def _add_render_play(sub) -> None:
                       help="overrides of the saved config, e.g. reward.device=cuda")
 
 
+def _cmd_train_demo_model(args: argparse.Namespace) -> int:
+    import torch
+
+    from vlmrm.backends.openclip_backend import OpenCLIPBackend
+    from vlmrm.demo import quality, training
+
+    torch.set_num_threads(args.threads)
+    settings = training.TrainSettings(seed=args.seed, samples=args.samples, steps=args.steps)
+    model, summary = training.train(settings)
+    out = training.export(model, Path(args.out), summary)
+    metrics = quality.held_out_metrics(OpenCLIPBackend(f"local-dir:{out}"))
+    training.record_metrics(out, metrics)
+    print(f"wrote {out}: {metrics}")
+    return 0
+
+
+def training_defaults(name: str) -> int:
+    from dataclasses import fields
+
+    from vlmrm.demo.training import TrainSettings
+
+    return next(f.default for f in fields(TrainSettings) if f.name == name)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
     parser = argparse.ArgumentParser(
         prog="vlmrm", description="Train RL agents with vision-language models as reward models.")
@@ -113,7 +138,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
     backends.add_argument("--cache-dir", default=None, help="as reward.cache_dir")
     backends.add_argument("--random-weights", action="store_true",
                           help="as reward.pretrained=false")
+    _add_render_play(sub)
+    demo = sub.add_parser("train-demo-model",
+                          help="retrain the bundled demo reward model (vlmrm-demo)")
+    demo.add_argument("--out", default="vlmrm/assets/vlmrm-demo", help="output folder")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--samples", type=int, default=training_defaults("samples"))
+    demo.add_argument("--steps", type=int, default=training_defaults("steps"))
+    demo.add_argument("--threads", type=int, default=2, help="torch threads")
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "train-demo-model": _cmd_train_demo_model,
         "fit": _cmd_fit,
         "backends": _cmd_backends,
         "render": _cmd_render,

@@ -13,7 +13,7 @@ from typing import Any
 
 import gymnasium as gym
 import torch
-from torchrl.data import Binary
+from torchrl.data import Categorical
 from torchrl.envs import (
     DoubleToFloat,
     EnvBase,
@@ -94,7 +94,8 @@ def make_base_env(cfg: EnvConfig, render_size: tuple[int, int] | None, from_pixe
     env = GymWrapper(make_gym_env(cfg, render_size), from_pixels=from_pixels,
                      pixels_only=False, device="cpu")
     if emits_success(cfg.id):
-        spec = {SUCCESS: Binary(n=1, shape=(1,), dtype=torch.bool)}
+        # Scalar per step, like the info value (a (1,)-shaped spec makes stacking resize).
+        spec = {SUCCESS: Categorical(n=2, shape=(), dtype=torch.bool)}
         env.set_info_dict_reader(default_info_dict_reader([SUCCESS], spec=spec))
     env = TransformedEnv(env, DoubleToFloat())
     if seed is not None:
