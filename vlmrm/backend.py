@@ -97,7 +97,7 @@ class RewardBackend(abc.ABC):
         self.text_cache_hits += len(prompts) - len(missing)
         if missing:
             emb = _normalize(self._encode_prompts(missing))
-            self._text_cache.update(zip(missing, emb))
+            self._text_cache.update(zip(missing, emb, strict=True))
         return torch.stack([self._text_cache[p] for p in prompts])
 
     def to(self, device: str | torch.device) -> RewardBackend:
