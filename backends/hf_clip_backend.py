@@ -10,34 +10,21 @@ from __future__ import annotations
 
 import torch
 
-from vlmrm.backend import RewardBackend
-
-from .hf_common import HFFamily, load_hf, pooled
+from .hf_common import HFBackend, HFFamily, pooled
 
 
-class HFCLIPBackend(RewardBackend):
+class HFCLIPBackend(HFBackend):
     name = "hf_clip"
     model_naming = ("hub id ORG/NAME (e.g. openai/clip-vit-base-patch32, "
                     "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k) or a save_pretrained directory")
-
-    def __init__(self, model: str, **kwargs) -> None:
-        super().__init__(model, **kwargs)
-        parts = load_hf(CLIP_FAMILY, model, self.pretrained, self.cache_dir)
-        self.model = parts.model.eval().requires_grad_(False).to(self.device, self.dtype)
-        self.tokenizer = parts.tokenizer
-        self.preprocessor = parts.preprocessor
-        # CLIP pools at the end-of-text token under a causal mask, so padding to the longest
-        # prompt gives the same embedding as padding to the full context.
-        self.max_length = int(self.model.config.text_config.max_position_embeddings)
 
     @property
     def embed_dim(self) -> int:
         return int(self.model.config.projection_dim)
 
-    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        return pooled(self.model.get_image_features(pixel_values=pixels))
-
     def _encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        # CLIP pools at the end-of-text token under a causal mask, so padding to the longest
+        # prompt gives the same embedding as padding to the full context.
         tokens = self.tokenizer(prompts, padding=True, truncation=True,
                                 max_length=self.max_length, return_tensors="pt").to(self.device)
         return pooled(self.model.get_text_features(input_ids=tokens["input_ids"],
@@ -87,3 +74,4 @@ CLIP_FAMILY = HFFamily(
     wrong_type_hint={"siglip": "Use reward.backend=siglip for SigLIP models.",
                      "siglip2": "Use reward.backend=siglip for SigLIP models."},
 )
+HFCLIPBackend.family = CLIP_FAMILY

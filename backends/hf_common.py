@@ -21,6 +21,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
+from vlmrm.backend import RewardBackend
 from vlmrm.errors import ModelUnavailableError
 from vlmrm.hub import hub_offline, hub_reachable, unavailable
 from vlmrm.preprocess import ImagePreprocessor
@@ -220,6 +223,27 @@ def download_hint(family: HFFamily, ref: str) -> str:
     return (f"hf download {ref} --cache-dir CACHE   (or: python -c \"import transformers as t; "
             f"t.{family.model_class}.from_pretrained('{ref}'); "
             f"t.AutoProcessor.from_pretrained('{ref}')\")")
+
+
+class HFBackend(RewardBackend):
+    """Shared part of the transformers backends: loading, device/dtype, image features.
+
+    Subclasses set ``family`` (what to load) and implement ``_encode_prompts`` and
+    ``embed_dim``, where CLIP and SigLIP differ.
+    """
+
+    family: HFFamily
+
+    def __init__(self, model: str, **kwargs) -> None:
+        super().__init__(model, **kwargs)
+        parts = load_hf(self.family, model, self.pretrained, self.cache_dir)
+        self.model = parts.model.eval().requires_grad_(False).to(self.device, self.dtype)
+        self.tokenizer = parts.tokenizer
+        self.preprocessor = parts.preprocessor
+        self.max_length = int(self.model.config.text_config.max_position_embeddings)
+
+    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pooled(self.model.get_image_features(pixel_values=pixels))
 
 
 def pooled(out) -> Any:

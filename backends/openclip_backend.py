@@ -22,7 +22,8 @@ from vlmrm.preprocess import ImagePreprocessor, as_pair
 class OpenCLIPBackend(RewardBackend):
     name = "open_clip"
     model_naming = ("ARCH/TAG (e.g. ViT-B-32/laion2b_s34b_b79k; tags: open_clip.list_pretrained()), "
-                    "ARCH/path/to/ckpt.safetensors, hf-hub:ORG/REPO, local-dir:PATH")
+                    "ARCH/path/to/ckpt.safetensors, hf-hub:ORG/REPO, local-dir:PATH, or "
+                    "vlmrm-demo (bundled demo model, not zero-shot)")
 
     def __init__(self, model: str, **kwargs) -> None:
         super().__init__(model, **kwargs)
@@ -57,9 +58,20 @@ def _has_text_proj(model) -> bool:
     return isinstance(proj, torch.Tensor) and proj.ndim == 2
 
 
+def bundled_models() -> dict[str, Path]:
+    """Models shipped inside the vlmrm package, by name -> open_clip ``local-dir`` folder."""
+    from importlib.resources import files
+
+    root = Path(str(files("vlmrm") / "assets"))
+    return {d.name: d for d in sorted(root.glob("*")) if (d / "open_clip_config.json").is_file()}
+
+
 def _load(ref: str, pretrained: bool, cache_dir: str | None):
     import open_clip
 
+    bundled = bundled_models()
+    if ref in bundled:  # loads through the same local-dir path as any user's folder
+        ref = f"local-dir:{bundled[ref]}"
     if ref.startswith(("hf-hub:", "local-dir:")):
         name, weights = ref, None
     else:
@@ -72,7 +84,8 @@ def _load(ref: str, pretrained: bool, cache_dir: str | None):
                 "custom architecture needs reward.model_config=path/to/ARCH.json."
             )
     if not pretrained:
-        return open_clip.create_model(name, pretrained=None), open_clip.get_tokenizer(name)
+        model = open_clip.create_model(name, pretrained=None, load_weights=False)
+        return model, open_clip.get_tokenizer(name)
     if name.startswith("local-dir:"):
         return _create(name, None, cache_dir), open_clip.get_tokenizer(name)
     if name.startswith("hf-hub:"):

@@ -18,30 +18,17 @@ from __future__ import annotations
 
 import torch
 
-from vlmrm.backend import RewardBackend
-
-from .hf_common import HFFamily, load_hf, pooled
+from .hf_common import HFBackend, HFFamily, pooled
 
 
-class SiglipBackend(RewardBackend):
+class SiglipBackend(HFBackend):
     name = "siglip"
     model_naming = ("hub id ORG/NAME (e.g. google/siglip-so400m-patch14-384, "
                     "google/siglip2-base-patch16-224) or a save_pretrained directory")
 
-    def __init__(self, model: str, **kwargs) -> None:
-        super().__init__(model, **kwargs)
-        parts = load_hf(SIGLIP_FAMILY, model, self.pretrained, self.cache_dir)
-        self.model = parts.model.eval().requires_grad_(False).to(self.device, self.dtype)
-        self.tokenizer = parts.tokenizer
-        self.preprocessor = parts.preprocessor
-        self.max_length = int(self.model.config.text_config.max_position_embeddings)
-
     @property
     def embed_dim(self) -> int:
         return int(self.model.config.vision_config.hidden_size)
-
-    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        return pooled(self.model.get_image_features(pixel_values=pixels))
 
     def _encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         ids = self.tokenizer(prompts, padding="max_length", truncation=True,
@@ -100,3 +87,4 @@ SIGLIP_FAMILY = HFFamily(
                    "fixed-resolution one such as google/siglip2-base-patch16-224.",
     },
 )
+SiglipBackend.family = SIGLIP_FAMILY

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-
 from vlmrm.backends.openclip_backend import OpenCLIPBackend
+
 from vlmrm.errors import ModelUnavailableError
 from vlmrm.reward import VLMRewardModel, goal_baseline_reward, mean_embedding
 

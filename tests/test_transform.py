@@ -3,8 +3,8 @@
 import torch
 from tensordict import TensorDict
 from torchrl.envs import TransformedEnv
-
 from vlmrm.backends.openclip_backend import OpenCLIPBackend
+
 from vlmrm.config import EnvConfig
 from vlmrm.reward import GT_REWARD, VLMRewardModel, VLMRewardTransform
 from vlmrm.rl.envs import make_base_env

@@ -10,7 +10,7 @@ import inspect
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -23,7 +23,7 @@ class EnvConfig:
     # Gymnasium id; it must render with render_mode="rgb_array".
     id: str = "CartPole-v1"
     # Fixed episode length in env steps; None keeps the env's own time limit.
-    episode_length: Optional[int] = None
+    episode_length: int | None = None
     # False removes early termination (the paper's setting): episodes last episode_length.
     terminate_early: bool = True
     # Number of environments collected from at once.
@@ -32,22 +32,22 @@ class EnvConfig:
     parallel: bool = False
     # Render size in pixels for envs that accept width/height (MuJoCo); None means the
     # reward model's own input size. Other envs render natively and the backend resizes.
-    render_size: Optional[int] = None
+    render_size: int | None = None
     # Extra keyword arguments for gymnasium.make.
     kwargs: dict[str, Any] = field(default_factory=dict)
     # Scene look, for the vlmrm/ scenes and MuJoCo envs: true = textured (sky box, tiled
     # floor, textured body, light from above; MountainCar: a realistic picture), false = the
     # stock look, null = the scene's default (textured for vlmrm/Humanoid-v0 and
     # vlmrm/MountainCarContinuous-v0, stock for other ids).
-    textured: Optional[bool] = None
+    textured: bool | None = None
     # Render camera of MuJoCo envs: "paper" (track the torso: distance 3.5, look-at
     # (0, 0, 1), elevation -10, azimuth 180), "stock" (the env's own view), or the name of a
     # camera in the model file; null = the scene's default ("paper" for vlmrm/Humanoid-v0).
-    camera: Optional[str] = None
+    camera: str | None = None
     # Your own MuJoCo model file (MJCF) for a MuJoCo env id (vlmrm/Humanoid-v0, Humanoid-v5,
     # Ant-v5, ...); env.textured and env.camera are applied on top of it. Its bodies,
     # joints and actuators must still suit the env's observation and reward code.
-    xml: Optional[str] = None
+    xml: str | None = None
 
 
 @dataclass
@@ -71,9 +71,9 @@ class RewardConfig:
     # Reward-model weights precision: "32", "bf16" or "16".
     precision: str = "32"
     # Where model weights are looked up and downloaded; None uses the library default.
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
     # Optional model-architecture JSON to register before loading (custom open_clip models).
-    model_config: Optional[str] = None
+    model_config: str | None = None
 
 
 @dataclass
@@ -109,7 +109,7 @@ class AgentConfig:
     # Evaluation episodes per evaluation.
     eval_episodes: int = 5
     # torch intra-op threads of this process; 1 is fastest on small CPUs (see README).
-    num_threads: Optional[int] = 1
+    num_threads: int | None = 1
 
 
 @dataclass
@@ -135,7 +135,7 @@ class LoggingConfig:
     # Parent directory of run directories.
     output_dir: str = "runs"
     # Run directory name; None uses "<config name>-<timestamp>".
-    run_name: Optional[str] = None
+    run_name: str | None = None
     # Save a checkpoint every this many env steps (plus one at the end).
     checkpoint_every: int = 50_000
     # Record one deterministic evaluation episode every this many env steps, as a
@@ -155,6 +155,7 @@ class Config:
 
 
 from vlmrm.registry import GROUND_TRUTH  # noqa: E402
+
 PRECISIONS = ("32", "bf16", "16")
 
 

@@ -65,6 +65,11 @@ class ImagePreprocessor:
         return F.pad(x, padding, fill=self.fill)
 
 
+    def resize_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Only the geometric part: uint8 ``[B, H, W, 3]`` -> uint8 ``[B, h, w, 3]``."""
+        return self._resize(frames.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).contiguous()
+
+
 def as_pair(size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(size, int):
         return (size, size)

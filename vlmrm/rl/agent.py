@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from tensordict.nn import NormalParamExtractor, TensorDictModule
 from torch import nn
 from torchrl.data import OneHot, TensorSpec
 from torchrl.modules import MLP, OneHotCategorical, ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.objectives import DiscreteSACLoss, LossModule, SACLoss, ValueEstimators
-from tensordict.nn import NormalParamExtractor, TensorDictModule
 
 from vlmrm.config import AgentConfig
 from vlmrm.errors import ConfigError
