@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from vlmrm.errors import ConfigError
+from vlmrm.registry import GROUND_TRUTH, check_backend_name
 
 
 @dataclass
@@ -154,8 +155,6 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
-from vlmrm.registry import GROUND_TRUTH  # noqa: E402
-
 PRECISIONS = ("32", "bf16", "16")
 
 
@@ -214,7 +213,16 @@ def _require(ok: bool, message: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Checks beyond types: ranges, non-empty prompts, known backend and env."""
-    r, a, e = cfg.reward, cfg.agent, cfg.env
+    _validate_reward(cfg.reward)
+    _validate_agent(cfg.agent)
+    _validate_env(cfg.env)
+    _require(cfg.logging.checkpoint_every >= 1,
+             f"logging.checkpoint_every={cfg.logging.checkpoint_every} must be >= 1.")
+    _require(cfg.logging.video_every >= 0,
+             f"logging.video_every={cfg.logging.video_every} must be >= 0 (0 disables videos).")
+
+
+def _validate_reward(r: RewardConfig) -> None:
     _require(0.0 <= r.alpha <= 1.0,
              f"reward.alpha={r.alpha} is outside [0, 1]. Use 0 for plain CLIP similarity, "
              "1 for the goal-baseline direction only.")
@@ -228,9 +236,10 @@ def validate(cfg: Config) -> None:
         _require(r.precision in PRECISIONS,
                  f"reward.precision={r.precision!r} is not one of {list(PRECISIONS)}.")
         _require(r.batch_size >= 1, f"reward.batch_size={r.batch_size} must be >= 1.")
-        from vlmrm.registry import check_backend_name
-
         check_backend_name(r.backend)
+
+
+def _validate_agent(a: AgentConfig) -> None:
     for name in ("total_env_steps", "train_freq", "batch_size", "buffer_size", "eval_episodes"):
         value = getattr(a, name)
         _require(value >= 1, f"agent.{name}={value} must be a positive integer.")
@@ -243,16 +252,15 @@ def validate(cfg: Config) -> None:
     _check_ent_coef(a.ent_coef)
     _require(a.critic_loss in ("smooth_l1", "l2"),
              f"agent.critic_loss={a.critic_loss!r} must be \"smooth_l1\" or \"l2\".")
+
+
+def _validate_env(e: EnvConfig) -> None:
     _require(e.num_envs >= 1, f"env.num_envs={e.num_envs} must be >= 1.")
     _require(e.episode_length is None or e.episode_length >= 1,
              f"env.episode_length={e.episode_length} must be >= 1 (or null for the env's own).")
     _require(e.terminate_early or e.episode_length is not None,
              "env.terminate_early=false needs env.episode_length: without termination and "
              "without a fixed length, episodes would never end.")
-    _require(cfg.logging.checkpoint_every >= 1,
-             f"logging.checkpoint_every={cfg.logging.checkpoint_every} must be >= 1.")
-    _require(cfg.logging.video_every >= 0,
-             f"logging.video_every={cfg.logging.video_every} must be >= 0 (0 disables videos).")
     _check_env_id(e.id)
     _check_scene_options(e)
 

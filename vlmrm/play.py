@@ -24,7 +24,7 @@ def load_agent(checkpoint: str | os.PathLike, overrides: list[str] | tuple[str, 
         raise VLMRMError(f"Checkpoint {str(path)!r} does not exist. Runs save theirs under "
                          "<run dir>/checkpoints/, e.g. runs/NAME/checkpoints/last.ckpt.")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
         saved = ckpt["vlmrm"]["config"]
     except Exception as err:  # not a torch file, or not a vlmrm checkpoint
         raise VLMRMError(f"{str(path)!r} is not a vlmrm checkpoint ({type(err).__name__}: "

@@ -7,10 +7,10 @@ caption varies smoothly with the state instead of jumping between caption bucket
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +45,10 @@ class TrainSettings:
     learning_rate: float = 1e-3
 
 
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
 def preprocessor() -> ImagePreprocessor:
     c = PREPROCESS_CFG
     return ImagePreprocessor(size=(c["size"], c["size"]), mean=tuple(c["mean"]),
@@ -73,7 +77,8 @@ def soft_targets(scene: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
     return logits.softmax(dim=1)
 
 
-def train(settings: TrainSettings, log=functools.partial(print, flush=True)) -> tuple[torch.nn.Module, dict]:
+def train(settings: TrainSettings, log: Callable[[str], None] = _print
+          ) -> tuple[torch.nn.Module, dict]:
     """Render data, train, and return the model with its training summary."""
     torch.manual_seed(settings.seed)
     pre = preprocessor()

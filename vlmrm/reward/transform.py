@@ -9,6 +9,8 @@ from tensordict import TensorDictBase
 from torchrl.envs import Transform
 
 GT_REWARD = "gt_reward"
+#: Per-step success flag of envs that define one (read from the Gymnasium info dict).
+SUCCESS = "is_success"
 
 
 class VLMRewardTransform(Transform):

@@ -25,10 +25,9 @@ from torchrl.envs import (
 )
 
 from vlmrm.config import EnvConfig
+from vlmrm.reward.transform import SUCCESS
 from vlmrm.scenes import SCENES, is_mujoco
 from vlmrm.scenes.mjcf import mujoco_scene_kwargs
-
-SUCCESS = "is_success"
 
 
 class NoEarlyTermination(gym.Wrapper):

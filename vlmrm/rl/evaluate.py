@@ -8,7 +8,7 @@ import torch
 from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
 from vlmrm.reward.model import VLMRewardModel
-from vlmrm.rl.rollout import SUCCESS
+from vlmrm.reward.transform import SUCCESS
 
 
 @dataclass

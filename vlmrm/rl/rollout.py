@@ -14,9 +14,8 @@ from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.envs import EnvBase
 
-from vlmrm.reward.transform import GT_REWARD, VLMRewardTransform
+from vlmrm.reward.transform import GT_REWARD, SUCCESS, VLMRewardTransform
 
-SUCCESS = "is_success"
 REPLAY_KEYS = ("observation", "action", ("next", "observation"), ("next", "reward"),
                ("next", "done"), ("next", "terminated"))
 
