@@ -37,7 +37,11 @@ def reward_device(cfg: Config) -> torch.device:
     if cfg.reward.device != "auto":
         return torch.device(cfg.reward.device)
     wants_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
-    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+    if not (wants_gpu and torch.cuda.is_available()):
+        return torch.device("cpu")
+    # Lightning's launcher sets LOCAL_RANK in each DDP process: load straight onto this rank's
+    # GPU rather than stacking every rank's copy of a large model on GPU 0 first.
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
 
 
 def make_rollout_factory(cfg: Config, reward_model: VLMRewardModel | None):
