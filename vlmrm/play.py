@@ -17,7 +17,7 @@ def load_agent(checkpoint: str | os.PathLike, overrides: list[str] | tuple[str, 
                ) -> tuple[Config, SACModule, object]:
     """The run's config (plus ``overrides``), its agent with the saved weights, and the
     reward model (None for ground-truth runs)."""
-    from vlmrm.train import make_module, make_reward_model
+    from vlmrm.train import make_module, make_reward_model, reward_device
 
     path = Path(checkpoint)
     if not path.is_file():
@@ -30,8 +30,7 @@ def load_agent(checkpoint: str | os.PathLike, overrides: list[str] | tuple[str, 
         raise VLMRMError(f"{str(path)!r} is not a vlmrm checkpoint ({type(err).__name__}: "
                          f"{err}). Pass a .ckpt written by `vlmrm fit`.") from None
     cfg = load_config(None, overrides, base=saved)
-    reward_model = make_reward_model(cfg, "cpu" if cfg.reward.device == "auto"
-                                     else cfg.reward.device)
+    reward_model = make_reward_model(cfg, reward_device(cfg))
     module = make_module(cfg, reward_model)
     module.load_state_dict(ckpt["state_dict"])
     return cfg, module.eval(), reward_model

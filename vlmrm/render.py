@@ -16,14 +16,9 @@ from vlmrm.video import caption_font
 
 
 def model_view(reward_model, frames: torch.Tensor) -> np.ndarray:
-    """uint8 ``[B, h, w, 3]``: the backend's preprocessed input with the normalisation
-    undone, i.e. the resized and cropped picture the image encoder receives."""
-    prep = reward_model.backend.preprocessor
-    x = prep(frames)
-    mean = torch.tensor(prep.mean).view(1, -1, 1, 1)
-    std = torch.tensor(prep.std).view(1, -1, 1, 1)
-    x = (x * std + mean).clamp(0, 1) * 255
-    return x.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    """uint8 ``[B, h, w, 3]``: the resized and cropped picture the image encoder receives
+    (before normalisation)."""
+    return reward_model.backend.preprocessor.resize_frames(frames).numpy()
 
 
 def sample_frames(cfg: Config, size, steps: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,12 +53,11 @@ def grid_image(frames: np.ndarray, captions: list[str], columns: int | None = No
 def render(cfg: Config, out: str | os.PathLike, steps: int = 12, stride: int = 5
            ) -> list[float]:
     """Write the grid PNG to ``out``; return each frame's reward (VLM, or GT without one)."""
-    from vlmrm.train import make_reward_model
+    from vlmrm.train import make_reward_model, reward_device
 
     if steps < 1 or stride < 1:
         raise VLMRMError(f"--steps {steps} and --stride {stride} must both be at least 1.")
-    reward_model = make_reward_model(cfg, "cpu" if cfg.reward.device == "auto"
-                                     else cfg.reward.device)
+    reward_model = make_reward_model(cfg, reward_device(cfg))
     size = None if reward_model is None else reward_model.image_size
     frames, gt = sample_frames(cfg, size, steps, stride)
     if reward_model is None:

@@ -118,7 +118,8 @@ class SACModule(L.LightningModule):
 
     def _update(self, steps: int) -> dict[str, float]:
         optimizer = self.optimizers()
-        totals: dict[str, float] = {}
+        # Summed on device and read once: an .item() per update would sync the GPU each time.
+        totals: dict[str, torch.Tensor] = {}
         for _ in range(steps):
             sample = self.rollout.buffer.sample().to(self.device)
             out = self.loss_module(sample)
@@ -128,8 +129,9 @@ class SACModule(L.LightningModule):
             optimizer.step()
             self.target_updater.step()
             for key, value in out.items():
-                totals[key] = totals.get(key, 0.0) + value.detach().float().mean().item()
-        return {LOSS_NAMES.get(k, f"train/{k}"): v / max(steps, 1) for k, v in totals.items()}
+                totals[key] = totals.get(key, 0) + value.detach().float().mean()
+        return {LOSS_NAMES.get(k, f"train/{k}"): v.item() / max(steps, 1)
+                for k, v in totals.items()}
 
     def run_evaluation(self) -> dict[str, float]:
         """Deterministic episodes on the eval env, logged apart from training episodes."""
