@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vlmrm.build import make_backend
 from vlmrm.config import RewardConfig
-from vlmrm.registry import available_backends, make_backend
+from vlmrm.registry import available_backends
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random weights only: never wait for a hub
 

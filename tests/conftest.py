@@ -37,6 +37,14 @@ class TinyModel:
         return [f"reward.model={self.reference}", f"reward.model_config={self.config_path}"]
 
 
+@pytest.fixture
+def offline(monkeypatch, tmp_path) -> Path:
+    """No hub and an empty cache, as on a fresh machine without network; returns a cache dir."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    return tmp_path / "empty_cache"
+
+
 @pytest.fixture(scope="session")
 def tiny_openclip(tmp_path_factory) -> TinyModel:
     import open_clip

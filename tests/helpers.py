@@ -1,18 +1,42 @@
-"""Test helpers: read TensorBoard scalars of a run."""
+"""Test helpers: paths, running `vlmrm fit` as users do, and reading a run's TensorBoard events."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+#: Every backend installed for the tests: the built-ins and the test plugin (tests/plugin_pkg).
+BACKENDS = ("open_clip", "hf_clip", "siglip", "toy")
+#: No progress bar, CPU only: what every test run of `vlmrm fit` adds.
+QUIET = ("trainer.enable_progress_bar=false", "trainer.accelerator=cpu")
 
-def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar tag of the run's event files -> [(step, value), ...]."""
+
+def fit_run(tmp_path: Path, config: str, *overrides: str, name: str = "test") -> Path:
+    """``vlmrm fit --config configs/<config>`` into ``tmp_path``; returns the run directory."""
+    from vlmrm.cli import main
+
+    out = tmp_path / "runs"
+    code = main(["fit", "--config", str(CONFIGS / config), f"logging.output_dir={out}",
+                 f"logging.run_name={name}", *QUIET, *overrides])
+    assert code == 0
+    return out / name
+
+
+def events(run_dir: Path, kind: str = "scalars") -> dict[str, list]:
+    """Every ``kind`` ("scalars" or "images") event of the run, by tag."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    out: dict[str, list[tuple[int, float]]] = {}
-    for events in sorted(Path(run_dir).glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+    out: dict[str, list] = {}
+    for path in sorted(Path(run_dir).glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(path), size_guidance={kind: 0})
         acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+        read = acc.Scalars if kind == "scalars" else acc.Images
+        for tag in acc.Tags()[kind]:
+            out.setdefault(tag, []).extend(read(tag))
     return out
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar tag of the run -> [(step, value), ...]."""
+    return {tag: [(e.step, e.value) for e in found] for tag, found in events(run_dir).items()}

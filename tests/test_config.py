@@ -1,13 +1,13 @@
 """Bad configs: one clear message naming the key and value, exit code 2, nothing written."""
 
-from pathlib import Path
+
+from dataclasses import MISSING, fields, is_dataclass
 
 import pytest
 
+from tests.helpers import CONFIGS
 from vlmrm.cli import main
-from vlmrm.config import Config, load_config
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from vlmrm.config import Config, describe_schema, load_config
 
 
 @pytest.mark.parametrize("overrides, expected", [
@@ -69,3 +69,19 @@ def test_yaml_overrides_defaults_and_dotlist_overrides_yaml():
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
     load_config(path)
+
+
+def _all_fields(cls=Config, prefix=""):
+    for f in fields(cls):
+        default = f.default_factory() if f.default_factory is not MISSING else None
+        yield f"{prefix}{f.name}", f
+        if is_dataclass(default):
+            yield from _all_fields(type(default), f"{prefix}{f.name}.")
+
+
+def test_every_config_field_documents_itself_and_help_prints_it():
+    text = describe_schema()
+    for key, f in _all_fields():
+        assert f.metadata.get("help", "").strip(), f"{key} has no help text"
+        if "." in key:
+            assert f"  {key} = " in text and f.metadata["help"] in text, key

@@ -5,19 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import scalars
-from vlmrm.cli import main
+from tests.helpers import CONFIGS, fit_run, scalars
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 pytestmark = pytest.mark.slow
 
 
 def fit(tmp_path: Path, config: str, *overrides: str) -> Path:
-    out = tmp_path / "runs"
-    args = ["fit", "--config", str(CONFIGS / config), f"logging.output_dir={out}",
-            "logging.run_name=run", "trainer.enable_progress_bar=false", *overrides]
-    assert main(args) == 0
-    return out / "run"
+    return fit_run(tmp_path, config, *overrides, name="run")
 
 
 def test_sac_learns_cartpole_from_ground_truth_reward(tmp_path):

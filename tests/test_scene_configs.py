@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from tests.helpers import CONFIGS as CONFIG_DIR
 from vlmrm.cli import main
 from vlmrm.config import load_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 HUMANOID_TASKS = {"kneeling", "lotus", "standing_up", "arms_raised", "splits", "hands_on_hips",
                   "one_leg", "arms_crossed"}
 SMALL = ["agent.total_env_steps=200", "agent.learning_starts=100", "agent.buffer_size=1000",

@@ -8,16 +8,19 @@ from collections.abc import Sequence
 
 import torch
 
+from vlmrm.config.schema import PRECISIONS
 from vlmrm.preprocess import ImagePreprocessor
 
-DTYPES = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
+#: ``reward.precision`` names -> weight dtypes.
+DTYPES: dict[str, torch.dtype] = dict(zip(PRECISIONS, (torch.float32, torch.bfloat16,
+                                                       torch.float16), strict=True))
 
 
 class RewardBackend(abc.ABC):
     """Image and text encoders of one VLM, with their preprocessing, batching and device.
 
-    Subclasses load their model in ``__init__`` (calling ``super().__init__`` first) and
-    set ``self.preprocessor``; they implement :meth:`_encode_pixels` and
+    Subclasses load their model in ``__init__`` (calling ``super().__init__`` first) into
+    ``self.model`` and set ``self.preprocessor``; they implement :meth:`_encode_pixels` and
     :meth:`_encode_prompts`. Everything users call (:meth:`encode_images`,
     :meth:`encode_text`) is defined here, so every backend behaves the same.
     """
@@ -26,6 +29,10 @@ class RewardBackend(abc.ABC):
     name: str = ""
     #: One line telling users how to name a model for this backend.
     model_naming: str = ""
+    #: Both towers; :meth:`to` moves it, and ``vlmrm backends --check`` counts its parameters.
+    model: torch.nn.Module
+    #: The model's own preprocessing (resize mode, size, mean, std), set by subclasses.
+    preprocessor: ImagePreprocessor
 
     def __init__(
         self,
@@ -47,7 +54,6 @@ class RewardBackend(abc.ABC):
         self.batch_size = batch_size
         self.cache_dir = cache_dir
         self.model_config = model_config
-        self.preprocessor: ImagePreprocessor
         self._text_cache: dict[str, torch.Tensor] = {}
         self.text_cache_hits = 0
         if not pretrained:

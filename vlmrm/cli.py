@@ -1,4 +1,9 @@
-"""Command line: ``vlmrm fit --config FILE [key=value ...]`` and friends."""
+"""Command line: ``vlmrm fit --config FILE [key=value ...]`` and friends.
+
+Each command imports its heavy libraries (torch, Lightning, TorchRL, model libraries) only
+once its arguments and config are known to be good, so ``--help`` and config errors answer
+at once.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +20,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from vlmrm.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    from vlmrm.train import fit  # heavy imports only once the config is known to be good
+    from vlmrm.train import fit
 
-    fit(cfg, config_path=args.config)
+    result = fit(cfg, config_path=args.config)
+    if result.primary:
+        print(result.report())
     return 0
 
 
@@ -41,8 +48,8 @@ def _cmd_backends(args: argparse.Namespace) -> int:
 
 def _check_model(backend: str, model: str, cache_dir: str | None, pretrained: bool) -> int:
     """Load one model on CPU the way `fit` would and describe it."""
+    from vlmrm.build import make_backend
     from vlmrm.config import RewardConfig
-    from vlmrm.registry import make_backend
 
     cfg = RewardConfig(backend=backend, model=model, pretrained=pretrained, cache_dir=cache_dir)
     loaded = make_backend(cfg, "cpu")
@@ -112,23 +119,16 @@ def _cmd_train_demo_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def training_defaults(name: str) -> int:
-    from dataclasses import fields
-
-    from vlmrm.demo.training import TrainSettings
-
-    return next(f.default for f in fields(TrainSettings) if f.name == name)
-
-
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argparse.Namespace], int]]]:
     parser = argparse.ArgumentParser(
         prog="vlmrm", description="Train RL agents with vision-language models as reward models.")
     sub = parser.add_subparsers(dest="command", required=True)
     from vlmrm.config import describe_schema
+    from vlmrm.demo.settings import TrainSettings
 
     fit = sub.add_parser("fit", help="train an agent from a config file",
                          formatter_class=argparse.RawDescriptionHelpFormatter,
-                         epilog="config keys (defaults from vlmrm/config.py):\n" + describe_schema())
+                         epilog="config keys (defaults from vlmrm/config/schema.py):\n" + describe_schema())
     fit.add_argument("--config", required=True, help="YAML config, e.g. configs/cartpole.yaml")
     fit.add_argument("overrides", nargs="*", metavar="key=value",
                      help="config overrides, e.g. agent.total_env_steps=2000")
@@ -144,8 +144,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
                           help="retrain the bundled demo reward model (vlmrm-demo)")
     demo.add_argument("--out", default="vlmrm/assets/vlmrm-demo", help="output folder")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--samples", type=int, default=training_defaults("samples"))
-    demo.add_argument("--steps", type=int, default=training_defaults("steps"))
+    defaults = TrainSettings()
+    demo.add_argument("--samples", type=int, default=defaults.samples)
+    demo.add_argument("--steps", type=int, default=defaults.steps)
     demo.add_argument("--threads", type=int, default=2, help="torch threads")
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "train-demo-model": _cmd_train_demo_model,

@@ -7,18 +7,20 @@ from pathlib import Path
 
 import torch
 
+from vlmrm.build import make_module, make_reward_model
 from vlmrm.config import Config, load_config
 from vlmrm.errors import VLMRMError
-from vlmrm.rl.evaluate import Episode, run_episode
+from vlmrm.media import write_mp4
+from vlmrm.reward.model import VLMRewardModel, input_size
+from vlmrm.rl.envs import SeedOffset, env_seed, episode_cap, make_base_env
+from vlmrm.rl.evaluate import episode_video, mean_summary, run_episode
 from vlmrm.rl.module import SACModule
 
 
 def load_agent(checkpoint: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()
-               ) -> tuple[Config, SACModule, object]:
+               ) -> tuple[Config, SACModule, VLMRewardModel | None]:
     """The run's config (plus ``overrides``), its agent with the saved weights, and the
     reward model (None for ground-truth runs)."""
-    from vlmrm.train import make_module, make_reward_model, reward_device
-
     path = Path(checkpoint)
     if not path.is_file():
         raise VLMRMError(f"Checkpoint {str(path)!r} does not exist. Runs save theirs under "
@@ -30,7 +32,7 @@ def load_agent(checkpoint: str | os.PathLike, overrides: list[str] | tuple[str, 
         raise VLMRMError(f"{str(path)!r} is not a vlmrm checkpoint ({type(err).__name__}: "
                          f"{err}). Pass a .ckpt written by `vlmrm fit`.") from None
     cfg = load_config(None, overrides, base=saved)
-    reward_model = make_reward_model(cfg, reward_device(cfg))
+    reward_model = make_reward_model(cfg)
     module = make_module(cfg, reward_model)
     module.load_state_dict(ckpt["state_dict"])
     return cfg, module.eval(), reward_model
@@ -40,24 +42,16 @@ def play(checkpoint: str | os.PathLike, out: str | os.PathLike, episodes: int = 
          overrides: list[str] | tuple[str, ...] = ()) -> dict[str, float]:
     """Run ``episodes`` deterministic episodes, write them to ``out`` (mp4) and return the
     mean VLM return, GT return and (where the env reports it) success rate."""
-    from vlmrm.rl.envs import make_base_env
-    from vlmrm.video import episode_video, write_mp4
-
     if episodes < 1:
         raise VLMRMError(f"--episodes {episodes} must be at least 1.")
     cfg, module, reward_model = load_agent(checkpoint, overrides)
-    size = None if reward_model is None else reward_model.image_size
-    env = make_base_env(cfg.env, size, from_pixels=True, seed=cfg.seed + 4242)
+    env = make_base_env(cfg.env, input_size(reward_model), from_pixels=True,
+                        seed=env_seed(cfg.seed, SeedOffset.PLAY))
     try:
-        runs = [run_episode(env, module.actor, reward_model,
-                            max_steps=cfg.env.episode_length or 1200, keep_frames=True)
+        runs = [run_episode(env, module.actor, reward_model, max_steps=episode_cap(cfg.env),
+                            keep_frames=True)
                 for _ in range(episodes)]
     finally:
         env.close()
     write_mp4(out, episode_video(runs, has_vlm=reward_model is not None))
-    return summarize(runs)
-
-
-def summarize(runs: list[Episode]) -> dict[str, float]:
-    results = [r.summary() for r in runs]
-    return {k: sum(r[k] for r in results) / len(results) for k in results[0]}
+    return mean_summary(runs)

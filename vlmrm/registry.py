@@ -1,7 +1,8 @@
 """One registry of reward backends: built-ins plus entry-point plugins (group ``vlmrm.backends``).
 
-Backends are registered by import path and imported only when used, so a heavy library
-is loaded only for the backend that needs it.
+It maps names to classes and nothing more: backends are registered by import path and
+imported only when used, so a heavy library is loaded only for the backend that needs it.
+Building a backend from the config is the wiring's job (:mod:`vlmrm.build`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from vlmrm.errors import ConfigError
 
 if TYPE_CHECKING:
     from vlmrm.backend import RewardBackend
-    from vlmrm.config import RewardConfig
 
 ENTRY_POINT_GROUP = "vlmrm.backends"
 
@@ -56,10 +56,8 @@ def available_backends() -> dict[str, BackendEntry]:
     return found
 
 
-def check_backend_name(name: str) -> BackendEntry | None:
-    """Return the entry for ``name`` (None for ground_truth) or raise listing known names."""
-    if name == GROUND_TRUTH:
-        return None
+def backend_entry(name: str) -> BackendEntry:
+    """The entry for backend ``name``; raises listing the known names if there is none."""
     backends = available_backends()
     if name not in backends:
         known = ", ".join([*backends, GROUND_TRUTH])
@@ -70,18 +68,9 @@ def check_backend_name(name: str) -> BackendEntry | None:
     return backends[name]
 
 
-def make_backend(cfg: RewardConfig, device: str) -> RewardBackend:
-    """Build the configured backend on ``device``."""
-    entry = check_backend_name(cfg.backend)
-    if entry is None:
-        raise ConfigError("reward.backend=ground_truth has no VLM backend to build.")
-    cls = entry.load()
-    return cls(
-        cfg.model,
-        pretrained=cfg.pretrained,
-        device=device,
-        precision=cfg.precision,
-        batch_size=cfg.batch_size,
-        cache_dir=cfg.cache_dir,
-        model_config=cfg.model_config,
-    )
+def backend_class(name: str) -> type[RewardBackend]:
+    """The class registered as ``name`` (imported now: only the backend in use is loaded)."""
+    if name == GROUND_TRUTH:
+        raise ConfigError("reward.backend=ground_truth is the env's own reward: it has no "
+                          "VLM backend to build.")
+    return backend_entry(name).load()

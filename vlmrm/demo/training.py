@@ -11,13 +11,13 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from vlmrm.demo import scenes_data
+from vlmrm.demo.settings import TrainSettings
 from vlmrm.preprocess import ImagePreprocessor
 
 DEMO_NAME = "vlmrm-demo"
@@ -34,15 +34,6 @@ PREPROCESS_CFG = {"size": 64, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]
                   "interpolation": "bicubic", "resize_mode": "squash"}
 ANGLE_SCALE = 0.8  # radians; soft-target width for CartPole
 POSITION_SCALE = 0.6  # track units; wide enough to rank the far-left hill below the valley
-
-
-@dataclass
-class TrainSettings:
-    seed: int = 0
-    samples: int = 16_000
-    steps: int = 2_500
-    batch_size: int = 128
-    learning_rate: float = 1e-3
 
 
 def _print(message: str) -> None:

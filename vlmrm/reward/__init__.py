@@ -1,15 +1,4 @@
-"""Reward side: embedding-space reward math, the reward model, and its TorchRL adapter."""
-
-from vlmrm.reward.goal_baseline import (
-    GoalBaselineReward,
-    goal_baseline_reward,
-    mean_embedding,
-    projection_matrix,
-)
-from vlmrm.reward.model import VLMRewardModel
-from vlmrm.reward.transform import GT_REWARD, VLMRewardTransform
-
-__all__ = [
-    "GT_REWARD", "GoalBaselineReward", "VLMRewardModel", "VLMRewardTransform",
-    "goal_baseline_reward", "mean_embedding", "projection_matrix",
-]
+"""Reward side: embedding-space reward math (:mod:`~vlmrm.reward.goal_baseline`), the reward
+model that scores frames (:mod:`~vlmrm.reward.model`) and its TorchRL adapter
+(:mod:`~vlmrm.reward.transform`). Import from the submodules; this package imports nothing,
+so light modules (e.g. config checks) can use parts of it without loading torch."""

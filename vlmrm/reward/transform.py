@@ -8,9 +8,11 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.envs import Transform
 
-GT_REWARD = "gt_reward"
-#: Per-step success flag of envs that define one (read from the Gymnasium info dict).
-SUCCESS = "is_success"
+from vlmrm.keys import GT_REWARD, NEXT, PIXELS, REWARD
+
+#: Anything that maps uint8 frames ``[..., H, W, 3]`` to rewards ``[...]``, e.g. a
+#: :class:`~vlmrm.reward.model.VLMRewardModel`.
+FrameReward = Callable[[torch.Tensor], torch.Tensor]
 
 
 class VLMRewardTransform(Transform):
@@ -18,34 +20,33 @@ class VLMRewardTransform(Transform):
 
     As an env transform it scores one step at a time; as a collector ``postproc`` or
     called on a collected batch (``forward``) it scores the whole batch at once, which is
-    what training uses. ``score`` maps uint8 frames ``[..., H, W, 3]`` to rewards ``[...]``;
-    ``None`` keeps the env's reward (the ground-truth baseline) while still filling
-    ``gt_reward``.
+    what training uses. ``reward_model`` ``None`` keeps the env's reward (the ground-truth
+    baseline) while still filling ``gt_reward``.
     """
 
-    def __init__(self, score: Callable[[torch.Tensor], torch.Tensor] | None,
-                 pixels_key: str = "pixels", drop_pixels: bool = False) -> None:
-        super().__init__(in_keys=[pixels_key, "reward"], out_keys=["reward", GT_REWARD])
-        self.score = score
+    def __init__(self, reward_model: FrameReward | None, pixels_key: str = PIXELS,
+                 drop_pixels: bool = False) -> None:
+        super().__init__(in_keys=[pixels_key, REWARD], out_keys=[REWARD, GT_REWARD])
+        self.reward_model = reward_model
         self.pixels_key = pixels_key
         self.drop_pixels = drop_pixels
 
     def _call(self, next_td: TensorDictBase) -> TensorDictBase:
-        gt = next_td.get("reward")
+        gt = next_td.get(REWARD)
         next_td.set(GT_REWARD, gt)
-        if self.score is not None:
-            reward = self.score(next_td.get(self.pixels_key))
-            next_td.set("reward", reward.reshape(gt.shape).to(gt.dtype))
+        if self.reward_model is not None:
+            reward = self.reward_model(next_td.get(self.pixels_key))
+            next_td.set(REWARD, reward.reshape(gt.shape).to(gt.dtype))
         if self.drop_pixels and self.pixels_key in next_td.keys():
             del next_td[self.pixels_key]
         return next_td
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        self._call(tensordict.get("next"))
+        self._call(tensordict.get(NEXT))
         if self.drop_pixels and self.pixels_key in tensordict.keys():
             del tensordict[self.pixels_key]
         return tensordict
 
     def transform_reward_spec(self, reward_spec):
-        reward_spec[GT_REWARD] = reward_spec["reward"].clone()
+        reward_spec[GT_REWARD] = reward_spec[REWARD].clone()
         return reward_spec

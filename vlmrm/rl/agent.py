@@ -8,7 +8,7 @@ from torchrl.data import OneHot, TensorSpec
 from torchrl.modules import MLP, OneHotCategorical, ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.objectives import DiscreteSACLoss, LossModule, SACLoss, ValueEstimators
 
-from vlmrm.config import AgentConfig
+from vlmrm.config.schema import AgentConfig
 from vlmrm.errors import ConfigError
 
 

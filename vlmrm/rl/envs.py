@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from enum import IntEnum
 from typing import Any
 
 import gymnasium as gym
@@ -24,10 +25,35 @@ from torchrl.envs import (
     default_info_dict_reader,
 )
 
-from vlmrm.config import EnvConfig
-from vlmrm.reward.transform import SUCCESS
+from vlmrm.config.schema import EnvConfig
+from vlmrm.keys import SUCCESS
 from vlmrm.scenes import SCENES, is_mujoco
 from vlmrm.scenes.mjcf import mujoco_scene_kwargs
+
+
+class SeedOffset(IntEnum):
+    """Each env's seed is ``cfg.seed + RANK_STRIDE * rank + offset``: envs for different
+    purposes never replay the same episodes."""
+
+    TRAIN = 0
+    EVAL = 999
+    VIDEO = 777
+    PLAY = 4242
+
+
+#: Seed distance between DDP ranks' envs.
+RANK_STRIDE = 1000
+#: Episodes of envs without a time limit would never end: stop videos and play here.
+UNLIMITED_EPISODE_CAP = 1200
+
+
+def env_seed(seed: int, purpose: SeedOffset, rank: int = 0) -> int:
+    return seed + RANK_STRIDE * rank + int(purpose)
+
+
+def episode_cap(cfg: EnvConfig) -> int:
+    """The most steps one episode can take (for rollouts that must end)."""
+    return cfg.episode_length or UNLIMITED_EPISODE_CAP
 
 
 class NoEarlyTermination(gym.Wrapper):

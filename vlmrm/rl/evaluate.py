@@ -1,14 +1,18 @@
-"""Deterministic evaluation episodes, scored by the same reward model as training."""
+"""Deterministic evaluation episodes, scored by the same reward model as training, and
+their captioned frames for videos."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
+from vlmrm.keys import NEXT, PIXELS, REWARD, SUCCESS
+from vlmrm.media import as_uint8_frames, caption_frames
 from vlmrm.reward.model import VLMRewardModel
-from vlmrm.reward.transform import SUCCESS
 
 
 @dataclass
@@ -32,15 +36,21 @@ class Episode:
         return out
 
 
+def mean_summary(episodes: Sequence[Episode]) -> dict[str, float]:
+    """Each :meth:`Episode.summary` figure averaged over ``episodes``."""
+    results = [ep.summary() for ep in episodes]
+    return {k: sum(r[k] for r in results) / len(results) for k in results[0]}
+
+
 @torch.no_grad()
 def run_episode(env: EnvBase, policy, reward_model: VLMRewardModel | None,
                 max_steps: int = 100_000, keep_frames: bool = False) -> Episode:
     """One greedy/mean-action episode; frames are scored in one batch at its end."""
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         td = env.rollout(max_steps, policy, break_when_any_done=True, auto_cast_to_device=True)
-    nxt = td.get("next")
-    gt = nxt["reward"].reshape(-1).float()
-    frames = nxt.get("pixels", None)
+    nxt = td.get(NEXT)
+    gt = nxt[REWARD].reshape(-1).float()
+    frames = nxt.get(PIXELS, None)
     vlm = gt if reward_model is None else reward_model(frames).reshape(-1).float().cpu()
     success = nxt.get(SUCCESS, None)
     return Episode(gt_rewards=gt, vlm_rewards=vlm,
@@ -50,6 +60,31 @@ def run_episode(env: EnvBase, policy, reward_model: VLMRewardModel | None,
 
 def evaluate(env: EnvBase, policy, reward_model: VLMRewardModel | None, episodes: int
              ) -> dict[str, float]:
-    """Mean of :meth:`Episode.summary` over ``episodes`` episodes."""
-    results = [run_episode(env, policy, reward_model).summary() for _ in range(episodes)]
-    return {k: sum(r[k] for r in results) / len(results) for k in results[0]}
+    """Mean figures of ``episodes`` deterministic episodes."""
+    return mean_summary([run_episode(env, policy, reward_model) for _ in range(episodes)])
+
+
+def episode_captions(episode: Episode, has_vlm: bool, prefix: str = "") -> list[list[str]]:
+    """Per-frame captions: step, VLM reward, ground-truth reward, success."""
+    lines = []
+    for t in range(episode.length):
+        first = f"{prefix}t={t + 1}"
+        if has_vlm:
+            first += f"  VLM {episode.vlm_rewards[t].item():.4f}"
+        second = f"GT {episode.gt_rewards[t].item():.3f}"
+        if episode.success is not None:
+            second += "  success" if bool(episode.success[t]) else "  -"
+        lines.append([first, second])
+    return lines
+
+
+def episode_video(episodes: Sequence[Episode], has_vlm: bool) -> np.ndarray:
+    """All episodes' frames, captioned, one after another: uint8 ``[T, H, W, 3]``."""
+    parts = []
+    for k, ep in enumerate(episodes):
+        if ep.frames is None:
+            raise ValueError("episode has no frames: run it with keep_frames=True")
+        prefix = f"ep {k + 1}  " if len(episodes) > 1 else ""
+        parts.append(caption_frames(as_uint8_frames(ep.frames),
+                                    episode_captions(ep, has_vlm, prefix)))
+    return np.concatenate(parts)

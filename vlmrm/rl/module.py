@@ -17,12 +17,13 @@ from torch.utils.data import DataLoader
 from torchrl.data import TensorSpec
 from torchrl.objectives import SoftUpdate
 
-from vlmrm.config import Config
+from vlmrm.config.schema import Config
 from vlmrm.rl.agent import make_agent, make_loss
+from vlmrm.rl.data import DataPipeline
 from vlmrm.rl.evaluate import evaluate
-from vlmrm.rl.rollout import Rollout, for_replay
 
-RolloutFactory = Callable[["SACModule"], Rollout]
+#: Builds the rank's data pipeline once the module knows its rank and device.
+DataFactory = Callable[["SACModule"], DataPipeline]
 
 LOSS_NAMES = {"loss_actor": "loss/actor", "loss_qvalue": "loss/critic",
               "loss_alpha": "loss/alpha", "alpha": "train/alpha", "entropy": "train/entropy"}
@@ -33,7 +34,7 @@ class SACModule(L.LightningModule):
     updates. Metrics are logged against env steps (all ranks), not optimizer steps."""
 
     def __init__(self, cfg: Config, obs_dim: int, action_spec: TensorSpec,
-                 rollout_factory: RolloutFactory | None = None) -> None:
+                 data_factory: DataFactory | None = None) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.cfg = cfg
@@ -42,9 +43,11 @@ class SACModule(L.LightningModule):
         # leave an unused parameter copy that DDP rejects.
         self.loss_module = make_loss(self.actor, qvalue, action_spec, cfg.agent)
         self.target_updater = SoftUpdate(self.loss_module, tau=cfg.agent.tau)
-        self.rollout_factory = rollout_factory
-        self.rollout: Rollout | None = None
+        self.data_factory = data_factory
+        self.data: DataPipeline | None = None
         self.env_steps = 0
+        #: Figures of the latest evaluation (``eval/...``), for the end-of-run report.
+        self.last_eval: dict[str, float] = {}
         self._next_eval = cfg.agent.eval_every or None
         self._clock = time.perf_counter()
 
@@ -67,9 +70,9 @@ class SACModule(L.LightningModule):
         return DataLoader(range(iterations), batch_size=None)
 
     def on_fit_start(self) -> None:
-        if self.rollout_factory is None:
-            raise RuntimeError("SACModule needs a rollout_factory to train")
-        self.rollout = self.rollout_factory(self)
+        if self.data_factory is None:
+            raise RuntimeError("SACModule needs a data_factory to train")
+        self.data = self.data_factory(self)
 
     def on_train_end(self) -> None:
         if self.trainer.world_size > 1:
@@ -85,8 +88,8 @@ class SACModule(L.LightningModule):
             raise RuntimeError(f"DDP ranks diverged: parameter checksums differ by {spread}")
 
     def on_fit_end(self) -> None:
-        if self.rollout is not None:
-            self.rollout.close()
+        if self.data is not None:
+            self.data.close()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["vlmrm"] = {"config": OmegaConf.to_container(OmegaConf.structured(self.cfg)),
@@ -97,31 +100,36 @@ class SACModule(L.LightningModule):
 
     # -- the training loop --------------------------------------------------------------
     def training_step(self, batch: int, batch_idx: int) -> None:
-        rollout = self.rollout
+        data = self.data
         t0 = time.perf_counter()
-        data = rollout.next_batch()                      # [num_envs, train_freq] with pixels
+        steps = data.collect()                           # [num_envs, train_freq], with pixels
         t1 = time.perf_counter()
-        data = rollout.reward(data)                      # VLM reward, env's kept as gt_reward
+        steps = data.score(steps)                        # VLM reward; env's kept as gt_reward
         t2 = time.perf_counter()
-        self.env_steps += data.numel() * self.trainer.world_size
-        metrics = self._episode_metrics(rollout.episodes.update(data))
-        rollout.buffer.extend(for_replay(data))
-        if self.env_steps > self.cfg.agent.learning_starts:
-            metrics.update(self._update(self.cfg.agent.gradient_steps))
+        self.env_steps += steps.numel() * self.trainer.world_size
+        metrics = self._episode_metrics(data.store(steps))
+        if self.learning_started:
+            metrics.update(self.update(self.cfg.agent.gradient_steps))
         t3 = time.perf_counter()
-        metrics.update(self._rates(data.numel(), t1 - t0, t2 - t1, t3 - self._clock))
+        metrics.update(self._rates(steps.numel(), t1 - t0, t2 - t1, t3 - self._clock))
         self._clock = t3
         if self._next_eval is not None and self.env_steps >= self._next_eval:
             metrics.update(self.run_evaluation())
             self._next_eval += self.cfg.agent.eval_every
         self._log(metrics)
 
-    def _update(self, steps: int) -> dict[str, float]:
+    @property
+    def learning_started(self) -> bool:
+        """Updates begin once more than ``learning_starts`` env steps are collected."""
+        return self.env_steps > self.cfg.agent.learning_starts
+
+    def update(self, steps: int) -> dict[str, float]:
+        """``steps`` SAC updates on replay minibatches; mean losses by log name."""
         optimizer = self.optimizers()
         # Summed on device and read once: an .item() per update would sync the GPU each time.
         totals: dict[str, torch.Tensor] = {}
         for _ in range(steps):
-            sample = self.rollout.buffer.sample().to(self.device)
+            sample = self.data.replay_buffer.sample().to(self.device)
             out = self.loss_module(sample)
             loss = sum(v for k, v in out.items() if k.startswith("loss_"))
             optimizer.zero_grad()
@@ -135,12 +143,13 @@ class SACModule(L.LightningModule):
 
     def run_evaluation(self) -> dict[str, float]:
         """Deterministic episodes on the eval env, logged apart from training episodes."""
-        rollout = self.rollout
-        if rollout is None or rollout.eval_env is None:
+        data = self.data
+        if data is None or data.eval_env is None:
             return {}
-        result = evaluate(rollout.eval_env, self.actor, rollout.reward.score,
+        result = evaluate(data.eval_env, self.actor, data.reward_model,
                           self.cfg.agent.eval_episodes)
-        return {f"eval/{k}": v for k, v in result.items()}
+        self.last_eval = {f"eval/{k}": v for k, v in result.items()}
+        return dict(self.last_eval)
 
     # -- logging ------------------------------------------------------------------------
     @staticmethod
@@ -151,7 +160,7 @@ class SACModule(L.LightningModule):
                ) -> dict[str, float]:
         out = {"perf/env_steps_per_s": frames / max(collect_s, 1e-9),
                "perf/iteration_env_steps_per_s": frames / max(step_s, 1e-9)}
-        if self.rollout.reward.score is not None:
+        if self.data.reward_model is not None:
             out["perf/vlm_frames_per_s"] = frames / max(score_s, 1e-9)
         return out
 

@@ -7,13 +7,13 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-from vlmrm.backends.openclip_backend import OpenCLIPBackend
 
+from vlmrm.backends.openclip_backend import OpenCLIPBackend
 from vlmrm.errors import ModelUnavailableError
-from vlmrm.reward import VLMRewardModel, goal_baseline_reward, mean_embedding
 
 
 def frames(n=6, h=120, w=180, seed=0):
+    """Uniform random uint8 frames: the hardest case for resize rounding."""
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (n, h, w, 3), dtype=torch.uint8, generator=g)
 
@@ -64,19 +64,6 @@ def test_batched_preprocessing_matches_open_clip_preprocess(tiny_openclip):
     # PIL and torchvision round bicubic-resized uint8 pixels differently: at most ~1 level.
     assert diff <= 1.01 * one_level
     assert ours.shape == reference.shape == (8, 3, 64, 64)
-
-
-def test_reward_model_scores_in_batches_and_caches_prompts(tiny_openclip):
-    backend = OpenCLIPBackend(tiny_openclip.reference, batch_size=4)
-    model = VLMRewardModel(backend, ["pole upright", "pole vertical"], ["pole and cart"], 0.5)
-    x = frames(10)
-    rewards = model(x.reshape(2, 5, *x.shape[1:]))
-    assert rewards.shape == (2, 5)
-    g = mean_embedding(backend.encode_text(["pole upright", "pole vertical"]))
-    b = mean_embedding(backend.encode_text(["pole and cart"]))
-    assert backend.text_cache_hits == 3  # the three prompts above were embedded only once
-    expected = goal_baseline_reward(backend.encode_images(x), g, b, 0.5)
-    torch.testing.assert_close(rewards.reshape(-1), expected)
 
 
 def test_random_weights_only_when_asked_and_loudly(tiny_openclip):

@@ -1,30 +1,19 @@
-"""`vlmrm fit` end to end on CPU with a tiny random-weight open_clip model (fast)."""
+"""`vlmrm fit` end to end on CPU with a tiny open_clip model (fast)."""
 
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from tests.helpers import scalars
-from vlmrm.cli import main
+from tests.helpers import CONFIGS, QUIET, fit_run, scalars
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-FAST = ["reward.pretrained=true", "agent.eval_every=150", "agent.eval_episodes=1",
-        "trainer.enable_progress_bar=false", "agent.hidden_sizes=[32,32]", "agent.batch_size=32"]
-
-
-def run_fit(config: str, tmp_path: Path, *overrides: str) -> Path:
-    out = tmp_path / "runs"
-    code = main(["fit", "--config", str(CONFIGS / config), f"logging.output_dir={out}",
-                 "logging.run_name=test", *FAST, *overrides])
-    assert code == 0
-    return out / "test"
+FAST = ("agent.eval_every=150", "agent.eval_episodes=1", "agent.hidden_sizes=[32,32]",
+        "agent.batch_size=32")
 
 
 def test_cartpole_fit_logs_vlm_and_gt_returns_checkpoints_and_config(tiny_openclip, tmp_path):
-    run = run_fit("cartpole.yaml", tmp_path, *tiny_openclip.overrides(),
+    run = fit_run(tmp_path, "cartpole.yaml", *FAST, *tiny_openclip.overrides(),
                   "agent.total_env_steps=400", "agent.learning_starts=100",
                   "logging.checkpoint_every=200", "env.episode_length=50")
     tags = scalars(run)
@@ -45,27 +34,38 @@ def test_cartpole_fit_logs_vlm_and_gt_returns_checkpoints_and_config(tiny_opencl
     assert any(k.startswith("actor.") for k in ckpt["state_dict"])
 
 
-def test_replay_buffer_holds_vlm_rewards_not_pixels(tiny_openclip, tmp_path, monkeypatch):
-    from vlmrm.rl import module as module_lib
+def test_fit_ends_with_where_the_run_went_and_what_to_run_next(tmp_path, capsys):
+    run = fit_run(tmp_path, "cartpole.yaml", *FAST, "reward.backend=ground_truth",
+                  "agent.total_env_steps=160", "agent.learning_starts=64", "env.episode_length=40")
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
+    assert out[-4] == f"vlmrm: run finished after 160 env steps: {run}"
+    assert out[-3].startswith("  last evaluation: ") and "gt_return" in out[-3]
+    assert out[-2] == (f"  watch the agent: vlmrm play --checkpoint "
+                       f"{run / 'checkpoints' / 'last.ckpt'} --out episode.mp4")
+    assert out[-1] == f"  see the curves:  tensorboard --logdir {run}"
+    # Third-party chatter that is not about the user's run stays out of the terminal.
+    for noise in ("litlogger", "LazyTensorStorage", "LeafSpec", "max_epochs=1"):
+        assert noise not in captured.out + captured.err, noise
 
-    seen = {}
-    original = module_lib.SACModule._update
 
-    def spy(self, steps):
-        sample = self.rollout.buffer.sample()
-        seen["keys"] = set(sample.keys(True, True))
-        seen["rewards"] = sample["next", "reward"]
-        return original(self, steps)
+def test_replay_buffer_holds_vlm_rewards_not_pixels(tiny_openclip, tmp_path):
+    from vlmrm.build import make_module, make_reward_model, make_trainer
+    from vlmrm.config import load_config
 
-    monkeypatch.setattr(module_lib.SACModule, "_update", spy)
-    run_fit("cartpole.yaml", tmp_path, *tiny_openclip.overrides(), "agent.total_env_steps=120",
-            "agent.learning_starts=64", "agent.eval_every=0")
-    assert "pixels" not in str(seen["keys"]) and ("next", "reward") in seen["keys"]
-    assert not torch.all(seen["rewards"] == 1.0)  # CartPole's own reward is always 1
+    cfg = load_config(CONFIGS / "cartpole.yaml", [
+        *QUIET, *FAST, *tiny_openclip.overrides(), "agent.total_env_steps=120",
+        "agent.learning_starts=64", "agent.eval_every=0", f"logging.output_dir={tmp_path}"])
+    module = make_module(cfg, make_reward_model(cfg))
+    make_trainer(cfg, tmp_path / "run").fit(module)
+    stored = module.data.replay_buffer[:]
+    assert len(stored) == 120
+    assert not any("pixels" in str(k) for k in stored.keys(True, True))
+    assert not torch.all(stored["next", "reward"] == 1.0)  # CartPole's own reward is always 1
 
 
 def test_ground_truth_backend_trains_on_env_reward(tmp_path):
-    run = run_fit("cartpole.yaml", tmp_path, "reward.backend=ground_truth",
+    run = fit_run(tmp_path, "cartpole.yaml", *FAST, "reward.backend=ground_truth",
                   "agent.total_env_steps=200", "agent.learning_starts=50")
     tags = scalars(run)
     gt, vlm = dict(tags["train/episode_gt_return"]), dict(tags["train/episode_vlm_return"])
@@ -73,7 +73,7 @@ def test_ground_truth_backend_trains_on_env_reward(tmp_path):
 
 
 def test_humanoid_fit_with_fixed_episode_length(tiny_openclip, tmp_path):
-    run = run_fit("humanoid_lotus.yaml", tmp_path, *tiny_openclip.overrides(),
+    run = fit_run(tmp_path, "humanoid_lotus.yaml", *FAST, *tiny_openclip.overrides(),
                   "agent.total_env_steps=120", "agent.learning_starts=40", "agent.train_freq=40",
                   "agent.gradient_steps=2", "env.episode_length=40", "agent.eval_every=0",
                   "reward.precision=32")
@@ -88,13 +88,14 @@ def test_ddp_two_cpu_ranks_train_in_sync(tmp_path):
     # DDP re-launches the running command for rank 1, so run the CLI as users do.
     out = tmp_path / "runs"
     cmd = [sys.executable, "-m", "vlmrm", "fit", "--config", str(CONFIGS / "cartpole.yaml"),
-           f"logging.output_dir={out}", "logging.run_name=test", *FAST,
+           f"logging.output_dir={out}", "logging.run_name=test", *QUIET, *FAST,
            "reward.backend=ground_truth", "agent.total_env_steps=320",
            "agent.learning_starts=64", "agent.eval_every=0", "trainer.strategy=ddp",
-           "trainer.devices=2", "trainer.accelerator=cpu"]
+           "trainer.devices=2"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     run = out / "test"
     steps = [v for _, v in scalars(run)["env_steps"]]
     assert steps[-1] == 320 and steps[0] == 16  # 8 steps per rank per iteration, 2 ranks
     assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert done.stdout.count("vlmrm: run finished") == 1  # reported once, by rank 0

@@ -94,6 +94,7 @@ def build_open_clip(root: Path) -> Case:
 # -- transformers CLIP ---------------------------------------------------------------------
 def build_hf_clip(root: Path) -> Case:
     from transformers import AutoImageProcessor, CLIPConfig, CLIPImageProcessor, CLIPModel
+
     from vlmrm.backends.hf_clip_backend import clip_tokenizer
 
     config = CLIPConfig(text_config={**TINY_TOWER, "max_position_embeddings": 77},
@@ -123,6 +124,7 @@ def build_hf_clip(root: Path) -> Case:
 # -- SigLIP --------------------------------------------------------------------------------
 def build_siglip(root: Path) -> Case:
     from transformers import AutoImageProcessor, SiglipConfig, SiglipImageProcessor, SiglipModel
+
     from vlmrm.backends.siglip_backend import byte_tokenizer
 
     text_cfg = {**TINY_TOWER, "vocab_size": 300, "max_position_embeddings": 16,

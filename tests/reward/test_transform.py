@@ -1,14 +1,14 @@
 """The TorchRL adapter: per-step (env transform) and per-batch scoring agree; gt_reward kept."""
 
 import torch
-from tensordict import TensorDict
 from torchrl.envs import TransformedEnv
-from vlmrm.backends.openclip_backend import OpenCLIPBackend
 
+from vlmrm.backends.openclip_backend import OpenCLIPBackend
 from vlmrm.config import EnvConfig
-from vlmrm.reward import GT_REWARD, VLMRewardModel, VLMRewardTransform
+from vlmrm.keys import GT_REWARD
+from vlmrm.reward.model import VLMRewardModel
+from vlmrm.reward.transform import VLMRewardTransform
 from vlmrm.rl.envs import make_base_env
-from vlmrm.rl.rollout import EpisodeTracker
 
 
 def reward_model(tiny):
@@ -33,22 +33,3 @@ def test_env_transform_and_batch_transform_give_the_same_rewards(tiny_openclip):
                                atol=1e-5, rtol=0)
     expected = model(stepped["next", "pixels"]).unsqueeze(-1)
     torch.testing.assert_close(stepped["next", "reward"], expected, atol=1e-5, rtol=0)
-
-
-def test_episode_tracker_sums_returns_across_batch_boundaries():
-    tracker = EpisodeTracker(num_envs=2)
-
-    def batch(rewards, gts, dones):
-        t = len(rewards[0])
-        nxt = TensorDict({"reward": torch.tensor(rewards).reshape(2, t, 1),
-                          GT_REWARD: torch.tensor(gts).reshape(2, t, 1),
-                          "done": torch.tensor(dones).reshape(2, t, 1)}, [2, t])
-        return TensorDict({"next": nxt}, [2, t])
-
-    first = tracker.update(batch([[1.0, 2.0], [0.5, 0.5]], [[1.0, 1.0], [1.0, 1.0]],
-                                 [[False, False], [False, True]]))
-    assert first["vlm_return"] == [1.0] and first["gt_return"] == [2.0]
-    second = tracker.update(batch([[3.0, 4.0], [1.0, 1.0]], [[1.0, 1.0], [1.0, 1.0]],
-                                  [[True, False], [False, False]]))
-    assert second["vlm_return"] == [6.0] and second["gt_return"] == [3.0]
-    assert second["length"] == [3.0] and second["success_rate"] == []

@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
+from torchrl.envs import EnvBase
+
+from vlmrm.media import add_tensorboard_video, write_mp4
+from vlmrm.reward.model import VLMRewardModel, input_size
+from vlmrm.rl.envs import SeedOffset, env_seed, episode_cap, make_base_env
+from vlmrm.rl.evaluate import episode_video, run_episode
+
+if TYPE_CHECKING:
+    from vlmrm.rl.module import SACModule
+
+
+def crossed(every: int, before: int, now: int) -> bool:
+    """True when a multiple of ``every`` lies in ``(before, now]``."""
+    return now // every > before // every
 
 
 class EnvStepCheckpoint(L.Callback):
@@ -15,13 +30,13 @@ class EnvStepCheckpoint(L.Callback):
         self.every = every
         self._saved_at = 0
 
-    def on_train_batch_end(self, trainer: L.Trainer, module, *args) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, module: SACModule, *args) -> None:
         steps = module.env_steps
-        if steps // self.every > self._saved_at // self.every:
+        if crossed(self.every, self._saved_at, steps):
             trainer.save_checkpoint(self.dirpath / f"step-{steps}.ckpt", weights_only=False)
             self._saved_at = steps
 
-    def on_train_end(self, trainer: L.Trainer, module) -> None:
+    def on_train_end(self, trainer: L.Trainer, module: SACModule) -> None:
         trainer.save_checkpoint(self.dirpath / "last.ckpt", weights_only=False)
 
 
@@ -38,44 +53,34 @@ class VideoRecorder(L.Callback):
         self.dirpath = Path(dirpath)
         self.every = every
         self._recorded_at = 0
-        self._env = None
+        self._env: EnvBase | None = None
 
-    def on_train_batch_end(self, trainer: L.Trainer, module, *args) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, module: SACModule, *args) -> None:
         steps = module.env_steps
-        if steps // self.every > self._recorded_at // self.every:
+        if crossed(self.every, self._recorded_at, steps):
             self._recorded_at = steps
             if trainer.is_global_zero:
                 self.record(trainer, module)
 
-    def record(self, trainer: L.Trainer, module) -> Path:
-        from vlmrm.rl.evaluate import run_episode
-        from vlmrm.video import add_tensorboard_video, episode_video, write_mp4
-
-        score = module.rollout.reward.score if module.rollout is not None else None
-        episode = run_episode(self._get_env(module, score), module.actor, score,
-                              max_steps=_video_steps(module.cfg), keep_frames=True)
-        frames = episode_video([episode], has_vlm=score is not None)
+    def record(self, trainer: L.Trainer, module: SACModule) -> Path:
+        reward_model = module.data.reward_model if module.data is not None else None
+        episode = run_episode(self._get_env(module, reward_model), module.actor, reward_model,
+                              max_steps=episode_cap(module.cfg.env), keep_frames=True)
+        frames = episode_video([episode], has_vlm=reward_model is not None)
         path = write_mp4(self.dirpath / f"step-{module.env_steps}.mp4", frames)
         if trainer.logger is not None and hasattr(trainer.logger.experiment, "_get_file_writer"):
             add_tensorboard_video(trainer.logger.experiment, "eval/video", frames,
                                   module.env_steps)
         return path
 
-    def _get_env(self, module, score):
+    def _get_env(self, module: SACModule, reward_model: VLMRewardModel | None) -> EnvBase:
         if self._env is None:
-            from vlmrm.rl.envs import make_base_env
-
-            size = None if score is None else score.image_size
-            self._env = make_base_env(module.cfg.env, size, from_pixels=True,
-                                      seed=module.cfg.seed + 777)
+            self._env = make_base_env(module.cfg.env, input_size(reward_model),
+                                      from_pixels=True,
+                                      seed=env_seed(module.cfg.seed, SeedOffset.VIDEO))
         return self._env
 
-    def on_train_end(self, trainer: L.Trainer, module) -> None:
+    def on_train_end(self, trainer: L.Trainer, module: SACModule) -> None:
         if self._env is not None and not self._env.is_closed:
             self._env.close()
         self._env = None
-
-
-def _video_steps(cfg) -> int:
-    # Episodes without a time limit would never end: cap them at a minute of video.
-    return cfg.env.episode_length or 1200

@@ -1,18 +1,21 @@
-"""Episode videos: frames with their rewards written beneath, as mp4 files and TensorBoard
-videos (animated GIFs in an image summary, which is what TensorBoard plays)."""
+"""Pictures and videos: frames with captions, PNG grids, mp4 files, TensorBoard videos.
+
+Frames are uint8 ``[T, H, W, 3]`` arrays; nothing here knows about envs or training. Files
+are written through :func:`vlmrm.fileio.atomic_path`: a failure leaves no partial file.
+"""
 
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from vlmrm.rl.evaluate import Episode
+from vlmrm.fileio import atomic_path
 
 FPS = 20
 BLOCK = 16  # H.264 wants sizes divisible by 16; we pad instead of letting ffmpeg rescale
@@ -21,6 +24,14 @@ BLOCK = 16  # H.264 wants sizes divisible by 16; we pad instead of letting ffmpe
 def caption_font(size: int) -> ImageFont.ImageFont:
     """PIL's bundled scalable font (no system fonts needed)."""
     return ImageFont.load_default(size=size)
+
+
+def as_uint8_frames(frames) -> np.ndarray:
+    """A torch tensor or array of frames ``[..., H, W, 3]`` as contiguous uint8 ``[T, H, W, 3]``."""
+    if hasattr(frames, "detach"):
+        frames = frames.detach().cpu().numpy()
+    frames = np.asarray(frames)
+    return np.ascontiguousarray(frames.reshape(-1, *frames.shape[-3:]).astype(np.uint8))
 
 
 def caption_frames(frames: np.ndarray, lines: Sequence[Sequence[str]]) -> np.ndarray:
@@ -46,52 +57,36 @@ def _ceil(n: int) -> int:
     return -(-n // BLOCK) * BLOCK
 
 
-def episode_lines(episode: Episode, has_vlm: bool, prefix: str = "") -> list[list[str]]:
-    """Per-frame captions: step, VLM reward, ground-truth reward, success."""
-    lines = []
-    for t in range(episode.length):
-        first = f"{prefix}t={t + 1}"
-        if has_vlm:
-            first += f"  VLM {episode.vlm_rewards[t].item():.4f}"
-        second = f"GT {episode.gt_rewards[t].item():.3f}"
-        if episode.success is not None:
-            second += "  success" if bool(episode.success[t]) else "  -"
-        lines.append([first, second])
-    return lines
+def grid_image(frames: np.ndarray, captions: Sequence[str], columns: int | None = None
+               ) -> Image.Image:
+    """Frames ``[B, h, w, 3]`` in a grid, each with its caption underneath."""
+    b, h, w, _ = frames.shape
+    cols = columns or math.ceil(math.sqrt(b))
+    rows = math.ceil(b / cols)
+    font_size = max(10, min(16, w // 16))
+    cell_h = h + font_size + 8
+    grid = Image.new("RGB", (cols * (w + 4) + 4, rows * cell_h + 4), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    for i, (frame, text) in enumerate(zip(frames, captions, strict=True)):
+        x, y = 4 + (i % cols) * (w + 4), 4 + (i // cols) * cell_h
+        grid.paste(Image.fromarray(frame), (x, y))
+        draw.text((x + 2, y + h + 2), text, fill=(0, 0, 0), font=caption_font(font_size))
+    return grid
 
 
-def episode_video(episodes: Sequence[Episode], has_vlm: bool) -> np.ndarray:
-    """All episodes' frames, captioned, one after another: uint8 ``[T, H, W, 3]``."""
-    parts = []
-    for k, ep in enumerate(episodes):
-        if ep.frames is None:
-            raise ValueError("episode has no frames: run it with keep_frames=True")
-        frames = _as_uint8(ep.frames)
-        prefix = f"ep {k + 1}  " if len(episodes) > 1 else ""
-        parts.append(caption_frames(frames, episode_lines(ep, has_vlm, prefix)))
-    return np.concatenate(parts)
-
-
-def _as_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(frames, torch.Tensor):
-        frames = frames.detach().cpu().numpy()
-    return np.ascontiguousarray(frames.reshape(-1, *frames.shape[-3:]).astype(np.uint8))
+def write_png(path: str | os.PathLike, image: Image.Image) -> Path:
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+    return Path(path)
 
 
 def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int = FPS) -> Path:
-    """Write ``frames`` as an H.264 mp4; written to a temporary name first, so a failure
-    leaves no half-written file."""
+    """Write ``frames`` as an H.264 mp4."""
     import imageio.v2 as imageio
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
-    try:
+    with atomic_path(path) as tmp:
         imageio.mimwrite(tmp, list(frames), fps=fps, macro_block_size=BLOCK)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def gif_bytes(frames: np.ndarray, fps: int = FPS) -> bytes:

@@ -4,7 +4,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vlmrm.reward import GoalBaselineReward, goal_baseline_reward, mean_embedding, projection_matrix
+from vlmrm.reward.goal_baseline import (
+    GoalBaselineReward,
+    goal_baseline_reward,
+    mean_embedding,
+    projection_matrix,
+)
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:

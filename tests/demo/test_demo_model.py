@@ -2,15 +2,15 @@
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 import torch
-from vlmrm.backends.openclip_backend import OpenCLIPBackend, bundled_models
 
+from tests.helpers import ROOT
+from vlmrm.backends.openclip_backend import OpenCLIPBackend, bundled_models
 from vlmrm.demo import captions, quality, training
 
-DEMO_DIR = Path(__file__).resolve().parents[1] / "vlmrm" / "assets" / "vlmrm-demo"
+DEMO_DIR = ROOT / "vlmrm" / "assets" / "vlmrm-demo"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Everything between the env and the replay buffer: collect, score in batch, track episodes.
+"""The per-rank data pipeline: env -> collector -> reward model -> replay buffer.
 
 None of this lives in the LightningModule's module tree: envs are ``nn.Module``s and
 would otherwise land in checkpoints and DDP.
@@ -6,6 +6,7 @@ would otherwise land in checkpoints and DDP.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -14,10 +15,9 @@ from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.envs import EnvBase
 
-from vlmrm.reward.transform import GT_REWARD, SUCCESS, VLMRewardTransform
-
-REPLAY_KEYS = ("observation", "action", ("next", "observation"), ("next", "reward"),
-               ("next", "done"), ("next", "terminated"))
+from vlmrm.keys import DONE, GT_REWARD, NEXT, REPLAY_KEYS, REWARD, SUCCESS
+from vlmrm.reward.model import VLMRewardModel
+from vlmrm.reward.transform import VLMRewardTransform
 
 
 def make_collector(env: EnvBase, policy, frames_per_batch: int, learning_starts: int,
@@ -58,13 +58,14 @@ class EpisodeTracker:
 
     def update(self, data: TensorDictBase) -> dict[str, list[float]]:
         """``data`` is ``[num_envs, T]`` (or ``[T]``) with reward, gt_reward and done."""
-        nxt = data.get("next")
+        nxt = data.get(NEXT)
         if data.ndim == 1:
             nxt = nxt.unsqueeze(0)
-        vlm, gt = nxt["reward"].reshape(self.num_envs, -1), nxt[GT_REWARD].reshape(self.num_envs, -1)
-        done = nxt["done"].reshape(self.num_envs, -1)
+        per_env = (self.num_envs, -1)
+        vlm, gt = nxt[REWARD].reshape(per_env), nxt[GT_REWARD].reshape(per_env)
+        done = nxt[DONE].reshape(per_env)
         success = nxt.get(SUCCESS, None)
-        success = None if success is None else success.reshape(self.num_envs, -1).float()
+        success = None if success is None else success.reshape(per_env).float()
         out: dict[str, list[float]] = {"vlm_return": [], "gt_return": [], "length": [],
                                        "success_rate": []}
         for t in range(done.shape[1]):
@@ -86,24 +87,45 @@ class EpisodeTracker:
 
 
 @dataclass
-class Rollout:
-    """The data side of training for one rank."""
+class DataPipeline:
+    """The data side of training for one rank.
 
-    env: EnvBase
-    collector: Collector
-    reward: VLMRewardTransform
-    buffer: TensorDictReplayBuffer
+    ``collect`` yields ``[num_envs, train_freq]`` batches whose ``reward`` is the reward
+    model's (the env's own kept as ``gt_reward``); ``store`` tracks episodes and fills the
+    replay buffer. ``batches`` is what the collector yields (a TorchRL collector, or any
+    iterable of batches, e.g. in tests).
+    """
+
+    batches: Iterable[TensorDictBase]
+    reward_model: VLMRewardModel | None
+    reward_transform: VLMRewardTransform
+    replay_buffer: TensorDictReplayBuffer
     episodes: EpisodeTracker
     eval_env: EnvBase | None = None
+    envs: list[EnvBase] = field(default_factory=list)
+    _iterator: Iterator[TensorDictBase] = field(init=False)
 
     def __post_init__(self) -> None:
-        self._batches = iter(self.collector)
+        self._iterator = iter(self.batches)
 
-    def next_batch(self) -> TensorDictBase:
-        return next(self._batches)
+    def collect(self) -> TensorDictBase:
+        """The next batch of env steps, with pixels (scoring drops them)."""
+        return next(self._iterator)
+
+    def score(self, batch: TensorDictBase) -> TensorDictBase:
+        """VLM rewards for the whole batch in one pass; the env's reward kept as gt_reward."""
+        return self.reward_transform(batch)
+
+    def store(self, batch: TensorDictBase) -> dict[str, list[float]]:
+        """Add a scored batch to the replay buffer; return the episodes it finished."""
+        finished = self.episodes.update(batch)
+        self.replay_buffer.extend(for_replay(batch))
+        return finished
 
     def close(self) -> None:
-        self.collector.shutdown()
-        for env in (self.env, self.eval_env):
+        shutdown = getattr(self.batches, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+        for env in [*self.envs, self.eval_env]:
             if env is not None and not env.is_closed:
                 env.close()

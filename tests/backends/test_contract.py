@@ -12,7 +12,8 @@ import dataclasses
 
 import pytest
 import torch
-from backend_fixtures import (
+
+from tests.backends.fixtures import (
     PROMPTS,
     build_hf_clip,
     build_open_clip,
@@ -22,8 +23,7 @@ from backend_fixtures import (
     pixel_levels,
     to_pil,
 )
-
-from vlmrm.registry import make_backend
+from vlmrm.build import make_backend
 
 torch.set_num_threads(1)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -1,94 +1,21 @@
-"""Registry, `vlmrm backends`, offline errors and backend-specific details (CLIP, SigLIP)."""
+"""The transformers backends (hf_clip, siglip): loading rules and model-family details."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
-from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
 import torch
-from backend_fixtures import build_hf_clip, build_siglip, make_frames
 
-from vlmrm import registry
+from tests.backends.fixtures import build_hf_clip, build_siglip, make_frames
+from vlmrm.build import make_backend
 from vlmrm.cli import main
 from vlmrm.config import RewardConfig
-from vlmrm.errors import ConfigError, ModelUnavailableError
-from vlmrm.registry import make_backend
+from vlmrm.errors import ModelUnavailableError
 
 torch.set_num_threads(1)
-ALL = ("open_clip", "hf_clip", "siglip", "toy")
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No hub and an empty cache, as on a fresh machine without network."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    return tmp_path / "empty_cache"
-
-
-def test_backends_lists_all_four_with_their_origin(capsys):
-    assert main(["backends"]) == 0
-    out = capsys.readouterr().out
-    for name in ALL:
-        assert f"\n{name} " in f"\n{out}"
-    assert "built-in" in out and "vlmrm-toy-backend" in out  # where each one came from
-    assert out.count("model names:") == len(ALL)
-
-
-def test_unknown_backend_exits_2_listing_known_ones(capsys):
-    assert main(["backends", "--check", "clipp", "whatever"]) == 2
-    err = capsys.readouterr().err
-    assert "'clipp' is not a known backend" in err
-    for name in (*ALL, "ground_truth"):
-        assert name in err
-
-
-def test_name_collision_is_an_error(monkeypatch, capsys):
-    real = registry.entry_points
-
-    def with_duplicate(group):
-        return [*real(group=group), EntryPoint("siglip", "elsewhere:Other", group)]
-
-    monkeypatch.setattr(registry, "entry_points", with_duplicate)
-    with pytest.raises(ConfigError, match="'siglip' .* already taken by built-in"):
-        registry.available_backends()
-    assert main(["backends"]) == 2
-    assert "already taken" in capsys.readouterr().err
-
-
-UNCACHED = {
-    "open_clip": "ViT-B-32/laion2b_s34b_b79k",
-    "hf_clip": "openai/clip-vit-base-patch32",
-    "siglip": "google/siglip-so400m-patch14-384",
-    "toy": "toy-model-v1",
-}
-
-
-@pytest.mark.parametrize("backend", ALL)
-def test_uncached_model_offline_exits_2_with_one_clear_message(backend, offline, capsys):
-    model = UNCACHED[backend]
-    start = time.perf_counter()
-    code = main(["backends", "--check", backend, model, "--cache-dir", str(offline)])
-    elapsed = time.perf_counter() - start
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert err.startswith("vlmrm: error: ") and "Traceback" not in err
-    assert repr(model) in err and str(offline) in err  # model and where it was looked for
-    assert "download it with:" in err and "HF_HOME" in err and "HF_HUB_OFFLINE" in err
-    assert elapsed < 15, f"took {elapsed:.1f}s: something retried the network"
-
-
-def test_importing_the_registry_and_backend_classes_imports_no_model_library():
-    code = ("import sys, vlmrm.registry as r\n"
-            "[e.load() for e in r.available_backends().values()]\n"
-            "print(sorted(m for m in ('transformers', 'open_clip') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
 
 
 # -- random weights when no config is at hand ----------------------------------------------
@@ -132,6 +59,7 @@ def test_unsupported_processor_settings_are_refused_not_ignored(tmp_path):
 # -- CLIP details ---------------------------------------------------------------------------
 def test_stand_in_clip_tokenizer_gives_open_clip_token_ids():
     import open_clip
+
     from vlmrm.backends.hf_clip_backend import clip_tokenizer
 
     tok = clip_tokenizer()

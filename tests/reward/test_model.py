@@ -1,0 +1,28 @@
+"""The reward model: prompts embedded once, frames scored in batches by the formula."""
+
+import torch
+
+from tests.backends.fixtures import make_frames
+from vlmrm.backends.openclip_backend import OpenCLIPBackend
+from vlmrm.reward.goal_baseline import goal_baseline_reward, mean_embedding
+from vlmrm.reward.model import VLMRewardModel, input_size
+
+
+def test_reward_model_scores_in_batches_and_caches_prompts(tiny_openclip):
+    backend = OpenCLIPBackend(tiny_openclip.reference, batch_size=4)
+    model = VLMRewardModel(backend, ["pole upright", "pole vertical"], ["pole and cart"], 0.5)
+    x = make_frames(10, 120, 180, seed=1)
+    rewards = model(x.reshape(2, 5, *x.shape[1:]))
+    assert rewards.shape == (2, 5)
+    g = mean_embedding(backend.encode_text(["pole upright", "pole vertical"]))
+    b = mean_embedding(backend.encode_text(["pole and cart"]))
+    assert backend.text_cache_hits == 3  # the three prompts above were embedded only once
+    expected = goal_baseline_reward(backend.encode_images(x), g, b, 0.5)
+    torch.testing.assert_close(rewards.reshape(-1), expected)
+
+
+def test_model_view_is_the_resized_picture_and_input_size_follows_the_model(tiny_openclip):
+    model = VLMRewardModel(OpenCLIPBackend(tiny_openclip.reference), ["a"], ["b"], 0.0)
+    view = model.model_view(make_frames(3, 120, 180))
+    assert view.dtype == torch.uint8 and view.shape == (3, 64, 64, 3)
+    assert input_size(model) == (64, 64) and input_size(None) is None

@@ -1,0 +1,44 @@
+"""Evaluation videos during `vlmrm fit`, and `vlmrm play` on the saved checkpoint."""
+
+from __future__ import annotations
+
+import imageio.v2 as imageio
+
+from tests.helpers import CONFIGS, events
+from vlmrm.cli import main
+
+QUIET = ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "reward.precision=32"]
+
+
+def test_fit_records_videos_and_play_replays_the_checkpoint(tiny_openclip, tmp_path, capsys):
+    out = tmp_path / "runs"
+    code = main(["fit", "--config", str(CONFIGS / "cartpole.yaml"), *tiny_openclip.overrides(),
+                 *QUIET, "agent.total_env_steps=160", "agent.learning_starts=80",
+                 "agent.hidden_sizes=[16,16]", "agent.batch_size=16", "agent.eval_every=0",
+                 "env.episode_length=25", "logging.video_every=80",
+                 f"logging.output_dir={out}", "logging.run_name=video"])
+    assert code == 0
+    run = out / "video"
+    videos = sorted(p.name for p in (run / "videos").glob("*.mp4"))
+    assert videos == ["step-160.mp4", "step-80.mp4"]
+    frames = imageio.mimread(run / "videos" / "step-80.mp4")
+    assert len(frames) == 25 and frames[0].shape[0] > 600  # frame plus caption strip
+    images = events(run, "images")
+    assert [e.step for e in images["eval/video"]] == [80, 160]
+    assert images["eval/video"][0].encoded_image_string[:6] == b"GIF89a"
+
+    movie = tmp_path / "episode.mp4"
+    code = main(["play", "--checkpoint", str(run / "checkpoints" / "last.ckpt"),
+                 "--out", str(movie), "--episodes", "2"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "mean VLM return" in printed and "mean GT return" in printed
+    assert "success rate" in printed
+    assert len(imageio.mimread(movie)) == 2 * 25
+
+
+def test_play_on_a_missing_checkpoint_is_a_clean_error(tmp_path, capsys):
+    movie = tmp_path / "episode.mp4"
+    code = main(["play", "--checkpoint", str(tmp_path / "nope.ckpt"), "--out", str(movie)])
+    assert code == 2 and not movie.exists()
+    assert "does not exist" in capsys.readouterr().err

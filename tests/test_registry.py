@@ -1,0 +1,54 @@
+"""The backend registry and `vlmrm backends`: built-ins plus entry-point plugins."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from tests.helpers import BACKENDS as ALL
+from vlmrm import registry
+from vlmrm.cli import main
+from vlmrm.errors import ConfigError
+
+
+def test_backends_lists_all_four_with_their_origin(capsys):
+    assert main(["backends"]) == 0
+    out = capsys.readouterr().out
+    for name in ALL:
+        assert f"\n{name} " in f"\n{out}"
+    assert "built-in" in out and "vlmrm-toy-backend" in out  # where each one came from
+    assert out.count("model names:") == len(ALL)
+
+
+def test_unknown_backend_exits_2_listing_known_ones(capsys):
+    assert main(["backends", "--check", "clipp", "whatever"]) == 2
+    err = capsys.readouterr().err
+    assert "'clipp' is not a known backend" in err
+    for name in (*ALL, "ground_truth"):
+        assert name in err
+
+
+def test_name_collision_is_an_error(monkeypatch, capsys):
+    real = registry.entry_points
+
+    def with_duplicate(group):
+        return [*real(group=group), EntryPoint("siglip", "elsewhere:Other", group)]
+
+    monkeypatch.setattr(registry, "entry_points", with_duplicate)
+    with pytest.raises(ConfigError, match="'siglip' .* already taken by built-in"):
+        registry.available_backends()
+    assert main(["backends"]) == 2
+    assert "already taken" in capsys.readouterr().err
+
+
+def test_importing_the_registry_and_backend_classes_imports_no_model_library():
+    code = ("import sys, vlmrm.registry as r\n"
+            "[e.load() for e in r.available_backends().values()]\n"
+            "print(sorted(m for m in ('transformers', 'open_clip') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+

@@ -1,0 +1,152 @@
+"""The config schema: dataclasses that hold every default and document every field.
+
+Each field's ``help`` metadata is what ``vlmrm fit --help`` prints, so the documentation
+lives on the field itself and cannot drift from it. This module imports nothing heavy:
+the CLI reads it to answer ``--help`` without loading torch.
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Reward-model weight precisions (``reward.precision``); the backend maps them to dtypes.
+PRECISIONS = ("32", "bf16", "16")
+CRITIC_LOSSES = ("smooth_l1", "l2")
+
+
+def opt(default: Any, help: str) -> Any:
+    """A documented dataclass field (mutable defaults are copied per instance)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: deepcopy(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+def group(cls: type, help: str) -> Any:
+    return field(default_factory=cls, metadata={"help": help})
+
+
+@dataclass
+class EnvConfig:
+    id: str = opt("CartPole-v1", "Gymnasium id; it must render with render_mode='rgb_array'.")
+    episode_length: int | None = opt(
+        None, "Fixed episode length in env steps; null keeps the env's own time limit.")
+    terminate_early: bool = opt(
+        True, "false removes early termination (the paper's setting): episodes last "
+        "episode_length.")
+    num_envs: int = opt(1, "Number of environments collected from at once.")
+    parallel: bool = opt(
+        False, "Run the envs in worker processes (ParallelEnv) instead of one after another.")
+    render_size: int | None = opt(
+        None, "Render size in pixels for envs that accept width/height (MuJoCo); null means "
+        "the reward model's own input size. Other envs render natively and the backend resizes.")
+    kwargs: dict[str, Any] = opt({}, "Extra keyword arguments for gymnasium.make.")
+    textured: bool | None = opt(
+        None, "Scene look, for the vlmrm/ scenes and MuJoCo envs: true = textured (sky box, "
+        "tiled floor, textured body, light from above; MountainCar: a realistic picture), "
+        "false = the stock look, null = the scene's default (textured for vlmrm/Humanoid-v0 "
+        "and vlmrm/MountainCarContinuous-v0, stock for other ids).")
+    camera: str | None = opt(
+        None, "Render camera of MuJoCo envs: 'paper' (track the torso: distance 3.5, look-at "
+        "(0, 0, 1), elevation -10, azimuth 180), 'stock' (the env's own view), or the name of "
+        "a camera in the model file; null = the scene's default ('paper' for "
+        "vlmrm/Humanoid-v0).")
+    xml: str | None = opt(
+        None, "Your own MuJoCo model file (MJCF) for a MuJoCo env id (vlmrm/Humanoid-v0, "
+        "Humanoid-v5, Ant-v5, ...); env.textured and env.camera are applied on top of it. Its "
+        "bodies, joints and actuators must still suit the env's observation and reward code.")
+
+
+@dataclass
+class RewardConfig:
+    backend: str = opt(
+        "open_clip", "Registered backend name (see `vlmrm backends`), or 'ground_truth' for "
+        "the env's reward.")
+    model: str = opt(
+        "ViT-B-32/laion2b_s34b_b79k",
+        "Model name in the backend's own convention, e.g. 'ViT-B-32/laion2b_s34b_b79k'.")
+    pretrained: bool = opt(
+        True, "false builds the architecture with random weights (tests, timing): never a "
+        "real reward.")
+    goal_prompts: list[str] = opt(
+        [], "Prompts describing the goal; their normalised embeddings are averaged.")
+    baseline_prompts: list[str] = opt(
+        [], "Prompts describing the scene without the goal (the baseline b).")
+    alpha: float = opt(
+        0.0, "Goal-baseline regularization strength in [0, 1]; 0 is plain cosine similarity.")
+    batch_size: int = opt(32, "Frames per forward pass of the image encoder.")
+    device: str = opt("auto", "'auto' (the trainer's device), 'cpu', 'cuda', 'cuda:1', ...")
+    precision: str = opt("32", f"Reward-model weights precision: one of {list(PRECISIONS)}.")
+    cache_dir: str | None = opt(
+        None, "Where model weights are looked up and downloaded; null uses the library "
+        "default.")
+    model_config: str | None = opt(
+        None, "Optional model-architecture JSON to register before loading (custom open_clip "
+        "models).")
+
+
+@dataclass
+class AgentConfig:
+    total_env_steps: int = opt(100_000, "Environment steps to collect in total (all envs, "
+                               "all ranks).")
+    learning_starts: int = opt(1_000, "Random-action steps collected before the first update.")
+    train_freq: int = opt(1, "Steps per env collected between training phases.")
+    gradient_steps: int = opt(1, "Gradient updates after each collection phase.")
+    batch_size: int = opt(256, "Replay minibatch size.")
+    buffer_size: int = opt(1_000_000, "Replay buffer capacity in transitions.")
+    gamma: float = opt(0.99, "Discount factor.")
+    tau: float = opt(0.005, "Polyak coefficient of the target critics.")
+    learning_rate: float = opt(3e-4, "Adam learning rate (actor, critics and entropy "
+                               "coefficient).")
+    ent_coef: str = opt("auto", "Entropy coefficient: 'auto' learns it, a number fixes it.")
+    target_entropy_weight: float = opt(
+        0.98, "Target entropy as a fraction of the maximum (discrete actions); continuous "
+        "actions use -dim(A).")
+    critic_loss: str = opt(
+        "smooth_l1", "Critic regression loss: 'smooth_l1' (Huber, TorchRL's default) or 'l2'.")
+    hidden_sizes: list[int] = opt([256, 256], "Hidden layer sizes of actor and critic MLPs.")
+    eval_every: int = opt(10_000, "Run deterministic evaluation episodes every this many env "
+                          "steps (0 disables).")
+    eval_episodes: int = opt(5, "Evaluation episodes per evaluation.")
+    num_threads: int | None = opt(
+        1, "torch intra-op threads of this process; 1 is fastest on small CPUs (see README).")
+
+
+@dataclass
+class TrainerConfig:
+    """Forwarded to ``lightning.Trainer``."""
+
+    accelerator: str = opt("auto", "'auto', 'cpu', 'gpu'/'cuda', ... (Lightning accelerator).")
+    devices: Any = opt(1, "Devices per node: an int, a list of indices, or 'auto'.")
+    strategy: str = opt("auto", "Lightning strategy: 'auto', 'ddp', 'fsdp', ...; each rank "
+                        "collects its own env steps.")
+    num_nodes: int = opt(1, "Nodes for multi-node training (with a cluster launcher such as "
+                         "SLURM or torchrun).")
+    precision: str = opt("32-true", "Lightning precision of the SAC networks: '32-true', "
+                         "'bf16-mixed', '16-mixed'.")
+    enable_progress_bar: bool = opt(True, "Show Lightning's progress bar (env steps and "
+                                    "returns).")
+
+
+@dataclass
+class LoggingConfig:
+    output_dir: str = opt("runs", "Parent directory of run directories.")
+    run_name: str | None = opt(None, "Run directory name; null uses "
+                               "'<config name>-<timestamp>'.")
+    checkpoint_every: int = opt(50_000, "Save a checkpoint every this many env steps (plus "
+                                "one at the end).")
+    video_every: int = opt(
+        0, "Record one deterministic evaluation episode every this many env steps, as a "
+        "TensorBoard video and an mp4 in <run dir>/videos, with each frame's VLM reward (and "
+        "ground-truth reward and success where the env has them) under it; 0 disables.")
+
+
+@dataclass
+class Config:
+    seed: int = opt(0, "Global seed (env seeds derive from it).")
+    env: EnvConfig = group(EnvConfig, "The environment and how it is rendered.")
+    reward: RewardConfig = group(RewardConfig, "The reward model and prompts.")
+    agent: AgentConfig = group(AgentConfig, "SAC hyper-parameters and evaluation.")
+    trainer: TrainerConfig = group(TrainerConfig, "Forwarded to lightning.Trainer.")
+    logging: LoggingConfig = group(LoggingConfig, "Run directory, checkpoints and videos.")
