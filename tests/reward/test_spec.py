@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+
 import pytest
 
 from tests.helpers import ROOT
