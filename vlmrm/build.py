@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -109,14 +110,15 @@ def make_callbacks(cfg: Config, run_dir: Path) -> list[L.Callback]:
     return callbacks
 
 
-def make_trainer(cfg: Config, run_dir: Path) -> L.Trainer:
+def make_trainer(cfg: Config, run_dir: Path, extra_callbacks: Sequence[L.Callback] = ()
+                 ) -> L.Trainer:
     t = cfg.trainer
     return L.Trainer(
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
         num_nodes=t.num_nodes, precision=t.precision,
         enable_progress_bar=t.enable_progress_bar, max_epochs=1,
         logger=TensorBoardLogger(save_dir=str(run_dir), name="", version=""),
-        callbacks=make_callbacks(cfg, run_dir),
+        callbacks=[*make_callbacks(cfg, run_dir), *extra_callbacks],
         enable_checkpointing=False, use_distributed_sampler=False,
         num_sanity_val_steps=0, default_root_dir=str(run_dir), log_every_n_steps=1,
     )

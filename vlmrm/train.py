@@ -6,6 +6,7 @@ import logging
 import os
 import shlex
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,8 +61,9 @@ def _drop_lightning_chatter(record: logging.LogRecord) -> bool:
     return not ("💡 Tip" in text or "`Trainer.fit` stopped" in text)
 
 
-def fit(cfg: Config, config_path: str | os.PathLike | None = None) -> RunResult:
-    """Train an agent as configured."""
+def fit(cfg: Config, config_path: str | os.PathLike | None = None,
+        callbacks: Sequence[L.Callback] = ()) -> RunResult:
+    """Train an agent as configured; ``callbacks`` are added to the trainer's own."""
     if cfg.agent.num_threads:
         torch.set_num_threads(cfg.agent.num_threads)
     quiet_third_party()
@@ -70,7 +72,7 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None) -> RunResult:
     reward_model = make_reward_model(cfg)
     module = make_module(cfg, reward_model)
     run_dir = make_run_dir(cfg, config_path)
-    trainer = make_trainer(cfg, run_dir)
+    trainer = make_trainer(cfg, run_dir, extra_callbacks=callbacks)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.yaml", to_yaml(cfg))

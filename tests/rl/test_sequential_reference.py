@@ -1,0 +1,74 @@
+"""The strictly sequential training loop reproduces, bit for bit, a reference recorded from
+the loop as it was at commit 6834c13 (see tests/data/README.md): every env step's action,
+observation and VLM reward, every SAC update's losses, and the final actor.
+
+Defaults that changed since the recording are pinned back in ``PINNED``, so the test checks
+the loop, not the defaults.
+"""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.helpers import ROOT
+from vlmrm.config import load_config
+from vlmrm.train import fit
+
+DATA = ROOT / "tests" / "data"
+#: Settings whose defaults changed after the recording, set to the recorded values.
+PINNED: list[str] = []
+#: Float results are exact only on the same CPU code path (BLAS kernels differ by ISA).
+RECORDED_CPU = "AVX512"
+
+
+class Recorder(L.Callback):
+    """Keeps each SAC update's loss outputs and, at the end, the replay buffer's contents."""
+
+    def __init__(self) -> None:
+        self.losses: list[dict[str, torch.Tensor]] = []
+        self.replay = None
+        self.actor: dict[str, torch.Tensor] = {}
+
+    def on_fit_start(self, trainer, module) -> None:
+        module.loss_module.register_forward_hook(
+            lambda _m, _args, out: self.losses.append(
+                {k: v.detach().clone() for k, v in out.items()}))
+
+    def on_train_end(self, trainer, module) -> None:
+        self.replay = module.data.replay_buffer[:]
+        self.actor = {k: v.detach().clone() for k, v in module.actor.state_dict().items()}
+
+
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != RECORDED_CPU,
+                    reason=f"reference recorded on a {RECORDED_CPU} CPU; float kernels differ")
+@pytest.mark.parametrize("run", ["quickstart", "mountaincar"])
+def test_sequential_loop_matches_the_recorded_reference(run, tmp_path):
+    meta = json.loads((DATA / f"sequential_{run}.json").read_text())
+    ref = load_file(DATA / f"sequential_{run}.safetensors")
+    cfg = load_config(ROOT / meta["config_path"], [
+        *meta["overrides"], *PINNED, f"logging.output_dir={tmp_path}", "logging.run_name=ref"])
+    recorder = Recorder()
+    fit(cfg, callbacks=[recorder])
+
+    replay = recorder.replay
+    assert len(replay) == 1000
+    for ours, theirs in [(replay["action"].float(), "action"),
+                         (replay["observation"], "observation"),
+                         (replay["next", "observation"], "next_observation"),
+                         (replay["next", "reward"].reshape(-1), "reward"),
+                         (replay["next", "done"].reshape(-1).to(torch.uint8), "done")]:
+        assert torch.equal(ours, ref[theirs]), f"{theirs} differs from the reference"
+    assert len(recorder.losses) == len(ref["update_loss_actor"]) == 800
+    for key in ("loss_actor", "loss_qvalue", "loss_alpha", "alpha", "entropy"):
+        ours = torch.stack([out[key].float().reshape(()) for out in recorder.losses])
+        assert torch.equal(ours, ref[f"update_{key}"]), f"{key} differs from the reference"
+    final = {k.removeprefix("final_actor."): v for k, v in ref.items()
+             if k.startswith("final_actor.")}
+    assert final.keys() == recorder.actor.keys()
+    for key, value in final.items():
+        assert torch.equal(recorder.actor[key], value), f"final actor {key} differs"
