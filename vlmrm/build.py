@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -42,9 +43,12 @@ def reward_device(cfg: Config) -> torch.device:
 def make_backend(cfg: RewardConfig, device: str | torch.device) -> RewardBackend:
     """The configured backend, loaded on ``device``."""
     cls = backend_class(cfg.backend)
-    return cls(cfg.model, pretrained=cfg.pretrained, device=str(device),
-               precision=cfg.precision, batch_size=cfg.batch_size, cache_dir=cfg.cache_dir,
-               model_config=cfg.model_config)
+    backend = cls(cfg.model, pretrained=cfg.pretrained, device=str(device),
+                  precision=cfg.precision, batch_size=cfg.batch_size, cache_dir=cfg.cache_dir,
+                  model_config=cfg.model_config)
+    if cfg.resize is not None:
+        backend.preprocessor = backend.preprocessor.with_resize(cfg.resize)
+    return backend
 
 
 def make_reward_model(cfg: Config, device: str | torch.device | None = None
@@ -59,25 +63,30 @@ def make_reward_model(cfg: Config, device: str | torch.device | None = None
 
 
 def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataFactory:
-    """Builds each rank's envs, collector and replay buffer on its rank and device."""
+    """Builds each rank's envs, collector and replay buffer on its rank and device.
+
+    ``env.num_envs``, ``agent.batch_size`` and ``agent.learning_starts`` count all ranks
+    together: each rank takes its share, so N ranks run the same experiment as one.
+    """
 
     def factory(module: SACModule) -> DataPipeline:
         if reward_model is not None and cfg.reward.device == "auto":
             reward_model.to(module.device)
         size, pixels = input_size(reward_model), reward_model is not None
-        rank = module.global_rank
-        env = make_env(cfg.env, size, from_pixels=pixels,
+        rank, world = module.global_rank, module.trainer.world_size
+        env_cfg = replace(cfg.env, num_envs=cfg.env.num_envs // world)
+        env = make_env(env_cfg, size, from_pixels=pixels,
                        seed=env_seed(cfg.seed, SeedOffset.TRAIN, rank))
         a = cfg.agent
-        collector = make_collector(env, module.actor, a.train_freq * cfg.env.num_envs,
-                                   a.learning_starts, module.device)
+        collector = make_collector(env, module.actor, a.train_freq * env_cfg.num_envs,
+                                   a.learning_starts // world, module.device)
         eval_env = make_base_env(cfg.env, size, from_pixels=pixels,
                                  seed=env_seed(cfg.seed, SeedOffset.EVAL, rank))
         return DataPipeline(
             batches=collector, reward_model=reward_model,
             reward_transform=VLMRewardTransform(reward_model, drop_pixels=True),
-            replay_buffer=make_replay_buffer(a.buffer_size, a.batch_size, module.device),
-            episodes=EpisodeTracker(cfg.env.num_envs), eval_env=eval_env, envs=[env])
+            replay_buffer=make_replay_buffer(a.buffer_size, a.batch_size // world, module.device),
+            episodes=EpisodeTracker(env_cfg.num_envs), eval_env=eval_env, envs=[env])
 
     return factory
 

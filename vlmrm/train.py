@@ -15,6 +15,7 @@ import torch
 
 from vlmrm.build import RUN_DIR_ENV, make_module, make_reward_model, make_run_dir, make_trainer
 from vlmrm.config import Config, to_yaml
+from vlmrm.config.checks import check_global_split
 from vlmrm.fileio import write_text
 
 
@@ -73,6 +74,7 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None,
     module = make_module(cfg, reward_model)
     run_dir = make_run_dir(cfg, config_path)
     trainer = make_trainer(cfg, run_dir, extra_callbacks=callbacks)
+    check_global_split(cfg, trainer.world_size)  # "auto" devices are known only now
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.yaml", to_yaml(cfg))

@@ -8,8 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from vlmrm.config.schema import (
+    ACTIVATIONS,
     CRITIC_LOSSES,
+    EPISODE_ENDS,
     PRECISIONS,
+    RESIZE_MODES,
     AgentConfig,
     Config,
     EnvConfig,
@@ -24,11 +27,18 @@ def require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def one_of(key: str, value: object, choices: tuple) -> None:
+    require(value in choices, f"{key}={value!r} is not one of {list(choices)}.")
+
+
 def validate(cfg: Config) -> None:
     """Raise :class:`ConfigError` for the first value that cannot work."""
     _validate_reward(cfg.reward)
     _validate_agent(cfg.agent)
     _validate_env(cfg.env)
+    world = static_world_size(cfg)
+    if world is not None:
+        check_global_split(cfg, world)
     require(cfg.logging.checkpoint_every >= 1,
             f"logging.checkpoint_every={cfg.logging.checkpoint_every} must be >= 1.")
     require(cfg.logging.video_every >= 0,
@@ -36,6 +46,8 @@ def validate(cfg: Config) -> None:
 
 
 def _validate_reward(r: RewardConfig) -> None:
+    if r.resize is not None:
+        one_of("reward.resize", r.resize, RESIZE_MODES)
     require(0.0 <= r.alpha <= 1.0,
             f"reward.alpha={r.alpha} is outside [0, 1]. Use 0 for plain CLIP similarity, "
             "1 for the goal-baseline direction only.")
@@ -64,8 +76,8 @@ def _validate_agent(a: AgentConfig) -> None:
     require(0.0 < a.tau <= 1.0, f"agent.tau={a.tau} must be in (0, 1].")
     require(a.learning_rate > 0, f"agent.learning_rate={a.learning_rate} must be > 0.")
     _check_ent_coef(a.ent_coef)
-    require(a.critic_loss in CRITIC_LOSSES,
-            f"agent.critic_loss={a.critic_loss!r} must be one of {list(CRITIC_LOSSES)}.")
+    one_of("agent.critic_loss", a.critic_loss, CRITIC_LOSSES)
+    one_of("agent.activation", a.activation, ACTIVATIONS)
 
 
 def _check_ent_coef(value: str) -> None:
@@ -80,6 +92,7 @@ def _check_ent_coef(value: str) -> None:
 
 def _validate_env(e: EnvConfig) -> None:
     require(e.num_envs >= 1, f"env.num_envs={e.num_envs} must be >= 1.")
+    one_of("env.episode_end", e.episode_end, EPISODE_ENDS)
     require(e.episode_length is None or e.episode_length >= 1,
             f"env.episode_length={e.episode_length} must be >= 1 (or null for the env's own).")
     require(e.terminate_early or e.episode_length is not None,
@@ -130,3 +143,33 @@ def _takers(option: str) -> str:
 
     ids = [k for k, scene in SCENES.items() if option in scene.options]
     return f"{', '.join(ids)} and Gymnasium MuJoCo envs (Humanoid-v5, Ant-v5, ...)"
+
+
+def static_world_size(cfg: Config) -> int | None:
+    """Ranks the trainer settings ask for, when they say it without asking the hardware."""
+    devices = cfg.trainer.devices
+    if isinstance(devices, (list, tuple)):
+        count = len(devices)
+    elif isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
+        count = devices
+    else:  # "auto", -1, "0,1" strings: Lightning resolves them; checked again at fit time
+        return None
+    return count * cfg.trainer.num_nodes
+
+
+#: Quantities counted over all ranks together, each rank taking an equal share.
+GLOBAL_QUANTITIES = ("env.num_envs", "agent.batch_size", "agent.learning_starts")
+
+
+def check_global_split(cfg: Config, world_size: int) -> None:
+    """Under DDP every rank takes 1/world_size of the global quantities: it must divide."""
+    if world_size <= 1:
+        return
+    values = {"env.num_envs": cfg.env.num_envs, "agent.batch_size": cfg.agent.batch_size,
+              "agent.learning_starts": cfg.agent.learning_starts}
+    for key, value in values.items():
+        require(value % world_size == 0,
+                f"{key}={value} does not split evenly over {world_size} ranks "
+                f"(trainer.devices x trainer.num_nodes): {key} counts all ranks together and "
+                f"each rank takes an equal share. Use a multiple of {world_size}, e.g. "
+                f"{key}={max(world_size, value // world_size * world_size)}.")

@@ -14,6 +14,9 @@ from typing import Any
 #: Reward-model weight precisions (``reward.precision``); the backend maps them to dtypes.
 PRECISIONS = ("32", "bf16", "16")
 CRITIC_LOSSES = ("smooth_l1", "l2")
+ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu")
+EPISODE_ENDS = ("truncate", "terminate")
+RESIZE_MODES = ("crop", "squash")
 
 
 def opt(default: Any, help: str) -> Any:
@@ -35,7 +38,15 @@ class EnvConfig:
     terminate_early: bool = opt(
         True, "false removes early termination (the paper's setting): episodes last "
         "episode_length.")
-    num_envs: int = opt(1, "Number of environments collected from at once.")
+    episode_end: str = opt(
+        "truncate", "How the end of a fixed-length episode (env.episode_length, or the env's "
+        "own time limit) enters the SAC target: 'truncate' = a time-limit truncation, the value "
+        "of the last state is bootstrapped (the standard choice); 'terminate' = a terminal "
+        "state, no bootstrap (what the paper's code did: its envs set terminated=True at "
+        "episode_length).")
+    num_envs: int = opt(
+        1, "Environments collected from at once, over all ranks: under DDP each of N ranks "
+        "runs num_envs / N of them (the paper's humanoid run: 32).")
     parallel: bool = opt(
         False, "Run the envs in worker processes (ParallelEnv) instead of one after another.")
     render_size: int | None = opt(
@@ -75,6 +86,10 @@ class RewardConfig:
         [], "Prompts describing the scene without the goal (the baseline b).")
     alpha: float = opt(
         0.0, "Goal-baseline regularization strength in [0, 1]; 0 is plain cosine similarity.")
+    resize: str | None = opt(
+        None, "How a frame becomes the encoder's square input: 'crop' (resize the short side, "
+        "centre-crop: CLIP's own preprocessing), 'squash' (resize the whole frame to the square, "
+        "no crop: what the paper's code did), or null for the model's own default.")
     batch_size: int = opt(32, "Frames per forward pass of the image encoder.")
     device: str = opt("auto", "'auto' (the trainer's device), 'cpu', 'cuda', 'cuda:1', ...")
     precision: str = opt("32", f"Reward-model weights precision: one of {list(PRECISIONS)}.")
@@ -90,10 +105,17 @@ class RewardConfig:
 class AgentConfig:
     total_env_steps: int = opt(100_000, "Environment steps to collect in total (all envs, "
                                "all ranks).")
-    learning_starts: int = opt(1_000, "Random-action steps collected before the first update.")
-    train_freq: int = opt(1, "Steps per env collected between training phases.")
+    learning_starts: int = opt(
+        1_000, "Env steps (all envs, all ranks) collected with random actions before the first "
+        "update; updates start once more than this many are collected.")
+    train_freq: int = opt(
+        1, "Steps of EACH env between training phases, so a phase collects train_freq x "
+        "num_envs transitions (Stable-Baselines3's train_freq with vectorised envs: the "
+        "paper's train_freq=100 with 32 envs is 3,200 transitions per phase).")
     gradient_steps: int = opt(1, "Gradient updates after each collection phase.")
-    batch_size: int = opt(256, "Replay minibatch size.")
+    batch_size: int = opt(
+        256, "Replay minibatch size of one update, over all ranks: under DDP each of N ranks "
+        "samples batch_size / N and DDP averages the gradients.")
     buffer_size: int = opt(1_000_000, "Replay buffer capacity in transitions.")
     gamma: float = opt(0.99, "Discount factor.")
     tau: float = opt(0.005, "Polyak coefficient of the target critics.")
@@ -106,6 +128,9 @@ class AgentConfig:
     critic_loss: str = opt(
         "smooth_l1", "Critic regression loss: 'smooth_l1' (Huber, TorchRL's default) or 'l2'.")
     hidden_sizes: list[int] = opt([256, 256], "Hidden layer sizes of actor and critic MLPs.")
+    activation: str = opt(
+        "relu", f"Hidden-layer activation of actor and critic MLPs: one of {list(ACTIVATIONS)} "
+        "(relu: Stable-Baselines3's MlpPolicy, CleanRL and TorchRL's SAC example).")
     eval_every: int = opt(10_000, "Run deterministic evaluation episodes every this many env "
                           "steps (0 disables).")
     eval_episodes: int = opt(5, "Evaluation episodes per evaluation.")

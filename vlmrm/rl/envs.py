@@ -64,6 +64,15 @@ class NoEarlyTermination(gym.Wrapper):
         return obs, reward, False, truncated, info
 
 
+class EpisodeEndIsTerminal(gym.Wrapper):
+    """A time-limit truncation becomes a terminal state (no bootstrap from the last state):
+    ``env.episode_end=terminate``, as the paper's envs signalled the end of their episodes."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated or truncated, False, info
+
+
 def make_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None = None) -> gym.Env:
     """The Gymnasium env, rendering ``rgb_array`` at ``render_size`` where the env allows."""
     kwargs: dict[str, Any] = dict(cfg.kwargs)
@@ -78,6 +87,8 @@ def make_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None = None) -> 
     env = gym.make(cfg.id, render_mode="rgb_array", **kwargs)
     if not cfg.terminate_early:
         env = NoEarlyTermination(env)
+    if cfg.episode_end == "terminate":
+        env = EpisodeEndIsTerminal(env)
     return env
 
 

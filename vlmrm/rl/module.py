@@ -38,7 +38,8 @@ class SACModule(L.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         self.cfg = cfg
-        self.actor, qvalue = make_agent(obs_dim, action_spec, list(cfg.agent.hidden_sizes))
+        self.actor, qvalue = make_agent(obs_dim, action_spec, list(cfg.agent.hidden_sizes),
+                                        cfg.agent.activation)
         # The loss holds the critics (and their targets); keeping `qvalue` elsewhere would
         # leave an unused parameter copy that DDP rejects.
         self.loss_module = make_loss(self.actor, qvalue, action_spec, cfg.agent)
@@ -65,7 +66,7 @@ class SACModule(L.LightningModule):
 
     def train_dataloader(self) -> DataLoader:
         a, e = self.cfg.agent, self.cfg.env
-        per_iteration = a.train_freq * e.num_envs * self.trainer.world_size
+        per_iteration = a.train_freq * e.num_envs  # num_envs counts all ranks
         iterations = -(-a.total_env_steps // per_iteration)
         return DataLoader(range(iterations), batch_size=None)
 
