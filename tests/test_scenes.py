@@ -84,13 +84,17 @@ def test_cartpole_step_reports_is_success_of_the_new_state():
     assert not info["is_success"] and reward == 0.0
 
 
+def mountaincar(position: float, velocity: float = 0.0, **kwargs) -> gym.Env:
+    env = gym.make("vlmrm/MountainCarContinuous-v0", **kwargs)
+    env.reset(seed=0)
+    env.unwrapped.state = np.array([position, velocity], dtype=np.float32)
+    return env
+
+
 @pytest.mark.parametrize("position, success", [
     (0.45, True), (0.5, True), (0.6, True), (0.449, False), (-0.5, False), (-1.2, False)])
 def test_mountaincar_is_success_at_the_flag(position, success):
-    env = gym.make("vlmrm/MountainCarContinuous-v0")
-    env.reset(seed=0)
-    env.unwrapped.state = np.array([position, 0.0], dtype=np.float32)
-    assert env.unwrapped.is_success() is success
+    assert mountaincar(position).unwrapped.is_success() is success
 
 
 def test_mountaincar_step_info_and_reset_info_carry_is_success():
@@ -100,6 +104,48 @@ def test_mountaincar_step_info_and_reset_info_carry_is_success():
     env.unwrapped.state = np.array([0.55, 0.02], dtype=np.float32)
     _, _, _, _, info = env.step(np.array([1.0], dtype=np.float32))
     assert info["is_success"]
+
+
+def test_mountaincar_success_is_sticky_the_car_is_held_at_the_flag_and_reset_clears_it():
+    env = mountaincar(0.44, 0.05)
+    obs, _, terminated, _, info = env.step(np.array([1.0], dtype=np.float32))
+    assert info["is_success"] and not terminated  # the stock env would end here
+    assert obs[0] == pytest.approx(0.45) and obs[1] > 0  # held at the flag, velocity kept
+    positions = []
+    for _ in range(60):  # braking: the car rolls back down the hill
+        obs, _, terminated, _, info = env.step(np.array([-1.0], dtype=np.float32))
+        positions.append(obs[0])
+        assert info["is_success"] and not terminated
+    assert max(positions) <= 0.45 + 1e-6 and min(positions) < 0.3
+    _, info = env.reset(seed=1)
+    assert not info["is_success"] and not env.unwrapped.is_success()
+    _, _, _, _, info = env.step(np.array([0.0], dtype=np.float32))
+    assert not info["is_success"]
+
+
+def test_mountaincar_swinging_policy_reaches_the_flag_and_never_passes_it():
+    env = gym.make("vlmrm/MountainCarContinuous-v0")
+    obs, _ = env.reset(seed=0)
+    success = []
+    for _ in range(300):
+        action = np.array([1.0 if obs[1] >= 0 else -1.0], dtype=np.float32)  # pump energy
+        obs, _, terminated, truncated, info = env.step(action)
+        assert obs[0] <= 0.45 + 1e-6 and not terminated
+        success.append(bool(info["is_success"]))
+    first = success.index(True)
+    assert first < 200 and all(success[first:])
+
+
+def test_mountaincar_car_stays_in_the_frame_at_the_flag():
+    def car_pixels(position: float) -> np.ndarray:
+        env = mountaincar(position, render_mode="rgb_array", width=120, height=120)
+        frame = env.render().astype(int)
+        red = (frame[..., 0] > 150) & (frame[..., 1] < 80) & (frame[..., 2] < 80)
+        return np.argwhere(red)
+
+    valley, flag = car_pixels(-0.5), car_pixels(0.45)
+    assert len(flag) > 0.8 * len(valley)  # the whole car is drawn
+    assert flag[:, 1].max() < 119 and flag[:, 0].min() > 0  # not cut at the right or top
 
 
 def test_mountaincar_textured_renders_at_the_asked_size_and_shows_the_car():

@@ -5,8 +5,9 @@
                                    tracking camera, no early termination, 100 steps.
 ``vlmrm/CartPole-v0``              no termination, wrapped angle, cart clipped to the
                                    track, reward = ``is_success``, 200 steps.
-``vlmrm/MountainCarContinuous-v0`` realistic textured render, ``is_success`` at the
-                                   flag, 999 steps (stock).
+``vlmrm/MountainCarContinuous-v0`` realistic textured render; ``is_success`` once
+                                   the car reached the flag (sticky, the car held at
+                                   x <= 0.45), no termination at the flag, 999 steps.
 =================================  ==================================================
 
 Importing :mod:`vlmrm.rl.envs` or :mod:`vlmrm.config` registers them (env worker
