@@ -60,6 +60,15 @@ def test_texture_dir_pictures_replace_the_painted_ones(tmp_path):
     assert grey.sum() > 30  # body.png missing: the painted white body is still there
 
 
+def test_a_relative_texture_dir_is_read_against_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "pictures").mkdir()
+    solid_png(tmp_path / "pictures" / "sky.png", (220, 30, 30))
+    monkeypatch.chdir(tmp_path)
+    _, frame = humanoid_frame(texture_dir="pictures")
+    top = frame[:8].reshape(-1, 3).mean(0)
+    assert top[0] > 2 * top[2]
+
+
 def test_texture_dir_dresses_other_mujoco_envs(tmp_path):
     solid_png(tmp_path / "floor.png", (30, 200, 30))
     kwargs = mujoco_scene_kwargs("hopper.xml", True, "paper", texture_dir=tmp_path)
@@ -104,9 +113,16 @@ def _jpeg(path):
      "needs the textured scene"),
 ])
 def test_bad_texture_dirs_are_config_errors(tmp_path, setup, kwargs, message):
+    """A missing or empty folder, a JPEG, a non-square sky/body, an unreadable file, or
+    pictures without the textured scene: each refused with a message naming the fix."""
     folder = tmp_path / "pictures"
     if setup is not None:
         folder.mkdir()
         setup(folder)
     with pytest.raises(ConfigError, match=message):
         gym.make("vlmrm/Humanoid-v0", texture_dir=str(folder), **kwargs)
+
+
+def test_an_empty_texture_dir_string_is_a_config_error():
+    with pytest.raises(ConfigError, match="is not a directory"):
+        gym.make("vlmrm/Humanoid-v0", texture_dir=" ")

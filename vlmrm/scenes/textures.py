@@ -44,8 +44,9 @@ def texture_files(texture_dir: str | os.PathLike | None) -> dict[str, Path]:
 def _user_textures(texture_dir: str | os.PathLike) -> dict[str, Path]:
     from vlmrm.errors import ConfigError
 
-    folder = Path(texture_dir).expanduser()
-    if not folder.is_dir():
+    # Absolute: MuJoCo would read a relative file name against the model's own folder.
+    folder = Path(texture_dir).expanduser().resolve()
+    if not str(texture_dir).strip() or not folder.is_dir():
         raise ConfigError(f"texture_dir={str(texture_dir)!r} is not a directory. Give a folder "
                           f"holding any of {', '.join(TEXTURE_FILES.values())}.")
     found = {role: folder / name for role, name in TEXTURE_FILES.items()
