@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import CONFIGS
+from vlmrm.cli import main
+from vlmrm.config import load_config
 from vlmrm.errors import ConfigError
+
+# Imported before any MuJoCo renderer exists: loading torch's triton after Mesa's EGL
+# driver in one process crashed here (a segfault inside libtriton).
+from vlmrm.rl.envs import scene_kwargs
 from vlmrm.scenes.mjcf import mujoco_scene_kwargs
 from vlmrm.scenes.textures import FLOOR_PICTURE_M, painted
 
@@ -126,3 +133,17 @@ def test_bad_texture_dirs_are_config_errors(tmp_path, setup, kwargs, message):
 def test_an_empty_texture_dir_string_is_a_config_error():
     with pytest.raises(ConfigError, match="is not a directory"):
         gym.make("vlmrm/Humanoid-v0", texture_dir=" ")
+
+
+def test_env_texture_dir_flows_from_the_config_and_bad_values_exit_2(tmp_path, capsys):
+    (tmp_path / "sky.png").write_bytes(b"")  # existence is enough for the config check
+    cfg = load_config(CONFIGS / "humanoid_kneeling.yaml", [f"env.texture_dir={tmp_path}"])
+    assert scene_kwargs(cfg.env)["texture_dir"] == str(tmp_path.resolve())
+    for bad, message in [(f"env.texture_dir={tmp_path / 'nope'}", "is not an existing folder"),
+                         ("env.textured=false", "env.textured=false")]:
+        extra = [] if "texture_dir" in bad else [f"env.texture_dir={tmp_path}"]
+        code = main(["fit", "--config", str(CONFIGS / "humanoid_kneeling.yaml"), bad, *extra,
+                     f"logging.output_dir={tmp_path / 'runs'}"])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "env.texture_dir" in err
+        assert not (tmp_path / "runs").exists()

@@ -124,18 +124,29 @@ def _check_scene_options(e: EnvConfig) -> None:
     if e.id in SCENES:
         supported = SCENES[e.id].options
     else:
-        supported = ("textured", "camera", "xml") if is_mujoco(e.id) else ()
-    for name in ("textured", "camera", "xml"):
+        supported = SCENE_OPTIONS if is_mujoco(e.id) else ()
+    for name in SCENE_OPTIONS:
         value = getattr(e, name)
         require(value is None or name in supported,
                 f"env.{name}={value!r} does not apply to env.id={e.id!r}: only "
                 f"{_takers(name)} take it. Remove env.{name}, or pick one of those ids.")
     require(e.camera is None or bool(e.camera.strip()),
-            "env.camera is empty. Use env.camera=paper, env.camera=stock or a camera name.")
+            "env.camera is empty. Use env.camera=paper, tracking, stock or a camera name.")
+    if e.texture_dir is not None:
+        require(bool(e.texture_dir.strip()) and Path(e.texture_dir).expanduser().is_dir(),
+                f"env.texture_dir={e.texture_dir!r} is not an existing folder. Give a folder "
+                "holding sky.png, floor.png and/or body.png.")
+        require(e.textured is not False,
+                f"env.texture_dir={e.texture_dir!r} dresses the textured scene, but "
+                "env.textured=false. Drop one of the two.")
     if e.xml is not None:
         require(Path(e.xml).expanduser().is_file() and e.xml.endswith(".xml"),
                 f"env.xml={e.xml!r} is not an existing MJCF file. Give the path of your "
                 "MuJoCo model file, e.g. env.xml=scenes/my_humanoid.xml.")
+
+
+#: Scene options a Gymnasium MuJoCo env takes; the vlmrm/ scenes list their own.
+SCENE_OPTIONS = ("textured", "camera", "xml", "texture_dir")
 
 
 def _takers(option: str) -> str:

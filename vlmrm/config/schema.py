@@ -59,10 +59,15 @@ class EnvConfig:
         "false = the stock look, null = the scene's default (textured for vlmrm/Humanoid-v0 "
         "and vlmrm/MountainCarContinuous-v0, stock for other ids).")
     camera: str | None = opt(
-        None, "Render camera of MuJoCo envs: 'paper' (track the torso: distance 3.5, look-at "
-        "(0, 0, 1), elevation -10, azimuth 180), 'stock' (the env's own view), or the name of "
-        "a camera in the model file; null = the scene's default ('paper' for "
-        "vlmrm/Humanoid-v0).")
+        None, "Render camera of MuJoCo envs: 'paper' (the paper code's view: fixed, 3.5 from "
+        "look-at (0, 0, 1), elevation -10, azimuth 180; its trackbodyid had no effect on "
+        "MuJoCo's free camera), 'tracking' (that view following the torso), 'stock' (the "
+        "env's own view), or the name of a camera in the model file; null = the scene's "
+        "default ('paper' for vlmrm/Humanoid-v0).")
+    texture_dir: str | None = opt(
+        None, "A folder of your own scene pictures for the textured MuJoCo look: sky.png "
+        "(square), floor.png, body.png (square); a missing one keeps the painted default. "
+        "Needs env.textured (null counts as true).")
     xml: str | None = opt(
         None, "Your own MuJoCo model file (MJCF) for a MuJoCo env id (vlmrm/Humanoid-v0, "
         "Humanoid-v5, Ant-v5, ...); env.textured and env.camera are applied on top of it. Its "

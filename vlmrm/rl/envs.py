@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 from enum import IntEnum
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -93,13 +94,19 @@ def make_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None = None) -> 
 
 
 def scene_kwargs(cfg: EnvConfig) -> dict[str, Any]:
-    """gym.make keyword arguments for env.textured / env.camera / env.xml."""
+    """gym.make keyword arguments for env.textured / camera / xml / texture_dir."""
+    texture_dir = None if cfg.texture_dir is None else str(Path(cfg.texture_dir).expanduser()
+                                                          .resolve())
     if cfg.id in SCENES:
-        chosen = {"textured": cfg.textured, "camera": cfg.camera, "xml_file": cfg.xml}
+        chosen = {"textured": cfg.textured, "camera": cfg.camera, "xml_file": cfg.xml,
+                  "texture_dir": texture_dir}
         return {k: v for k, v in chosen.items() if v is not None}
-    if not is_mujoco(cfg.id) or (cfg.textured is None and cfg.camera is None and cfg.xml is None):
+    options = (cfg.textured, cfg.camera, cfg.xml, cfg.texture_dir)
+    if not is_mujoco(cfg.id) or all(v is None for v in options):
         return {}
-    return mujoco_scene_kwargs(cfg.xml or _stock_xml(cfg.id), bool(cfg.textured), cfg.camera)
+    textured = cfg.textured if cfg.textured is not None else texture_dir is not None
+    return mujoco_scene_kwargs(cfg.xml or _stock_xml(cfg.id), textured, cfg.camera,
+                               texture_dir)
 
 
 def _stock_xml(env_id: str) -> str:

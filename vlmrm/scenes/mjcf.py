@@ -23,6 +23,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+from vlmrm.fileio import write_text
 from vlmrm.scenes.textures import FLOOR_PICTURE_M, texture_files
 
 #: Names of the cameras :func:`dress_model` adds for ``camera="paper"`` / ``"tracking"``.
@@ -177,10 +178,8 @@ def _write_cached(xml: str, stem: str) -> Path:
     folder = Path(tempfile.gettempdir()) / "vlmrm-scenes"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{stem}-{hashlib.sha1(xml.encode()).hexdigest()[:12]}.xml"
-    if not path.exists():
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(xml)
-        os.replace(tmp, path)
+    if not path.exists():  # parallel env workers may write it at the same time
+        write_text(path, xml)
     return path
 
 

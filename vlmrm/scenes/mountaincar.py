@@ -15,6 +15,8 @@ import numpy as np
 from gymnasium.envs.classic_control.continuous_mountain_car import Continuous_MountainCarEnv
 from PIL import Image, ImageDraw, ImageFilter
 
+from vlmrm.keys import SUCCESS
+
 X_MIN, X_MAX = -1.2, 0.6
 GROUND = 0.12  # fraction of the frame below the lowest point of the valley
 
@@ -57,13 +59,13 @@ class PaperMountainCarEnv(Continuous_MountainCarEnv):
             position, velocity = self.state
             self.state = np.array([min(position, self.goal_position), velocity],
                                   dtype=np.float32)
-        info["is_success"] = np.bool_(self.reached_flag)
+        info[SUCCESS] = np.bool_(self.reached_flag)
         return np.array(self.state, dtype=np.float32), reward, False, truncated, info
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         self.reached_flag = False
         obs, info = super().reset(seed=seed, options=options)
-        info["is_success"] = np.bool_(self.is_success())
+        info[SUCCESS] = np.bool_(self.is_success())
         return obs, info
 
     def render(self):

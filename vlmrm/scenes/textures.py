@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vlmrm.fileio import atomic_path
+
 #: Texture role -> the file name looked up in a ``texture_dir``.
 TEXTURE_FILES = {"sky": "sky.png", "floor": "floor.png", "body": "body.png"}
 SQUARE = ("sky", "body")  # MuJoCo cube/sky box textures from one picture must be square
@@ -81,11 +83,9 @@ def painted(role: str) -> Path:
     """The cached PNG of the procedural ``role`` texture (painted on first use)."""
     folder = Path(tempfile.gettempdir()) / "vlmrm-scenes" / f"textures-{_VERSION}"
     path = folder / TEXTURE_FILES[role]
-    if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        Image.fromarray(PAINTERS[role]()).save(tmp, format="PNG")
-        os.replace(tmp, path)  # atomic: parallel env workers may paint at the same time
+    if not path.exists():  # parallel env workers may paint it at the same time
+        with atomic_path(path) as tmp:
+            Image.fromarray(PAINTERS[role]()).save(tmp, format="PNG")
     return path
 
 
