@@ -19,6 +19,7 @@ from vlmrm.registry import GROUND_TRUTH, backend_class
 from vlmrm.reward.model import VLMRewardModel, input_size
 from vlmrm.reward.transform import VLMRewardTransform
 from vlmrm.rl.callbacks import EnvStepCheckpoint, VideoRecorder
+from vlmrm.rl.checkpoints import AtomicCheckpointIO
 from vlmrm.rl.data import DataPipeline, EpisodeTracker, make_collector, make_replay_buffer
 from vlmrm.rl.envs import SeedOffset, env_seed, make_base_env, make_env
 from vlmrm.rl.module import DataFactory, SACModule
@@ -103,10 +104,11 @@ def make_run_dir(cfg: Config, config_path: str | os.PathLike | None) -> Path:
 
 
 def make_callbacks(cfg: Config, run_dir: Path) -> list[L.Callback]:
+    log = cfg.logging
     callbacks: list[L.Callback] = [
-        EnvStepCheckpoint(run_dir / "checkpoints", cfg.logging.checkpoint_every)]
-    if cfg.logging.video_every:
-        callbacks.append(VideoRecorder(run_dir / "videos", cfg.logging.video_every))
+        EnvStepCheckpoint(run_dir / "checkpoints", log.checkpoint_every, log.keep_checkpoints)]
+    if log.video_every:
+        callbacks.append(VideoRecorder(run_dir / "videos", log.video_every))
     return callbacks
 
 
@@ -119,6 +121,7 @@ def make_trainer(cfg: Config, run_dir: Path, extra_callbacks: Sequence[L.Callbac
         enable_progress_bar=t.enable_progress_bar, max_epochs=1,
         logger=TensorBoardLogger(save_dir=str(run_dir), name="", version=""),
         callbacks=[*make_callbacks(cfg, run_dir), *extra_callbacks],
+        plugins=[AtomicCheckpointIO()],
         enable_checkpointing=False, use_distributed_sampler=False,
         num_sanity_val_steps=0, default_root_dir=str(run_dir), log_every_n_steps=1,
     )

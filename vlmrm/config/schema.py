@@ -14,6 +14,8 @@ from typing import Any
 #: Reward-model weight precisions (``reward.precision``); the backend maps them to dtypes.
 PRECISIONS = ("32", "bf16", "16")
 CRITIC_LOSSES = ("smooth_l1", "l2")
+#: Default of ``logging.keep_checkpoints``.
+KEEP_CHECKPOINTS = 5
 
 
 def opt(default: Any, help: str) -> Any:
@@ -136,6 +138,9 @@ class LoggingConfig:
                                "'<config name>-<timestamp>'.")
     checkpoint_every: int = opt(50_000, "Save a checkpoint every this many env steps (plus "
                                 "one at the end).")
+    keep_checkpoints: int | None = opt(
+        KEEP_CHECKPOINTS, "Keep the newest this many step-N.ckpt files (older ones are deleted "
+        "once a newer one is complete; last.ckpt is always kept); null keeps all.")
     video_every: int = opt(
         0, "Record one deterministic evaluation episode every this many env steps, as a "
         "TensorBoard video and an mp4 in <run dir>/videos, with each frame's VLM reward (and "
