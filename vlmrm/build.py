@@ -4,6 +4,7 @@ load reward models, envs and agents the same way."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -11,10 +12,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from vlmrm.backend import RewardBackend
 from vlmrm.config.schema import Config, RewardConfig
+from vlmrm.errors import ConfigError, one_paragraph
 from vlmrm.registry import GROUND_TRUTH, backend_class
 from vlmrm.reward.model import VLMRewardModel, input_size
 from vlmrm.reward.transform import VLMRewardTransform
@@ -93,14 +96,78 @@ def make_module(cfg: Config, reward_model: VLMRewardModel | None) -> SACModule:
 
 
 def make_run_dir(cfg: Config, config_path: str | os.PathLike | None) -> Path:
-    """``logging.output_dir/<run name>``; DDP workers reuse the launcher's choice."""
+    """Create this run's directory, ``logging.output_dir/<run name>``, and return it.
+
+    Creation is one ``mkdir`` that fails when the name exists, so two runs never share a
+    directory, even when started in the same second: an automatic name
+    (``<config name>-<timestamp>``) takes the first free suffix (``-2``, ``-3``, ...), and an
+    explicit ``logging.run_name`` that exists is refused. DDP worker ranks started by
+    Lightning re-run the command and reuse the launcher's directory (``VLMRM_RUN_DIR``);
+    under an external launcher (torchrun, SLURM) ranks other than 0 create nothing.
+    """
     if os.environ.get(RUN_DIR_ENV):
         return Path(os.environ[RUN_DIR_ENV])
+    parent = _output_dir(cfg.logging.output_dir)
     stem = Path(config_path).stem if config_path else "run"
     name = cfg.logging.run_name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(cfg.logging.output_dir).resolve() / name
+    if _launcher_rank() > 0:
+        return parent / name
+    run_dir = (_create_named(parent, name) if cfg.logging.run_name
+               else _create_unique(parent, name))
     os.environ[RUN_DIR_ENV] = str(run_dir)
     return run_dir
+
+
+def _launcher_rank() -> int:
+    """The global rank an external launcher gave this process (0 without one)."""
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdecimal():
+            return int(os.environ[var])
+    return 0
+
+
+def _output_dir(value: str) -> Path:
+    parent = Path(value).expanduser().resolve()
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"logging.output_dir={value!r} cannot be used as the parent of run "
+                          f"directories ({err.strerror or err}). Give a writable directory, "
+                          "e.g. logging.output_dir=runs.") from None
+    return parent
+
+
+def _create_named(parent: Path, name: str) -> Path:
+    run_dir = parent / name
+    try:
+        run_dir.mkdir()
+    except FileExistsError:
+        raise ConfigError(
+            f"logging.run_name={name!r}: {run_dir} already exists, and a run never writes "
+            "into another run's directory. Choose another name, or leave logging.run_name "
+            "unset for an automatic '<config name>-<timestamp>' name.") from None
+    return run_dir
+
+
+def _create_unique(parent: Path, name: str, attempts: int = 1000) -> Path:
+    for i in range(1, attempts + 1):
+        run_dir = parent / (name if i == 1 else f"{name}-{i}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+    raise ConfigError(f"logging.output_dir={str(parent)!r} already holds {attempts} runs named "
+                      f"{name!r}(-N); choose another logging.output_dir or logging.run_name.")
+
+
+def discard_run_dir(run_dir: Path) -> None:
+    """Remove a run directory this process just created, if nothing was written to it yet
+    (a config error found after creation must leave no run directory behind)."""
+    if os.environ.get(RUN_DIR_ENV) == str(run_dir):
+        os.environ.pop(RUN_DIR_ENV)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()  # only succeeds when empty
 
 
 def make_callbacks(cfg: Config, run_dir: Path) -> list[L.Callback]:
@@ -114,14 +181,21 @@ def make_callbacks(cfg: Config, run_dir: Path) -> list[L.Callback]:
 
 def make_trainer(cfg: Config, run_dir: Path, extra_callbacks: Sequence[L.Callback] = ()
                  ) -> L.Trainer:
+    """The Lightning trainer; settings Lightning rejects are a :class:`ConfigError`."""
     t = cfg.trainer
-    return L.Trainer(
-        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
-        num_nodes=t.num_nodes, precision=t.precision,
-        enable_progress_bar=t.enable_progress_bar, max_epochs=1,
-        logger=TensorBoardLogger(save_dir=str(run_dir), name="", version=""),
-        callbacks=[*make_callbacks(cfg, run_dir), *extra_callbacks],
-        plugins=[AtomicCheckpointIO()],
-        enable_checkpointing=False, use_distributed_sampler=False,
-        num_sanity_val_steps=0, default_root_dir=str(run_dir), log_every_n_steps=1,
-    )
+    try:
+        return L.Trainer(
+            accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+            num_nodes=t.num_nodes, precision=t.precision,
+            enable_progress_bar=t.enable_progress_bar, max_epochs=1,
+            logger=TensorBoardLogger(save_dir=str(run_dir), name="", version=""),
+            callbacks=[*make_callbacks(cfg, run_dir), *extra_callbacks],
+            plugins=[AtomicCheckpointIO()],
+            enable_checkpointing=False, use_distributed_sampler=False,
+            num_sanity_val_steps=0, default_root_dir=str(run_dir), log_every_n_steps=1,
+        )
+    except (ValueError, TypeError, MisconfigurationException) as err:
+        settings = ", ".join(f"trainer.{k}={getattr(t, k)!r}" for k in
+                             ("accelerator", "devices", "strategy", "num_nodes", "precision"))
+        raise ConfigError(f"Lightning rejected the trainer settings ({settings}): "
+                          f"{one_paragraph(str(err))} Fix the trainer value it names.") from None

@@ -13,8 +13,16 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from vlmrm.build import RUN_DIR_ENV, make_module, make_reward_model, make_run_dir, make_trainer
+from vlmrm.build import (
+    RUN_DIR_ENV,
+    discard_run_dir,
+    make_module,
+    make_reward_model,
+    make_run_dir,
+    make_trainer,
+)
 from vlmrm.config import Config, to_yaml
+from vlmrm.errors import ConfigError
 from vlmrm.fileio import write_text
 
 
@@ -72,9 +80,12 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None,
     reward_model = make_reward_model(cfg)
     module = make_module(cfg, reward_model)
     run_dir = make_run_dir(cfg, config_path)
-    trainer = make_trainer(cfg, run_dir, extra_callbacks=callbacks)
+    try:
+        trainer = make_trainer(cfg, run_dir, extra_callbacks=callbacks)
+    except ConfigError:
+        discard_run_dir(run_dir)
+        raise
     if trainer.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.yaml", to_yaml(cfg))
     try:
         trainer.fit(module)

@@ -135,7 +135,8 @@ class TrainerConfig:
 class LoggingConfig:
     output_dir: str = opt("runs", "Parent directory of run directories.")
     run_name: str | None = opt(None, "Run directory name; null uses "
-                               "'<config name>-<timestamp>'.")
+                               "'<config name>-<timestamp>' (with -2, -3, ... if taken). An "
+                               "existing name is refused: runs never share a directory.")
     checkpoint_every: int = opt(50_000, "Save a checkpoint every this many env steps (plus "
                                 "one at the end).")
     keep_checkpoints: int | None = opt(
