@@ -81,9 +81,15 @@ def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataF
             batches=collector, reward_model=reward_model,
             reward_transform=VLMRewardTransform(reward_model, drop_pixels=True),
             replay_buffer=make_replay_buffer(a.buffer_size, a.batch_size, module.device),
-            episodes=EpisodeTracker(cfg.env.num_envs), eval_env=eval_env, envs=[env])
+            episodes=EpisodeTracker(cfg.env.num_envs), eval_env=eval_env, envs=[env],
+            evidence_dir=evidence_dir(module), rank=rank, world_size=module.trainer.world_size)
 
     return factory
+
+
+def evidence_dir(module: SACModule) -> Path:
+    """``<run dir>/nonfinite``: where the frames behind a non-finite reward are saved."""
+    return Path(module.trainer.default_root_dir) / "nonfinite"
 
 
 def make_module(cfg: Config, reward_model: VLMRewardModel | None) -> SACModule:

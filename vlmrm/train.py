@@ -22,7 +22,7 @@ from vlmrm.build import (
     make_trainer,
 )
 from vlmrm.config import Config, to_yaml
-from vlmrm.errors import ConfigError
+from vlmrm.errors import ConfigError, NonFiniteError
 from vlmrm.fileio import write_text
 
 
@@ -71,7 +71,12 @@ def _drop_lightning_chatter(record: logging.LogRecord) -> bool:
 
 def fit(cfg: Config, config_path: str | os.PathLike | None = None,
         callbacks: Sequence[L.Callback] = ()) -> RunResult:
-    """Train an agent as configured; ``callbacks`` are added to the trainer's own."""
+    """Train an agent as configured; ``callbacks`` are added to the trainer's own.
+
+    Raises :class:`~vlmrm.errors.NonFiniteError` when training meets a NaN/inf (on rank 0;
+    DDP worker ranks, which stop at the same iteration, return quietly and leave the
+    report to rank 0).
+    """
     if cfg.agent.num_threads:
         torch.set_num_threads(cfg.agent.num_threads)
     quiet_third_party()
@@ -89,6 +94,12 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None,
         write_text(run_dir / "config.yaml", to_yaml(cfg))
     try:
         trainer.fit(module)
+    except NonFiniteError:
+        # Lightning's launcher kills every rank when a worker exits non-zero, which could cut
+        # rank 0's report short: workers leave the report (and the exit code) to rank 0.
+        if trainer.is_global_zero:
+            raise
+        return RunResult(run_dir, module.env_steps, primary=False)
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
     return RunResult(run_dir, module.env_steps, dict(module.last_eval),
