@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from vlmrm.backend import RewardBackend
 from vlmrm.config.schema import Config, RewardConfig
-from vlmrm.errors import ConfigError, one_paragraph
+from vlmrm.errors import ConfigError, VLMRMError, one_paragraph
 from vlmrm.registry import GROUND_TRUTH, backend_class
 from vlmrm.reward.model import VLMRewardModel, input_size
 from vlmrm.reward.transform import VLMRewardTransform
@@ -34,7 +34,7 @@ RUN_DIR_ENV = "VLMRM_RUN_DIR"
 def reward_device(cfg: Config) -> torch.device:
     """Where the reward model is built first; each rank moves it to its own device later."""
     if cfg.reward.device != "auto":
-        return torch.device(cfg.reward.device)
+        return _available_device(cfg.reward.device)
     wants_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
     if not (wants_gpu and torch.cuda.is_available()):
         return torch.device("cpu")
@@ -43,9 +43,30 @@ def reward_device(cfg: Config) -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
 
 
+def _available_device(name: str) -> torch.device:
+    """``reward.device`` as a torch device, refused when this machine does not have it."""
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ConfigError(f"reward.device={name!r}, but torch sees {count} CUDA device(s) "
+                              "here. Use reward.device=auto or cpu, or a device index below "
+                              f"{max(count, 1)}.")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"reward.device={name!r}, but MPS is not available on this machine. "
+                          "Use reward.device=auto or cpu.")
+    return device
+
+
 def make_backend(cfg: RewardConfig, device: str | torch.device) -> RewardBackend:
     """The configured backend, loaded on ``device``."""
     cls = backend_class(cfg.backend)
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:  # a plugin written against an older contract
+        raise VLMRMError(
+            f"reward.backend={cfg.backend!r} ({cls.__module__}.{cls.__qualname__}) does not "
+            f"implement {', '.join(missing)} of vlmrm's backend contract "
+            "(vlmrm.backend.RewardBackend). Update the package that provides it.")
     return cls(cfg.model, pretrained=cfg.pretrained, device=str(device),
                precision=cfg.precision, batch_size=cfg.batch_size, cache_dir=cfg.cache_dir,
                model_config=cfg.model_config)
@@ -98,7 +119,28 @@ def make_module(cfg: Config, reward_model: VLMRewardModel | None) -> SACModule:
     obs_dim = probe.observation_spec["observation"].shape[-1]
     action_spec = probe.action_spec
     probe.close()
+    check_buffer_fits(cfg, obs_dim, action_spec.shape.numel())
     return SACModule(cfg, obs_dim, action_spec, make_data_factory(cfg, reward_model))
+
+
+def check_buffer_fits(cfg: Config, obs_dim: int, action_dim: int) -> None:
+    """Refuse a replay buffer larger than this machine's memory: it is allocated lazily,
+    so it would otherwise fail (or thrash) hours into the run."""
+    # Two observations, the action, reward, done and terminated, 4 bytes each at least.
+    need = cfg.agent.buffer_size * (2 * obs_dim + action_dim + 3) * 4
+    have = _physical_memory()
+    if have is not None and need > have:
+        raise ConfigError(
+            f"agent.buffer_size={cfg.agent.buffer_size} needs at least {need / 2**30:.1f} GiB "
+            f"for {obs_dim}-dim observations, more than this machine's {have / 2**30:.1f} GiB "
+            "of memory. Lower agent.buffer_size.")
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX
+        return None
 
 
 def make_run_dir(cfg: Config, config_path: str | os.PathLike | None) -> Path:

@@ -14,6 +14,10 @@ from typing import Any
 #: Reward-model weight precisions (``reward.precision``); the backend maps them to dtypes.
 PRECISIONS = ("32", "bf16", "16")
 CRITIC_LOSSES = ("smooth_l1", "l2")
+#: ``trainer.precision`` values Lightning 2.x accepts (checked here so that a typo is a config
+#: error before anything is loaded).
+TRAINER_PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16",
+                      "16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
 #: Default of ``logging.keep_checkpoints``.
 KEEP_CHECKPOINTS = 5
 
@@ -78,7 +82,8 @@ class RewardConfig:
     alpha: float = opt(
         0.0, "Goal-baseline regularization strength in [0, 1]; 0 is plain cosine similarity.")
     batch_size: int = opt(32, "Frames per forward pass of the image encoder.")
-    device: str = opt("auto", "'auto' (the trainer's device), 'cpu', 'cuda', 'cuda:1', ...")
+    device: str = opt("auto", "'auto' (the trainer's device), 'cpu', 'cuda', 'cuda:N', 'mps', "
+                      "'xpu', 'xpu:N'.")
     precision: str = opt("32", f"Reward-model weights precision: one of {list(PRECISIONS)}.")
     cache_dir: str | None = opt(
         None, "Where model weights are looked up and downloaded; null uses the library "
@@ -107,12 +112,14 @@ class AgentConfig:
         "actions use -dim(A).")
     critic_loss: str = opt(
         "smooth_l1", "Critic regression loss: 'smooth_l1' (Huber, TorchRL's default) or 'l2'.")
-    hidden_sizes: list[int] = opt([256, 256], "Hidden layer sizes of actor and critic MLPs.")
+    hidden_sizes: list[int] = opt([256, 256], "Hidden layer sizes of actor and critic MLPs "
+                                  "([] makes them linear).")
     eval_every: int = opt(10_000, "Run deterministic evaluation episodes every this many env "
                           "steps (0 disables).")
     eval_episodes: int = opt(5, "Evaluation episodes per evaluation.")
     num_threads: int | None = opt(
-        1, "torch intra-op threads of this process; 1 is fastest on small CPUs (see README).")
+        1, "torch intra-op threads of this process; 1 is fastest on small CPUs (see README); "
+        "null leaves torch's default.")
 
 
 @dataclass
@@ -126,7 +133,7 @@ class TrainerConfig:
     num_nodes: int = opt(1, "Nodes for multi-node training (with a cluster launcher such as "
                          "SLURM or torchrun).")
     precision: str = opt("32-true", "Lightning precision of the SAC networks: '32-true', "
-                         "'bf16-mixed', '16-mixed'.")
+                         "'bf16-mixed', '16-mixed', ... (any Lightning precision).")
     enable_progress_bar: bool = opt(True, "Show Lightning's progress bar (env steps and "
                                     "returns).")
 
@@ -150,7 +157,7 @@ class LoggingConfig:
 
 @dataclass
 class Config:
-    seed: int = opt(0, "Global seed (env seeds derive from it).")
+    seed: int = opt(0, "Global seed in [0, 2**32 - 1] (env seeds derive from it).")
     env: EnvConfig = group(EnvConfig, "The environment and how it is rendered.")
     reward: RewardConfig = group(RewardConfig, "The reward model and prompts.")
     agent: AgentConfig = group(AgentConfig, "SAC hyper-parameters and evaluation.")
