@@ -123,14 +123,18 @@ def test_sigkill_during_checkpoint_writes_leaves_the_newest_complete_checkpoint_
     assert mid_write >= KILLS // 2, f"only {mid_write} of {KILLS} kills landed mid-write"
 
 
-def test_prune_keeps_the_newest_and_never_last(tmp_path):
+def test_prune_keeps_the_newest_and_what_is_stored_beside_them_and_never_last(tmp_path):
     for step in (8, 16, 24, 160, 1600):
         (tmp_path / f"step-{step}.ckpt").write_text("x")
+        (tmp_path / f"step-{step}.replay").mkdir()  # e.g. a replay buffer beside it
+    (tmp_path / "step-4.replay").mkdir()  # left by a pruner killed between the two deletes
     (tmp_path / "last.ckpt").write_text("x")
     removed = prune(tmp_path, keep=2)
-    assert sorted(p.name for p in removed) == ["step-16.ckpt", "step-24.ckpt", "step-8.ckpt"]
+    assert sorted(p.name for p in removed) == [
+        "step-16.ckpt", "step-16.replay", "step-24.ckpt", "step-24.replay", "step-4.replay",
+        "step-8.ckpt", "step-8.replay"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "last.ckpt", "step-160.ckpt", "step-1600.ckpt"]
+        "last.ckpt", "step-160.ckpt", "step-160.replay", "step-1600.ckpt", "step-1600.replay"]
     assert prune(tmp_path, keep=None) == []
 
 

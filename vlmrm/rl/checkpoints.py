@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from vlmrm.fileio import TMP_MARK, atomic_path
 
 LAST = "last.ckpt"
 _STEP = re.compile(r"^step-(\d+)\.ckpt$")
+_BESIDE = re.compile(r"^step-(\d+)\.(?!ckpt$).+$")
 _PARTIAL = re.compile(rf"^\..+\.(\d+){re.escape(TMP_MARK)}")
 
 
@@ -66,14 +68,35 @@ def newest_checkpoint(dirpath: Path) -> Path | None:
 
 
 def prune(dirpath: Path, keep: int | None) -> list[Path]:
-    """Delete all but the newest ``keep`` step checkpoints (None keeps all); ``last.ckpt``
-    is never touched. Call it only after the newest one is complete."""
+    """Delete all but the newest ``keep`` step checkpoints (None keeps all), and anything
+    stored beside a deleted one (``step-N.<other>``, e.g. a replay buffer); ``last.ckpt``
+    is never touched. Call it only after the newest checkpoint is complete."""
     if keep is None:
         return []
-    doomed = step_checkpoints(dirpath)[:-keep]
-    for path in doomed:
+    steps = step_checkpoints(dirpath)
+    doomed = steps[:-keep]
+    for path in doomed:  # the .ckpt first: it is what makes a step count as saved
         path.unlink(missing_ok=True)
+    if len(steps) >= keep:
+        oldest_kept = step_of(steps[-keep])
+        doomed += _remove_beside(dirpath, lambda step: step < oldest_kept)
     return doomed
+
+
+def _remove_beside(dirpath: Path, doomed: Callable[[int], bool]) -> list[Path]:
+    """Delete ``step-N.<anything but ckpt>`` files and folders whose N is ``doomed``
+    (also those a killed pruner left without their checkpoint)."""
+    removed = []
+    for path in dirpath.iterdir():
+        match = _BESIDE.match(path.name)
+        if not (match and doomed(int(match.group(1)))):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 def remove_partials(dirpath: Path) -> list[Path]:
