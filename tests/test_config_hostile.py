@@ -7,6 +7,7 @@ import contextlib
 import io
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -132,8 +133,10 @@ def test_resolvers_other_than_oc_env_are_refused_before_resolution(value, expect
     from omegaconf import OmegaConf
 
     calls = []
-    OmegaConf.register_new_resolver("vlmrm_test_eval", lambda code: calls.append(code),
-                                    replace=True)
+    with warnings.catch_warnings():  # the registration's name differs across OmegaConf 2.3/2.4
+        warnings.simplefilter("ignore")
+        OmegaConf.register_new_resolver("vlmrm_test_eval", lambda code: calls.append(code),
+                                        replace=True)
     doc = tmp_path / "cfg.yaml"
     doc.write_text(f"logging:\n  run_name: {yaml.safe_dump(value).splitlines()[0]}\n")
     for load in (lambda: load_config(CONFIGS / "cartpole.yaml", [f"logging.run_name={value}"]),
