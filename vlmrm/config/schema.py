@@ -17,6 +17,12 @@ CRITIC_LOSSES = ("smooth_l1", "l2")
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu")
 EPISODE_ENDS = ("truncate", "terminate")
 RESIZE_MODES = ("crop", "squash")
+#: ``trainer.precision`` values Lightning 2.x accepts (checked here so that a typo is a config
+#: error before anything is loaded).
+TRAINER_PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16",
+                      "16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
+#: Default of ``logging.keep_checkpoints``.
+KEEP_CHECKPOINTS = 5
 
 
 def opt(default: Any, help: str) -> Any:
@@ -96,7 +102,8 @@ class RewardConfig:
         "centre-crop: CLIP's own preprocessing), 'squash' (resize the whole frame to the square, "
         "no crop: what the paper's code did), or null for the model's own default.")
     batch_size: int = opt(32, "Frames per forward pass of the image encoder.")
-    device: str = opt("auto", "'auto' (the trainer's device), 'cpu', 'cuda', 'cuda:1', ...")
+    device: str = opt("auto", "'auto' (the trainer's device), 'cpu', 'cuda', 'cuda:N', 'mps', "
+                      "'xpu', 'xpu:N'.")
     precision: str = opt("32", f"Reward-model weights precision: one of {list(PRECISIONS)}.")
     cache_dir: str | None = opt(
         None, "Where model weights are looked up and downloaded; null uses the library "
@@ -132,7 +139,8 @@ class AgentConfig:
         "actions use -dim(A).")
     critic_loss: str = opt(
         "smooth_l1", "Critic regression loss: 'smooth_l1' (Huber, TorchRL's default) or 'l2'.")
-    hidden_sizes: list[int] = opt([256, 256], "Hidden layer sizes of actor and critic MLPs.")
+    hidden_sizes: list[int] = opt([256, 256], "Hidden layer sizes of actor and critic MLPs "
+                                  "([] makes them linear).")
     activation: str = opt(
         "relu", f"Hidden-layer activation of actor and critic MLPs: one of {list(ACTIVATIONS)} "
         "(relu: Stable-Baselines3's MlpPolicy, CleanRL and TorchRL's SAC example).")
@@ -140,7 +148,8 @@ class AgentConfig:
                           "steps (0 disables).")
     eval_episodes: int = opt(5, "Evaluation episodes per evaluation.")
     num_threads: int | None = opt(
-        1, "torch intra-op threads of this process; 1 is fastest on small CPUs (see README).")
+        1, "torch intra-op threads of this process; 1 is fastest on small CPUs (see README); "
+        "null leaves torch's default.")
 
 
 @dataclass
@@ -154,7 +163,7 @@ class TrainerConfig:
     num_nodes: int = opt(1, "Nodes for multi-node training (with a cluster launcher such as "
                          "SLURM or torchrun).")
     precision: str = opt("32-true", "Lightning precision of the SAC networks: '32-true', "
-                         "'bf16-mixed', '16-mixed'.")
+                         "'bf16-mixed', '16-mixed', ... (any Lightning precision).")
     enable_progress_bar: bool = opt(True, "Show Lightning's progress bar (env steps and "
                                     "returns).")
 
@@ -163,9 +172,13 @@ class TrainerConfig:
 class LoggingConfig:
     output_dir: str = opt("runs", "Parent directory of run directories.")
     run_name: str | None = opt(None, "Run directory name; null uses "
-                               "'<config name>-<timestamp>'.")
+                               "'<config name>-<timestamp>' (with -2, -3, ... if taken). An "
+                               "existing name is refused: runs never share a directory.")
     checkpoint_every: int = opt(50_000, "Save a checkpoint every this many env steps (plus "
                                 "one at the end).")
+    keep_checkpoints: int | None = opt(
+        KEEP_CHECKPOINTS, "Keep the newest this many step-N.ckpt files (older ones are deleted "
+        "once a newer one is complete; last.ckpt is always kept); null keeps all.")
     video_every: int = opt(
         0, "Record one deterministic evaluation episode every this many env steps, as a "
         "TensorBoard video and an mp4 in <run dir>/videos, with each frame's VLM reward (and "
@@ -174,7 +187,7 @@ class LoggingConfig:
 
 @dataclass
 class Config:
-    seed: int = opt(0, "Global seed (env seeds derive from it).")
+    seed: int = opt(0, "Global seed in [0, 2**32 - 1] (env seeds derive from it).")
     env: EnvConfig = group(EnvConfig, "The environment and how it is rendered.")
     reward: RewardConfig = group(RewardConfig, "The reward model and prompts.")
     agent: AgentConfig = group(AgentConfig, "SAC hyper-parameters and evaluation.")

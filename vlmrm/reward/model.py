@@ -22,6 +22,8 @@ class VLMRewardModel:
         self.backend = backend
         self.goal_prompts = list(goal_prompts)
         self.baseline_prompts = list(baseline_prompts)
+        backend.check_prompts(self.goal_prompts, "reward.goal_prompts")
+        backend.check_prompts(self.baseline_prompts, "reward.baseline_prompts")
         goal = mean_embedding(backend.encode_text(self.goal_prompts))
         baseline = mean_embedding(backend.encode_text(self.baseline_prompts))
         self.formula = GoalBaselineReward(goal, baseline, alpha).to(backend.device)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from tensordict import TensorDictBase
@@ -15,9 +16,10 @@ from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.envs import EnvBase
 
-from vlmrm.keys import DONE, GT_REWARD, NEXT, REPLAY_KEYS, REWARD, SUCCESS
+from vlmrm.keys import DONE, GT_REWARD, NEXT, PIXELS, REPLAY_KEYS, REWARD, SUCCESS
 from vlmrm.reward.model import VLMRewardModel
 from vlmrm.reward.transform import VLMRewardTransform
+from vlmrm.rl.nonfinite import check_rewards
 
 
 def make_collector(env: EnvBase, policy, frames_per_batch: int, learning_starts: int,
@@ -103,6 +105,12 @@ class DataPipeline:
     episodes: EpisodeTracker
     eval_env: EnvBase | None = None
     envs: list[EnvBase] = field(default_factory=list)
+    #: Where the evidence of a non-finite reward goes (``<run dir>/nonfinite``); None: nowhere.
+    evidence_dir: Path | None = None
+    rank: int = 0
+    world_size: int = 1
+    #: Env steps this rank has scored (names a bad batch by its step range).
+    steps_scored: int = field(default=0, init=False)
     _iterator: Iterator[TensorDictBase] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -113,8 +121,19 @@ class DataPipeline:
         return next(self._iterator)
 
     def score(self, batch: TensorDictBase) -> TensorDictBase:
-        """VLM rewards for the whole batch in one pass; the env's reward kept as gt_reward."""
-        return self.reward_transform(batch)
+        """VLM rewards for the whole batch in one pass; the env's reward kept as gt_reward.
+
+        A NaN or infinite reward raises :class:`~vlmrm.rl.nonfinite.NonFiniteBatch` here,
+        before the batch can reach the replay buffer, with its frames saved to
+        ``evidence_dir``.
+        """
+        frames = batch.get((NEXT, PIXELS), None)  # held here: scoring drops them from the batch
+        scored = self.reward_transform(batch)
+        first = self.steps_scored + 1
+        self.steps_scored += scored.numel()
+        check_rewards(scored, (NEXT, REWARD), frames, first, self.rank, self.world_size,
+                      self.evidence_dir)
+        return scored
 
     def store(self, batch: TensorDictBase) -> dict[str, list[float]]:
         """Add a scored batch to the replay buffer; return the episodes it finished."""

@@ -27,6 +27,7 @@ from torchrl.envs import (
 )
 
 from vlmrm.config.schema import EnvConfig
+from vlmrm.errors import ConfigError, one_paragraph
 from vlmrm.keys import SUCCESS
 from vlmrm.scenes import SCENES, is_mujoco
 from vlmrm.scenes.mjcf import mujoco_scene_kwargs
@@ -75,7 +76,19 @@ class EpisodeEndIsTerminal(gym.Wrapper):
 
 
 def make_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None = None) -> gym.Env:
-    """The Gymnasium env, rendering ``rgb_array`` at ``render_size`` where the env allows."""
+    """The Gymnasium env, rendering ``rgb_array`` at ``render_size`` where the env allows.
+
+    Arguments the env rejects (``env.kwargs``, ``env.xml``) are a :class:`ConfigError`."""
+    try:
+        return _make_gym_env(cfg, render_size)
+    except (TypeError, ValueError) as err:
+        given = f"env.kwargs={dict(cfg.kwargs)!r}" + (f", env.xml={cfg.xml!r}" if cfg.xml else "")
+        raise ConfigError(f"env.id={cfg.id!r} could not be made with {given}: "
+                          f"{one_paragraph(str(err))}. Fix or remove the argument it "
+                          "names.") from None
+
+
+def _make_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None) -> gym.Env:
     kwargs: dict[str, Any] = dict(cfg.kwargs)
     if cfg.episode_length is not None:
         kwargs["max_episode_steps"] = cfg.episode_length
