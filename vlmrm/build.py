@@ -55,7 +55,11 @@ def make_reward_model(cfg: Config, device: str | torch.device | None = None
     if r.backend == GROUND_TRUTH:
         return None
     backend = make_backend(r, reward_device(cfg) if device is None else device)
-    return VLMRewardModel(backend, r.goal_prompts, r.baseline_prompts, r.alpha)
+    if r.transform is None:
+        return VLMRewardModel(backend, r.goal_prompts, r.baseline_prompts, r.alpha,
+                              negative_prompts=r.negative_prompts)
+    return VLMRewardModel(backend, r.goal_prompts, r.baseline_prompts,
+                          transform=r.transform, negative_prompts=r.negative_prompts)
 
 
 def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataFactory:
@@ -75,7 +79,8 @@ def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataF
                                  seed=env_seed(cfg.seed, SeedOffset.EVAL, rank))
         return DataPipeline(
             batches=collector, reward_model=reward_model,
-            reward_transform=VLMRewardTransform(reward_model, drop_pixels=True),
+            reward_transform=VLMRewardTransform(reward_model, drop_pixels=True,
+                                                update_stats=True),
             replay_buffer=make_replay_buffer(a.buffer_size, a.batch_size, module.device),
             episodes=EpisodeTracker(cfg.env.num_envs), eval_env=eval_env, envs=[env])
 

@@ -33,6 +33,11 @@ def validate(cfg: Config) -> None:
             f"logging.checkpoint_every={cfg.logging.checkpoint_every} must be >= 1.")
     require(cfg.logging.video_every >= 0,
             f"logging.video_every={cfg.logging.video_every} must be >= 0 (0 disables videos).")
+    require(cfg.logging.monitor_window >= 4,
+            f"logging.monitor_window={cfg.logging.monitor_window} must be >= 4 episodes: a "
+            "trend needs a few points (20 is the default).")
+    require(cfg.logging.monitor_frames >= 1,
+            f"logging.monitor_frames={cfg.logging.monitor_frames} must be >= 1.")
 
 
 def _validate_reward(r: RewardConfig) -> None:
@@ -50,7 +55,29 @@ def _validate_reward(r: RewardConfig) -> None:
     require(r.precision in PRECISIONS,
             f"reward.precision={r.precision!r} is not one of {list(PRECISIONS)}.")
     require(r.batch_size >= 1, f"reward.batch_size={r.batch_size} must be >= 1.")
+    require(all(p.strip() for p in r.negative_prompts),
+            f"reward.negative_prompts={list(r.negative_prompts)} holds an empty prompt; remove "
+            "it, or leave the list empty.")
+    _check_transform(r)
     backend_entry(r.backend)
+
+
+def _check_transform(r: RewardConfig) -> None:
+    """reward.transform through the torch-free spec parser; alpha set twice is refused."""
+    from vlmrm.reward.spec import parse_transform
+
+    if r.transform is None:
+        return
+    require(r.alpha == RewardConfig().alpha,
+            f"reward.alpha={r.alpha} and reward.transform are both set, but reward.alpha only "
+            "configures the default transform. Put alpha into the goal_baseline item, e.g. "
+            f"reward.transform='[{{name: goal_baseline, alpha: {r.alpha}}}]', and drop "
+            "reward.alpha (or drop reward.transform).")
+    try:
+        parse_transform(r.transform)
+    except ValueError as err:
+        raise ConfigError(f"{err} Fix reward.transform in the YAML file or override; "
+                          "`vlmrm fit --help` lists the formulas and their parameters.") from None
 
 
 def _validate_agent(a: AgentConfig) -> None:
