@@ -92,7 +92,7 @@ def make_samples(renderer: SceneRenderer, n: int, seed: int,
 def angle_sweep(renderer: SceneRenderer, n: int = CARTPOLE.points
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Held-out CartPole frames (cart centred) over pole angles in [-pi, pi), and the angles
-    (the shared sweep, :data:`vlmrm.scenes.sweeps.CARTPOLE`: offset from any training grid)."""
+    (the shared sweep, :data:`vlmrm.scenes.sweeps.CARTPOLE`; training states are random)."""
     angles = CARTPOLE.grid(n)
     frames = CARTPOLE.render(renderer.cartpole, angles)
     return torch.from_numpy(frames), torch.from_numpy(angles).float()

@@ -41,8 +41,8 @@ class Sweep:
     goal_spans: tuple[tuple[float, float], ...]
 
     def grid(self, points: int | None = None) -> np.ndarray:
-        """``points`` values spread evenly over ``[low, high)``, offset by half a step so
-        that no value sits on a grid a model may have been trained on (e.g. 0)."""
+        """The centres of ``points`` equal cells of ``[low, high)`` (never an end point:
+        -pi and pi are the same pole angle)."""
         n = points or self.points
         step = (self.high - self.low) / n
         return self.low + step / 2 + step * np.arange(n)
