@@ -22,6 +22,7 @@ from vlmrm.rl.callbacks import EnvStepCheckpoint, VideoRecorder
 from vlmrm.rl.data import DataPipeline, EpisodeTracker, make_collector, make_replay_buffer
 from vlmrm.rl.envs import SeedOffset, env_seed, make_base_env, make_env
 from vlmrm.rl.module import DataFactory, SACModule
+from vlmrm.rl.monitor import RewardMonitor
 
 #: Run directory shared with DDP worker processes, which re-run the command line.
 RUN_DIR_ENV = "VLMRM_RUN_DIR"
@@ -112,6 +113,10 @@ def make_callbacks(cfg: Config, run_dir: Path) -> list[L.Callback]:
         EnvStepCheckpoint(run_dir / "checkpoints", cfg.logging.checkpoint_every)]
     if cfg.logging.video_every:
         callbacks.append(VideoRecorder(run_dir / "videos", cfg.logging.video_every))
+    lg = cfg.logging
+    if lg.monitor and cfg.reward.backend != GROUND_TRUTH:
+        callbacks.append(RewardMonitor(run_dir / "monitor", lg.monitor_window,
+                                       lg.monitor_frames, lg.video_every))
     return callbacks
 
 

@@ -15,7 +15,7 @@ from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.envs import EnvBase
 
-from vlmrm.keys import DONE, GT_REWARD, NEXT, REPLAY_KEYS, REWARD, SUCCESS
+from vlmrm.keys import DONE, GT_REWARD, NEXT, PIXELS, REPLAY_KEYS, REWARD, SUCCESS
 from vlmrm.reward.model import VLMRewardModel
 from vlmrm.reward.transform import VLMRewardTransform
 
@@ -35,6 +35,18 @@ def make_collector(env: EnvBase, policy, frames_per_batch: int, learning_starts:
 def make_replay_buffer(size: int, batch_size: int, device: torch.device) -> TensorDictReplayBuffer:
     return TensorDictReplayBuffer(storage=LazyTensorStorage(size, device=device),
                                   batch_size=batch_size)
+
+
+#: What ``DataPipeline.last_scored`` keeps of a scored batch (small: no pixels).
+WATCHED = ((NEXT, REWARD), (NEXT, GT_REWARD), (NEXT, DONE), (NEXT, SUCCESS))
+
+
+def top_frames(frames: torch.Tensor, rewards: torch.Tensor, k: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` highest-reward frames ``[k, H, W, 3]`` (best first) and their rewards."""
+    flat = rewards.reshape(-1)
+    best = flat.topk(min(k, flat.numel())).indices
+    return frames.reshape(-1, *frames.shape[-3:])[best.to(frames.device)].clone(), flat[best]
 
 
 def for_replay(data: TensorDictBase) -> TensorDictBase:
@@ -103,6 +115,13 @@ class DataPipeline:
     episodes: EpisodeTracker
     eval_env: EnvBase | None = None
     envs: list[EnvBase] = field(default_factory=list)
+    #: Set by the reward monitor (:mod:`vlmrm.rl.monitor`): ``watch`` keeps each scored
+    #: batch's rewards, ground truth and episode ends in ``last_scored``; ``keep_frames > 0``
+    #: also keeps that many of its highest-reward frames (and rewards) in ``top_frames``.
+    watch: bool = False
+    keep_frames: int = 0
+    last_scored: TensorDictBase | None = field(default=None, init=False)
+    top_frames: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False)
     _iterator: Iterator[TensorDictBase] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -114,7 +133,13 @@ class DataPipeline:
 
     def score(self, batch: TensorDictBase) -> TensorDictBase:
         """VLM rewards for the whole batch in one pass; the env's reward kept as gt_reward."""
-        return self.reward_transform(batch)
+        frames = batch.get((NEXT, PIXELS), None) if self.keep_frames else None  # dropped next
+        batch = self.reward_transform(batch)
+        if self.watch:
+            self.last_scored = batch.select(*WATCHED, strict=False).clone()
+        if frames is not None:
+            self.top_frames = top_frames(frames, batch.get((NEXT, REWARD)), self.keep_frames)
+        return batch
 
     def store(self, batch: TensorDictBase) -> dict[str, list[float]]:
         """Add a scored batch to the replay buffer; return the episodes it finished."""
