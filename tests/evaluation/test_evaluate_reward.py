@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.helpers import CONFIGS
+from tests.helpers import CONFIGS, fit_run
 from vlmrm.cli import main
 
 QUICKSTART = str(CONFIGS / "quickstart.yaml")
@@ -145,6 +145,19 @@ def test_outputs_never_go_into_a_folder_that_holds_files(tmp_path, capsys):
         assert main(argv) == 2
         assert "already exists and is not an empty folder" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_dataset_from_a_checkpoint_records_the_trained_agent(tmp_path, capsys):
+    run = fit_run(tmp_path, "quickstart.yaml", "agent.total_env_steps=32",
+                  "agent.learning_starts=16", "agent.hidden_sizes=[16]", "agent.batch_size=16",
+                  "agent.eval_every=0", "env.episode_length=20")
+    out = tmp_path / "frames"
+    capsys.readouterr()
+    assert main(["dataset", "--checkpoint", str(run / "checkpoints" / "last.ckpt"),
+                 "--out", str(out), "--episodes", "2", "env.episode_length=15"]) == 0
+    labels = read_csv(out / "labels.csv")
+    assert len(labels) == 30 and [r["episode"] for r in labels[::15]] == ["0", "1"]
+    assert "from 2 episodes of the agent in" in capsys.readouterr().out
 
 
 def test_dataset_takes_a_config_or_a_checkpoint(tmp_path, capsys):

@@ -195,9 +195,10 @@ def prompt_warnings(results: Sequence[ModelResult]) -> list[str]:
                 out.append(
                     f"{m.spec.label} ranks the frames almost the same for the goal prompts and "
                     f"the {c['control']} prompt {c['prompts'][0]!r} (Spearman "
-                    f"{c['spearman']:.3f} >= {PROMPT_CHECK_RHO}): its reward may not be about "
-                    "the goal. Try other wording, alpha > 0 with a baseline prompt, or another "
-                    "model.")
+                    f"{c['spearman']:.3f} >= {PROMPT_CHECK_RHO}): its reward follows how the "
+                    "frames look in general more than what the goal prompt says. Check the "
+                    "landscape or labelled-frame figures before training; try other wording or "
+                    "a larger model.")
     return out
 
 
