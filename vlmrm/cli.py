@@ -159,7 +159,7 @@ def _add_evaluation(sub) -> None:
                     "(0/1) and/or 'score' columns (what `vlmrm dataset` writes)")
     ev.add_argument("--prompt-check", action="store_true",
                     help="only the prompt check (goal prompt vs a negated and an unrelated "
-                    "prompt), on random-policy frames or --frames; no sweep, metrics or plots")
+                    "prompt, on the same frames): no metrics, CSVs or plots")
     ev.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     ds = sub.add_parser(
         "dataset", help="write a labelled frame set (PNGs + labels.csv) from random or "

@@ -93,13 +93,23 @@ def test_prompt_check_flags_a_prompt_the_model_ranks_like_its_negation(tmp_path,
                  "--prompt-check"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert "landscape" not in summary and summary["files"] == ["summary.json"]
-    assert summary["rollout"]["frames"] == 64  # random-policy frames, as training starts
     negation = summary["prompt_check"]["results"][0]
     assert negation["prompts"] == ["not pole vertically upright on top of the cart"]
-    # The small demo model barely tells the goal from its negation (see the README).
-    assert negation["ignored"] and negation["spearman"] >= 0.9
+    # On the angle sweep the small demo model barely tells the goal from its negation.
+    assert negation["ignored"] and negation["spearman"] >= 0.95
     assert "warning: open_clip:vlmrm-demo ranks the frames almost the same" in (
         capsys.readouterr().out)
+
+
+def test_scenes_without_a_sweep_get_the_prompt_check_on_repeatable_random_frames(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        assert main(["evaluate-reward", "--config", QUICKSTART, "--out", str(tmp_path / name),
+                     "--alphas", "0", "env.id=Pendulum-v1"]) == 0
+        runs.append(json.loads((tmp_path / name / "summary.json").read_text()))
+    assert runs[0]["rollout"]["frames"] == 64 and "landscape" not in runs[0]
+    assert len(runs[0]["prompt_check"]["results"]) == 2
+    assert runs[0]["prompt_check"] == runs[1]["prompt_check"]  # same frames both times
 
 
 @pytest.mark.parametrize("args, expected", [

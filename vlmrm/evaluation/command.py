@@ -5,7 +5,8 @@ For each model (``--backends``) it embeds, once:
 - the scene's goal-variable sweep, where it has one (:mod:`vlmrm.scenes.sweeps`): every grid
   state rendered by the env's own ``render()``;
 - a labelled frame set (``--frames``), for any scene;
-- otherwise random-policy frames, so every scene gets at least the prompt check;
+- otherwise random-policy frames (actions drawn from ``seed``), so every scene gets at least
+  the prompt check;
 
 then scores them with every formula (the goal-baseline projection at each ``--alphas`` value,
 plus the config's ``reward.transform`` if set) and writes, into a new folder: ``summary.json``,
@@ -85,7 +86,7 @@ def evaluate_reward(cfg: Config, out: str | os.PathLike, specs: Sequence[Backend
     """Evaluate every model in ``specs``; write the outputs to ``out`` (new or empty) and
     return the summary (also ``out/summary.json``)."""
     start = time.perf_counter()
-    sweep = None if prompt_check_only else sweep_for(cfg.env.id)
+    sweep = sweep_for(cfg.env.id)
     inputs = Inputs(cfg, formulas_for(cfg.reward, alphas), sweep,
                     None if sweep is None else sweep.grid(), frameset,
                     None if frameset is None else frameset.load_frames(), prompt_check_only)
@@ -118,7 +119,9 @@ def evaluate_model(inputs: Inputs, spec: BackendSpec, backend: RewardBackend) ->
         seen.append(embed_frames(backend, inputs.frames))
         labelled = score(prompts, seen[-1], formulas)
     if not seen:
-        frames, _ = sample_frames(cfg, backend.image_size, ROLLOUT_FRAMES, ROLLOUT_STRIDE)
+        with torch.random.fork_rng():  # random actions from the config's seed: repeatable
+            torch.manual_seed(cfg.seed)
+            frames, _ = sample_frames(cfg, backend.image_size, ROLLOUT_FRAMES, ROLLOUT_STRIDE)
         seen.append(embed_frames(backend, list(frames.numpy())))
         rollout = score(prompts, seen[-1], formulas)
     return ModelResult(spec, landscape, labelled, rollout,
@@ -149,14 +152,14 @@ def make_summary(inputs: Inputs, results: Sequence[ModelResult]) -> dict[str, An
         "baseline_prompts": list(r.baseline_prompts), "models": [m.spec.label for m in results],
         "formulas": [{"name": f.name, "alpha": f.alpha, "spec": f.spec}
                      for f in inputs.formulas]}
-    if inputs.sweep is not None:
+    if inputs.sweep is not None and not inputs.check_only:
         summary["landscape"] = landscape_summary(inputs, results)
     if inputs.frameset is not None and not inputs.check_only:
         summary["frames"] = frames_summary(inputs, results)
     if any(m.rollout is not None for m in results):
         summary["rollout"] = {"frames": ROLLOUT_FRAMES, "stride": ROLLOUT_STRIDE, "note": (
-            "the prompt check ran on random-policy frames (no goal-variable sweep was scored "
-            "and no --frames given)")}
+            "the prompt check ran on random-policy frames: the scene has no goal-variable "
+            "sweep and no --frames were given")}
     summary["prompt_check"] = {
         "threshold": PROMPT_CHECK_RHO, "unrelated_prompt": UNRELATED_PROMPT,
         "results": [{"model": m.spec.label, **c} for m in results for c in m.prompt_check]}
@@ -212,7 +215,7 @@ def write_outputs(tmp: Path, inputs: Inputs, results: Sequence[ModelResult],
                   summary: dict[str, Any]) -> list[str]:
     """CSVs and PNGs into ``tmp``; returns their names (summary.json is written last)."""
     files: dict[str, bytes | str] = {}
-    if inputs.sweep is not None:
+    if inputs.sweep is not None and not inputs.check_only:
         files["landscape.csv"] = landscape_csv(inputs, results)
         files.update(landscape_plots(inputs, results, summary))
     if inputs.frameset is not None and not inputs.check_only:

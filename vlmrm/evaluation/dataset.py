@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from vlmrm.config import Config
 from vlmrm.evaluation.frameset import FILE, LABELS, SCORE, SUCCESS, write_frameset
@@ -37,7 +38,9 @@ def write_dataset(out: str | os.PathLike, episodes: int, stride: int, *,
     env = make_base_env(cfg.env, None, from_pixels=True,
                         seed=env_seed(cfg.seed, SeedOffset.PLAY))
     try:
-        rows = write_frameset(out, _frames(env, policy, cfg, episodes, stride))
+        with torch.random.fork_rng():  # random actions from the config's seed: repeatable
+            torch.manual_seed(cfg.seed)
+            rows = write_frameset(out, _frames(env, policy, cfg, episodes, stride))
     finally:
         env.close()
     goals = sum(int(r.get(SUCCESS, 0)) for r in rows)
