@@ -229,7 +229,8 @@ class HFBackend(RewardBackend):
     """Shared part of the transformers backends: loading, device/dtype, image features.
 
     Subclasses set ``family`` (what to load) and implement ``_encode_prompts`` and
-    ``embed_dim``, where CLIP and SigLIP differ.
+    ``embed_dim``, where CLIP and SigLIP differ. The text context is the model's
+    ``max_position_embeddings``.
     """
 
     family: HFFamily
@@ -241,6 +242,13 @@ class HFBackend(RewardBackend):
         self.tokenizer = parts.tokenizer
         self.preprocessor = parts.preprocessor
         self.max_length = int(self.model.config.text_config.max_position_embeddings)
+
+    @property
+    def context_length(self) -> int:
+        return self.max_length
+
+    def _count_tokens(self, prompt: str) -> int:
+        return len(self.tokenizer(prompt, verbose=False)["input_ids"])
 
     def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         return pooled(self.model.get_image_features(pixel_values=pixels))

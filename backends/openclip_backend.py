@@ -45,6 +45,19 @@ class OpenCLIPBackend(RewardBackend):
         return int(self.model.text_projection.shape[-1]) if _has_text_proj(self.model) else int(
             self.model.visual.output_dim)
 
+    @property
+    def context_length(self) -> int:
+        # The tokenizer truncates (silently) to its context length: that is the limit.
+        return int(getattr(self.tokenizer, "context_length", None) or self.model.context_length)
+
+    def _count_tokens(self, prompt: str) -> int:
+        tok = self.tokenizer
+        if hasattr(tok, "sot_token_id"):  # open_clip's own BPE tokenizer: start + text + end
+            return len(tok.encode(prompt)) + 2
+        # hf-hub models wrap a transformers tokenizer, which adds its own special tokens.
+        clean = getattr(tok, "clean_fn", lambda text: text)
+        return len(tok.tokenizer(clean(prompt))["input_ids"])
+
     def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixels)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,13 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+
+# The test plugin of *this* checkout, even when another checkout's copy is pip-installed
+# (editable installs resolve after sys.path): here and in `python -m vlmrm` subprocesses.
+PLUGIN_DIR = str(Path(__file__).resolve().parent / "plugin_pkg")
+sys.path.insert(0, PLUGIN_DIR)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [PLUGIN_DIR, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
 torch.set_num_threads(1)
 
 TINY_OPENCLIP = {

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import sys
+from multiprocessing.context import ForkServerContext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +24,26 @@ def fit_run(tmp_path: Path, config: str, *overrides: str, name: str = "test") ->
                  f"logging.run_name={name}", *QUIET, *overrides])
     assert code == 0
     return out / name
+
+
+def cli_exit(argv: list[str]) -> None:
+    """Run the `vlmrm` command line in this process and exit with its code (a process
+    target: ``vlmrm.cli.main`` itself returns the code instead of exiting)."""
+    from vlmrm.cli import main
+
+    sys.exit(main(argv))
+
+
+def preloaded_processes() -> ForkServerContext:
+    """Processes forked from a server that imported vlmrm's CLI and training stack once.
+
+    They start within milliseconds (a fresh `python -m vlmrm` spends ~6 s of CPU importing
+    torch, Lightning and TorchRL) and are real, separate processes: they can be killed or
+    run concurrently. The server lives until the test session ends.
+    """
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["vlmrm.cli", "vlmrm.train", "tests.helpers"])
+    return ctx
 
 
 def events(run_dir: Path, kind: str = "scalars") -> dict[str, list]:

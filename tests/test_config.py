@@ -25,6 +25,29 @@ from vlmrm.config import Config, describe_schema, load_config
     (["env.terminate_early=false"], "env.episode_length"),               # would never end
     (["agent.gamma=0"], "agent.gamma=0"),
     (["agent.total_env_steps"], "key=value"),                            # malformed override
+    (["agent.total_env_step=10"], "Did you mean 'agent.total_env_steps'?"),  # near miss
+    (["agent.checkpoint_every=10"], "Did you mean 'logging.checkpoint_every'?"),
+    (["seed=-1"], "seed=-1"),
+    (["agent.learning_rate=inf"], "agent.learning_rate=inf"),
+    (["agent.ent_coef=1e400"], "agent.ent_coef='inf'"),
+    (["agent.buffer_size=10"], "agent.buffer_size=10"),                  # < batch_size
+    (["agent.hidden_sizes=[64,0]"], "agent.hidden_sizes=[64, 0]"),
+    (["agent.num_threads=0"], "agent.num_threads=0"),
+    (["agent.target_entropy_weight=2"], "agent.target_entropy_weight=2.0"),
+    (["env.render_size=0"], "env.render_size=0"),
+    (["env.kwargs.render_mode=human"], "env.kwargs.render_mode"),
+    (["env.id=os:Foo-v0"], "env.id='os:Foo-v0'"),                       # would import code
+    (["reward.device=gpu"], "reward.device='gpu'"),
+    (["reward.model_config=/no/such.json"], "reward.model_config='/no/such.json'"),
+    (["reward.model='  '"], "reward.model='  '"),
+    (["trainer.precision=33"], "trainer.precision='33'"),
+    (["trainer.devices=0"], "trainer.devices=0"),
+    (["trainer.num_nodes=0"], "trainer.num_nodes=0"),
+    (["logging.run_name=../elsewhere"], "logging.run_name='../elsewhere'"),
+    (["logging.keep_checkpoints=0"], "logging.keep_checkpoints=0"),
+    (["seed=${oc.env:VLMRM_SURELY_UNSET}"], "VLMRM_SURELY_UNSET"),
+    (["seed=${nope}"], "seed"),
+    (["seed=["], "Override 'seed=['"),
 ])
 def test_bad_input_exits_2_with_named_key_and_writes_nothing(overrides, expected, tmp_path, capsys):
     out = tmp_path / "runs"
@@ -85,3 +108,26 @@ def test_every_config_field_documents_itself_and_help_prints_it():
         assert f.metadata.get("help", "").strip(), f"{key} has no help text"
         if "." in key:
             assert f"  {key} = " in text and f.metadata["help"] in text, key
+
+
+def test_a_prompt_longer_than_the_text_context_is_refused(tmp_path, capsys):
+    """The demo model reads 32 tokens: a longer prompt is refused, not truncated."""
+    out = tmp_path / "runs"
+    prompt = "pole vertically upright on top of the cart " * 5
+    code = main(["fit", "--config", str(CONFIGS / "quickstart.yaml"),
+                 f"logging.output_dir={out}", f"reward.goal_prompts=['{prompt}']"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("vlmrm: error: reward.goal_prompts: the prompt") and "at most 32" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_missing_config_file_and_non_mapping_yaml(tmp_path, capsys):
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("env: [unclosed\n")
+    for path, expected in ((listing, "must hold a mapping"), (broken, "is not valid YAML")):
+        assert main(["fit", "--config", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and len(err.strip().splitlines()) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import imageio.v2 as imageio
 
-from tests.helpers import CONFIGS, events
+from tests.helpers import CONFIGS, events, fit_run
 from vlmrm.cli import main
 
 QUIET = ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "reward.precision=32"]
@@ -42,3 +42,25 @@ def test_play_on_a_missing_checkpoint_is_a_clean_error(tmp_path, capsys):
     code = main(["play", "--checkpoint", str(tmp_path / "nope.ckpt"), "--out", str(movie)])
     assert code == 2 and not movie.exists()
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_play_refuses_broken_and_mismatched_checkpoints_cleanly(tmp_path, capsys):
+    run = fit_run(tmp_path, "cartpole.yaml", "reward.backend=ground_truth",
+                  "agent.total_env_steps=48", "agent.learning_starts=16",
+                  "agent.hidden_sizes=[16,16]", "agent.batch_size=16", "agent.eval_every=0")
+    capsys.readouterr()  # the run's own output
+    good = run / "checkpoints" / "last.ckpt"
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    text = tmp_path / "text.ckpt"
+    text.write_text("not a checkpoint")
+    movie = tmp_path / "episode.mp4"
+    for ckpt, extra, expected in [
+            (truncated, [], "is not a vlmrm checkpoint"),
+            (text, [], "is not a vlmrm checkpoint"),
+            (good, ["agent.hidden_sizes=[8]"], "do not fit the config"),
+            (good, ["agent.hidden_sizez=[8]"], "Did you mean 'agent.hidden_sizes'?")]:
+        code = main(["play", "--checkpoint", str(ckpt), "--out", str(movie), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and expected in err, err
+        assert len(err.strip().splitlines()) == 1 and not movie.exists()

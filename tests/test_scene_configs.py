@@ -11,7 +11,7 @@ from vlmrm.config import load_config
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 HUMANOID_TASKS = {"kneeling", "lotus", "standing_up", "arms_raised", "splits", "hands_on_hips",
                   "one_leg", "arms_crossed"}
-SMALL = ["agent.total_env_steps=200", "agent.learning_starts=100", "agent.buffer_size=1000",
+SMALL = ["env.num_envs=1", "env.parallel=false", "agent.total_env_steps=200", "agent.learning_starts=100", "agent.buffer_size=1000",
          "agent.batch_size=16", "agent.hidden_sizes=[16,16]", "agent.eval_every=0",
          "agent.gradient_steps=4", "logging.video_every=0", "logging.checkpoint_every=100000",
          "trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "reward.precision=32"]

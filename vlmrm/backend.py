@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 
 from vlmrm.config.schema import PRECISIONS
+from vlmrm.errors import ConfigError
 from vlmrm.preprocess import ImagePreprocessor
 
 #: ``reward.precision`` names -> weight dtypes.
@@ -20,8 +21,9 @@ class RewardBackend(abc.ABC):
     """Image and text encoders of one VLM, with their preprocessing, batching and device.
 
     Subclasses load their model in ``__init__`` (calling ``super().__init__`` first) into
-    ``self.model`` and set ``self.preprocessor``; they implement :meth:`_encode_pixels` and
-    :meth:`_encode_prompts`. Everything users call (:meth:`encode_images`,
+    ``self.model`` and set ``self.preprocessor``; they implement :meth:`_encode_pixels`,
+    :meth:`_encode_prompts`, :attr:`embed_dim`, :attr:`context_length` and
+    :meth:`_count_tokens`. Everything users call (:meth:`encode_images`,
     :meth:`encode_text`) is defined here, so every backend behaves the same.
     """
 
@@ -77,6 +79,16 @@ class RewardBackend(abc.ABC):
     def embed_dim(self) -> int:
         """Dimension D of the joint embedding space."""
 
+    @property
+    @abc.abstractmethod
+    def context_length(self) -> int:
+        """The most tokens the text encoder reads (special tokens included)."""
+
+    @abc.abstractmethod
+    def _count_tokens(self, prompt: str) -> int:
+        """Tokens ``prompt`` becomes with this model's tokenizer, special tokens included
+        (before any truncation)."""
+
     # -- shared behaviour ----------------------------------------------------------------
     @property
     def image_size(self) -> tuple[int, int]:
@@ -96,12 +108,29 @@ class RewardBackend(abc.ABC):
             out.append(_normalize(self._encode_pixels(pixels)))
         return torch.cat(out)
 
+    def check_prompts(self, prompts: Sequence[str], key: str = "prompt") -> None:
+        """Refuse prompts longer than the text encoder's context.
+
+        Refused rather than truncated: a truncated prompt silently drops its end (often the
+        words that name the goal), and the run would optimise a reward for another
+        sentence. ``key`` names the setting in the message (e.g. ``reward.goal_prompts``).
+        """
+        for prompt in prompts:
+            tokens = self._count_tokens(prompt)
+            if tokens > self.context_length:
+                raise ConfigError(
+                    f"{key}: the prompt {prompt!r} is {tokens} tokens long, but the text "
+                    f"encoder of {self.name} model {self.model_name!r} reads at most "
+                    f"{self.context_length} (special tokens included). Shorten it.")
+
     @torch.inference_mode()
     def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Embed prompts -> L2-normalised float32 ``[N, D]``; each prompt is encoded once."""
+        """Embed prompts -> L2-normalised float32 ``[N, D]``; each prompt is encoded once.
+        Prompts longer than :attr:`context_length` are refused (:meth:`check_prompts`)."""
         missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
         self.text_cache_hits += len(prompts) - len(missing)
         if missing:
+            self.check_prompts(missing)
             emb = _normalize(self._encode_prompts(missing))
             self._text_cache.update(zip(missing, emb, strict=True))
         return torch.stack([self._text_cache[p] for p in prompts])

@@ -4,21 +4,26 @@ load reward models, envs and agents the same way."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from vlmrm.backend import RewardBackend
 from vlmrm.config.schema import Config, RewardConfig
+from vlmrm.errors import ConfigError, VLMRMError, one_paragraph
 from vlmrm.registry import GROUND_TRUTH, backend_class
 from vlmrm.reward.model import VLMRewardModel, input_size
 from vlmrm.reward.transform import VLMRewardTransform
 from vlmrm.rl.callbacks import EnvStepCheckpoint, VideoRecorder
+from vlmrm.rl.checkpoints import AtomicCheckpointIO
 from vlmrm.rl.data import DataPipeline, EpisodeTracker, make_collector, make_replay_buffer
 from vlmrm.rl.envs import SeedOffset, env_seed, make_base_env, make_env
 from vlmrm.rl.module import DataFactory, SACModule
@@ -31,7 +36,7 @@ RUN_DIR_ENV = "VLMRM_RUN_DIR"
 def reward_device(cfg: Config) -> torch.device:
     """Where the reward model is built first; each rank moves it to its own device later."""
     if cfg.reward.device != "auto":
-        return torch.device(cfg.reward.device)
+        return _available_device(cfg.reward.device)
     wants_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
     if not (wants_gpu and torch.cuda.is_available()):
         return torch.device("cpu")
@@ -40,12 +45,36 @@ def reward_device(cfg: Config) -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
 
 
+def _available_device(name: str) -> torch.device:
+    """``reward.device`` as a torch device, refused when this machine does not have it."""
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ConfigError(f"reward.device={name!r}, but torch sees {count} CUDA device(s) "
+                              "here. Use reward.device=auto or cpu, or a device index below "
+                              f"{max(count, 1)}.")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"reward.device={name!r}, but MPS is not available on this machine. "
+                          "Use reward.device=auto or cpu.")
+    return device
+
+
 def make_backend(cfg: RewardConfig, device: str | torch.device) -> RewardBackend:
     """The configured backend, loaded on ``device``."""
     cls = backend_class(cfg.backend)
-    return cls(cfg.model, pretrained=cfg.pretrained, device=str(device),
-               precision=cfg.precision, batch_size=cfg.batch_size, cache_dir=cfg.cache_dir,
-               model_config=cfg.model_config)
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:  # a plugin written against an older contract
+        raise VLMRMError(
+            f"reward.backend={cfg.backend!r} ({cls.__module__}.{cls.__qualname__}) does not "
+            f"implement {', '.join(missing)} of vlmrm's backend contract "
+            "(vlmrm.backend.RewardBackend). Update the package that provides it.")
+    backend = cls(cfg.model, pretrained=cfg.pretrained, device=str(device),
+                  precision=cfg.precision, batch_size=cfg.batch_size, cache_dir=cfg.cache_dir,
+                  model_config=cfg.model_config)
+    if cfg.resize is not None:
+        backend.preprocessor = backend.preprocessor.with_resize(cfg.resize)
+    return backend
 
 
 def make_reward_model(cfg: Config, device: str | torch.device | None = None
@@ -64,28 +93,39 @@ def make_reward_model(cfg: Config, device: str | torch.device | None = None
 
 
 def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataFactory:
-    """Builds each rank's envs, collector and replay buffer on its rank and device."""
+    """Builds each rank's envs, collector and replay buffer on its rank and device.
+
+    ``env.num_envs``, ``agent.batch_size`` and ``agent.learning_starts`` count all ranks
+    together: each rank takes its share, so N ranks run the same experiment as one.
+    """
 
     def factory(module: SACModule) -> DataPipeline:
         if reward_model is not None and cfg.reward.device == "auto":
             reward_model.to(module.device)
         size, pixels = input_size(reward_model), reward_model is not None
-        rank = module.global_rank
-        env = make_env(cfg.env, size, from_pixels=pixels,
+        rank, world = module.global_rank, module.trainer.world_size
+        env_cfg = replace(cfg.env, num_envs=cfg.env.num_envs // world)
+        env = make_env(env_cfg, size, from_pixels=pixels,
                        seed=env_seed(cfg.seed, SeedOffset.TRAIN, rank))
         a = cfg.agent
-        collector = make_collector(env, module.actor, a.train_freq * cfg.env.num_envs,
-                                   a.learning_starts, module.device)
+        collector = make_collector(env, module.actor, a.train_freq * env_cfg.num_envs,
+                                   a.learning_starts // world, module.device)
         eval_env = make_base_env(cfg.env, size, from_pixels=pixels,
                                  seed=env_seed(cfg.seed, SeedOffset.EVAL, rank))
         return DataPipeline(
             batches=collector, reward_model=reward_model,
             reward_transform=VLMRewardTransform(reward_model, drop_pixels=True,
                                                 update_stats=True),
-            replay_buffer=make_replay_buffer(a.buffer_size, a.batch_size, module.device),
-            episodes=EpisodeTracker(cfg.env.num_envs), eval_env=eval_env, envs=[env])
+            replay_buffer=make_replay_buffer(a.buffer_size, a.batch_size // world, module.device),
+            episodes=EpisodeTracker(env_cfg.num_envs), eval_env=eval_env, envs=[env],
+            evidence_dir=evidence_dir(module), rank=rank, world_size=world)
 
     return factory
+
+
+def evidence_dir(module: SACModule) -> Path:
+    """``<run dir>/nonfinite``: where the frames behind a non-finite reward are saved."""
+    return Path(module.trainer.default_root_dir) / "nonfinite"
 
 
 def make_module(cfg: Config, reward_model: VLMRewardModel | None) -> SACModule:
@@ -94,41 +134,134 @@ def make_module(cfg: Config, reward_model: VLMRewardModel | None) -> SACModule:
     obs_dim = probe.observation_spec["observation"].shape[-1]
     action_spec = probe.action_spec
     probe.close()
+    check_buffer_fits(cfg, obs_dim, action_spec.shape.numel())
     return SACModule(cfg, obs_dim, action_spec, make_data_factory(cfg, reward_model))
 
 
+def check_buffer_fits(cfg: Config, obs_dim: int, action_dim: int) -> None:
+    """Refuse a replay buffer larger than this machine's memory: it is allocated lazily,
+    so it would otherwise fail (or thrash) hours into the run."""
+    # Two observations, the action, reward, done and terminated, 4 bytes each at least.
+    need = cfg.agent.buffer_size * (2 * obs_dim + action_dim + 3) * 4
+    have = _physical_memory()
+    if have is not None and need > have:
+        raise ConfigError(
+            f"agent.buffer_size={cfg.agent.buffer_size} needs at least {need / 2**30:.1f} GiB "
+            f"for {obs_dim}-dim observations, more than this machine's {have / 2**30:.1f} GiB "
+            "of memory. Lower agent.buffer_size.")
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX
+        return None
+
+
 def make_run_dir(cfg: Config, config_path: str | os.PathLike | None) -> Path:
-    """``logging.output_dir/<run name>``; DDP workers reuse the launcher's choice."""
+    """Create this run's directory, ``logging.output_dir/<run name>``, and return it.
+
+    Creation is one ``mkdir`` that fails when the name exists, so two runs never share a
+    directory, even when started in the same second: an automatic name
+    (``<config name>-<timestamp>``) takes the first free suffix (``-2``, ``-3``, ...), and an
+    explicit ``logging.run_name`` that exists is refused. DDP worker ranks started by
+    Lightning re-run the command and reuse the launcher's directory (``VLMRM_RUN_DIR``);
+    under an external launcher (torchrun, SLURM) ranks other than 0 create nothing.
+    """
     if os.environ.get(RUN_DIR_ENV):
         return Path(os.environ[RUN_DIR_ENV])
+    parent = _output_dir(cfg.logging.output_dir)
     stem = Path(config_path).stem if config_path else "run"
     name = cfg.logging.run_name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(cfg.logging.output_dir).resolve() / name
+    if _launcher_rank() > 0:
+        return parent / name
+    run_dir = (_create_named(parent, name) if cfg.logging.run_name
+               else _create_unique(parent, name))
     os.environ[RUN_DIR_ENV] = str(run_dir)
     return run_dir
 
 
+def _launcher_rank() -> int:
+    """The global rank an external launcher gave this process (0 without one)."""
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdecimal():
+            return int(os.environ[var])
+    return 0
+
+
+def _output_dir(value: str) -> Path:
+    parent = Path(value).expanduser().resolve()
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"logging.output_dir={value!r} cannot be used as the parent of run "
+                          f"directories ({err.strerror or err}). Give a writable directory, "
+                          "e.g. logging.output_dir=runs.") from None
+    return parent
+
+
+def _create_named(parent: Path, name: str) -> Path:
+    run_dir = parent / name
+    try:
+        run_dir.mkdir()
+    except FileExistsError:
+        raise ConfigError(
+            f"logging.run_name={name!r}: {run_dir} already exists, and a run never writes "
+            "into another run's directory. Choose another name, or leave logging.run_name "
+            "unset for an automatic '<config name>-<timestamp>' name.") from None
+    return run_dir
+
+
+def _create_unique(parent: Path, name: str, attempts: int = 1000) -> Path:
+    for i in range(1, attempts + 1):
+        run_dir = parent / (name if i == 1 else f"{name}-{i}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+    raise ConfigError(f"logging.output_dir={str(parent)!r} already holds {attempts} runs named "
+                      f"{name!r}(-N); choose another logging.output_dir or logging.run_name.")
+
+
+def discard_run_dir(run_dir: Path) -> None:
+    """Remove a run directory this process just created, if nothing was written to it yet
+    (a config error found after creation must leave no run directory behind)."""
+    if os.environ.get(RUN_DIR_ENV) == str(run_dir):
+        os.environ.pop(RUN_DIR_ENV)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()  # only succeeds when empty
+
+
 def make_callbacks(cfg: Config, run_dir: Path) -> list[L.Callback]:
+    log = cfg.logging
     callbacks: list[L.Callback] = [
-        EnvStepCheckpoint(run_dir / "checkpoints", cfg.logging.checkpoint_every)]
-    if cfg.logging.video_every:
-        callbacks.append(VideoRecorder(run_dir / "videos", cfg.logging.video_every))
-    lg = cfg.logging
-    if lg.monitor and cfg.reward.backend != GROUND_TRUTH:
-        callbacks.append(RewardMonitor(run_dir / "monitor", lg.monitor_window,
-                                       lg.monitor_frames, lg.video_every))
+        EnvStepCheckpoint(run_dir / "checkpoints", log.checkpoint_every, log.keep_checkpoints)]
+    if log.video_every:
+        callbacks.append(VideoRecorder(run_dir / "videos", log.video_every))
+    if log.monitor and cfg.reward.backend != GROUND_TRUTH:
+        callbacks.append(RewardMonitor(run_dir / "monitor", log.monitor_window,
+                                       log.monitor_frames, log.video_every))
     return callbacks
 
 
 def make_trainer(cfg: Config, run_dir: Path, extra_callbacks: Sequence[L.Callback] = ()
                  ) -> L.Trainer:
+    """The Lightning trainer; settings Lightning rejects are a :class:`ConfigError`."""
     t = cfg.trainer
-    return L.Trainer(
-        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
-        num_nodes=t.num_nodes, precision=t.precision,
-        enable_progress_bar=t.enable_progress_bar, max_epochs=1,
-        logger=TensorBoardLogger(save_dir=str(run_dir), name="", version=""),
-        callbacks=[*make_callbacks(cfg, run_dir), *extra_callbacks],
-        enable_checkpointing=False, use_distributed_sampler=False,
-        num_sanity_val_steps=0, default_root_dir=str(run_dir), log_every_n_steps=1,
-    )
+    try:
+        return L.Trainer(
+            accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
+            num_nodes=t.num_nodes, precision=t.precision,
+            enable_progress_bar=t.enable_progress_bar, max_epochs=1,
+            logger=TensorBoardLogger(save_dir=str(run_dir), name="", version=""),
+            callbacks=[*make_callbacks(cfg, run_dir), *extra_callbacks],
+            plugins=[AtomicCheckpointIO()],
+            enable_checkpointing=False, use_distributed_sampler=False,
+            num_sanity_val_steps=0, default_root_dir=str(run_dir), log_every_n_steps=1,
+        )
+    except (ValueError, TypeError, MisconfigurationException) as err:
+        settings = ", ".join(f"trainer.{k}={getattr(t, k)!r}" for k in
+                             ("accelerator", "devices", "strategy", "num_nodes", "precision"))
+        raise ConfigError(f"Lightning rejected the trainer settings ({settings}): "
+                          f"{one_paragraph(str(err))} Fix the trainer value it names.") from None

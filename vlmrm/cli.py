@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](args)
     except VLMRMError as err:
         print(f"vlmrm: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

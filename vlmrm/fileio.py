@@ -13,19 +13,45 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+#: Marks temporary names made by :func:`atomic_path`: ``.<stem>.<pid>.tmp<suffix>``.
+TMP_MARK = ".tmp"
+
+
+def temporary_name(path: Path, pid: int | None = None) -> Path:
+    """The hidden name :func:`atomic_path` writes ``path`` under, for process ``pid``."""
+    return path.with_name(f".{path.stem}.{os.getpid() if pid is None else pid}{TMP_MARK}"
+                          f"{path.suffix}")
+
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary name beside ``path``; on success it replaces ``path`` in one
-    rename, on failure it is removed."""
+    rename, on failure it is removed.
+
+    ``durable``: flush the file's data to disk before the rename and the directory entry
+    after it. Without this, a power loss soon after the rename can leave the new name
+    pointing at an empty or partial file (the rename may reach the disk before the data).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    tmp = temporary_name(path)
     try:
         yield tmp
+        if durable:
+            _fsync(tmp)
         os.replace(tmp, path)
+        if durable:
+            _fsync(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

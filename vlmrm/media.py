@@ -80,6 +80,13 @@ def write_png(path: str | os.PathLike, image: Image.Image) -> Path:
     return Path(path)
 
 
+def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
+    """Arrays in one compressed ``.npz`` (plain arrays: it loads with ``allow_pickle=False``)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    return Path(path)
+
+
 def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int = FPS) -> Path:
     """Write ``frames`` as an H.264 mp4."""
     import imageio.v2 as imageio

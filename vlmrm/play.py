@@ -9,7 +9,7 @@ import torch
 
 from vlmrm.build import make_module, make_reward_model
 from vlmrm.config import Config, load_config
-from vlmrm.errors import VLMRMError
+from vlmrm.errors import VLMRMError, one_paragraph
 from vlmrm.media import write_mp4
 from vlmrm.reward.model import VLMRewardModel, input_size
 from vlmrm.rl.envs import SeedOffset, env_seed, episode_cap, make_base_env
@@ -27,14 +27,20 @@ def load_agent(checkpoint: str | os.PathLike, overrides: list[str] | tuple[str, 
                          "<run dir>/checkpoints/, e.g. runs/NAME/checkpoints/last.ckpt.")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        saved = ckpt["vlmrm"]["config"]
-    except Exception as err:  # not a torch file, or not a vlmrm checkpoint
+        saved, weights = ckpt["vlmrm"]["config"], ckpt["state_dict"]
+    except Exception as err:  # not a torch file, truncated, or not a vlmrm checkpoint
         raise VLMRMError(f"{str(path)!r} is not a vlmrm checkpoint ({type(err).__name__}: "
-                         f"{err}). Pass a .ckpt written by `vlmrm fit`.") from None
+                         f"{one_paragraph(str(err))}). Pass a .ckpt written by `vlmrm fit`."
+                         ) from None
     cfg = load_config(None, overrides, base=saved)
     reward_model = make_reward_model(cfg)
     module = make_module(cfg, reward_model)
-    module.load_state_dict(ckpt["state_dict"])
+    try:
+        module.load_state_dict(weights)
+    except (RuntimeError, ValueError) as err:  # shapes or names differ from the networks
+        raise VLMRMError(f"The networks saved in {str(path)!r} do not fit the config "
+                         f"({one_paragraph(str(err))[:300]}). Do not override agent.* or env.* "
+                         "settings that change the networks' sizes.") from None
     if reward_model is not None:
         restore_formula(reward_model, ckpt["vlmrm"].get("reward_formula"), path)
     return cfg, module.eval(), reward_model

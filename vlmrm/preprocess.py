@@ -7,13 +7,15 @@ config, so resize mode, interpolation, mean and std travel with the model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 RESIZE_MODES = ("shortest", "longest", "squash")
+#: ``reward.resize`` names -> resize modes.
+CONFIG_RESIZE = {"crop": "shortest", "squash": "squash"}
 
 
 @dataclass(frozen=True)
@@ -64,10 +66,14 @@ class ImagePreprocessor:
         padding = [pad_w // 2, pad_h // 2, pad_w - pad_w // 2, pad_h - pad_h // 2]
         return F.pad(x, padding, fill=self.fill)
 
-
     def resize_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Only the geometric part: uint8 ``[B, H, W, 3]`` -> uint8 ``[B, h, w, 3]``."""
         return self._resize(frames.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).contiguous()
+
+    def with_resize(self, config_name: str) -> ImagePreprocessor:
+        """The same preprocessing with ``reward.resize`` (``crop`` or ``squash``) instead of
+        the model's own resize mode."""
+        return replace(self, resize_mode=CONFIG_RESIZE[config_name])
 
 
 def as_pair(size: int | Sequence[int]) -> tuple[int, int]:

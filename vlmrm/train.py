@@ -13,8 +13,17 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from vlmrm.build import RUN_DIR_ENV, make_module, make_reward_model, make_run_dir, make_trainer
+from vlmrm.build import (
+    RUN_DIR_ENV,
+    discard_run_dir,
+    make_module,
+    make_reward_model,
+    make_run_dir,
+    make_trainer,
+)
 from vlmrm.config import Config, to_yaml
+from vlmrm.config.checks import check_global_split
+from vlmrm.errors import ConfigError, NonFiniteError
 from vlmrm.fileio import write_text
 
 
@@ -63,7 +72,12 @@ def _drop_lightning_chatter(record: logging.LogRecord) -> bool:
 
 def fit(cfg: Config, config_path: str | os.PathLike | None = None,
         callbacks: Sequence[L.Callback] = ()) -> RunResult:
-    """Train an agent as configured; ``callbacks`` are added to the trainer's own."""
+    """Train an agent as configured; ``callbacks`` are added to the trainer's own.
+
+    Raises :class:`~vlmrm.errors.NonFiniteError` when training meets a NaN/inf (on rank 0;
+    DDP worker ranks, which stop at the same iteration, return quietly and leave the
+    report to rank 0).
+    """
     if cfg.agent.num_threads:
         torch.set_num_threads(cfg.agent.num_threads)
     quiet_third_party()
@@ -72,12 +86,22 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None,
     reward_model = make_reward_model(cfg)
     module = make_module(cfg, reward_model)
     run_dir = make_run_dir(cfg, config_path)
-    trainer = make_trainer(cfg, run_dir, extra_callbacks=callbacks)
+    try:
+        trainer = make_trainer(cfg, run_dir, extra_callbacks=callbacks)
+        check_global_split(cfg, trainer.world_size)  # "auto" devices are known only now
+    except ConfigError:
+        discard_run_dir(run_dir)
+        raise
     if trainer.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.yaml", to_yaml(cfg))
     try:
         trainer.fit(module)
+    except NonFiniteError:
+        # Lightning's launcher kills every rank when a worker exits non-zero, which could cut
+        # rank 0's report short: workers leave the report (and the exit code) to rank 0.
+        if trainer.is_global_zero:
+            raise
+        return RunResult(run_dir, module.env_steps, primary=False)
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
     return RunResult(run_dir, module.env_steps, dict(module.last_eval),

@@ -127,7 +127,9 @@ def build_siglip(root: Path) -> Case:
 
     from vlmrm.backends.siglip_backend import byte_tokenizer
 
-    text_cfg = {**TINY_TOWER, "vocab_size": 300, "max_position_embeddings": 16,
+    # 64 positions, as real SigLIP: the byte tokenizer spends one token per character, and
+    # the contract's prompts must fit (longer ones are refused, not truncated).
+    text_cfg = {**TINY_TOWER, "vocab_size": 300, "max_position_embeddings": 64,
                 "projection_size": 32, "pad_token_id": 1, "eos_token_id": 1, "bos_token_id": None}
     config = SiglipConfig(text_config=text_cfg,
                           vision_config={**TINY_TOWER, "image_size": 32, "patch_size": 8})
@@ -140,7 +142,7 @@ def build_siglip(root: Path) -> Case:
 
     def text(prompts: list[str]) -> torch.Tensor:
         # As the SigLIP model card says: padding="max_length", the way it was trained.
-        ids = tokenizer(prompts, padding="max_length", max_length=16, truncation=True,
+        ids = tokenizer(prompts, padding="max_length", max_length=64, truncation=True,
                         return_tensors="pt")
         return model.get_text_features(input_ids=ids["input_ids"]).pooler_output
 

@@ -24,6 +24,7 @@ from tests.backends.fixtures import (
     to_pil,
 )
 from vlmrm.build import make_backend
+from vlmrm.errors import ConfigError
 
 torch.set_num_threads(1)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -123,6 +124,25 @@ class BackendContract:
         alone = backend._encode_prompts(["pole and cart"])
         batched = backend._encode_prompts(["pole and cart", "a much longer prompt " * 3])
         torch.testing.assert_close(_unit(alone[0:1]), _unit(batched[0:1]), atol=1e-5, rtol=1e-4)
+
+    # -- text context --------------------------------------------------------------------
+    def test_context_length_is_reported_and_longer_prompts_are_refused(self, backend):
+        limit = backend.context_length
+        assert isinstance(limit, int) and limit >= 8
+        short = backend._count_tokens("pole and cart")
+        assert 3 <= short <= limit
+        # Grow a prompt one word at a time: the last one that fits is accepted and encodes,
+        # the next is refused (not truncated) and names the setting.
+        words = ["cart"]
+        while backend._count_tokens(" ".join([*words, "cart"])) <= limit:
+            words.append("cart")
+        fits, too_long = " ".join(words), " ".join([*words, "cart"])
+        assert backend._count_tokens(fits) <= limit < backend._count_tokens(too_long)
+        assert backend.encode_text([fits]).shape == (1, backend.embed_dim)
+        with pytest.raises(ConfigError, match=r"reward\.goal_prompts: .* tokens long.* at most"):
+            backend.check_prompts(["pole and cart", too_long], "reward.goal_prompts")
+        with pytest.raises(ConfigError, match="tokens long"):
+            backend.encode_text([too_long])
 
     # -- preprocessing against the library's own processor -----------------------------
     def test_preprocessing_matches_the_library_processor(self, backend, case, frames):

@@ -5,7 +5,8 @@ text encoder with no training behind them, so its "rewards" mean nothing. It exi
 show, and to test, everything a backend package provides:
 
 - a :class:`vlmrm.backend.RewardBackend` subclass with ``name``, ``model_naming``,
-  ``self.preprocessor``, ``_encode_pixels``, ``_encode_prompts`` and ``embed_dim``;
+  ``self.preprocessor``, ``_encode_pixels``, ``_encode_prompts``, ``embed_dim``,
+  ``context_length`` and ``_count_tokens``;
 - its own model format (a directory with ``toy_config.json`` + ``toy_model.safetensors``,
   written by :func:`save_toy`) loaded without pickle;
 - the shared offline message (:func:`vlmrm.hub.unavailable`) for a model it cannot find;
@@ -40,6 +41,7 @@ class ToyConfig:
     width: int = 8
     embed_dim: int = 16
     buckets: int = 512
+    max_words: int = 32  # the text "context": a bag of words has no limit, but a contract does
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
 
@@ -144,6 +146,13 @@ class ToyBackend(RewardBackend):
     @property
     def embed_dim(self) -> int:
         return self.model.cfg.embed_dim
+
+    @property
+    def context_length(self) -> int:
+        return self.model.cfg.max_words
+
+    def _count_tokens(self, prompt: str) -> int:
+        return len(self.model.token_ids(prompt))
 
     def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.image(pixels)

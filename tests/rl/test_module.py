@@ -18,6 +18,7 @@ from torchrl.data import OneHot
 
 from vlmrm.config import Config
 from vlmrm.keys import GT_REWARD
+from vlmrm.plan import plan_run
 from vlmrm.reward.transform import VLMRewardTransform
 from vlmrm.rl.data import DataPipeline, EpisodeTracker, make_replay_buffer
 from vlmrm.rl.module import SACModule
@@ -99,6 +100,7 @@ def test_counters_gate_and_logs():
     updated = [step for step, row in logger.rows if "loss/critic" in row]
     assert updated == [24, 32, 40]
     assert module.trainer.global_step == 3 * 2  # gradient_steps per updating iteration
+    assert plan_run(module.cfg).updates == module.trainer.global_step  # the plan is exact
     for _, row in logger.rows:
         assert {"perf/env_steps_per_s", "perf/iteration_env_steps_per_s"} <= set(row)
         assert "perf/vlm_frames_per_s" not in row  # no reward model

@@ -47,6 +47,13 @@ class CartPosition(RewardBackend):
     def embed_dim(self) -> int:
         return 2
 
+    @property
+    def context_length(self) -> int:
+        return 77
+
+    def _count_tokens(self, prompt: str) -> int:
+        return len(prompt.split())
+
     def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         # Only the cart is black after resizing (the 1-pixel track line blurs to grey).
         dark = (pixels.amax(dim=1) < 0.3).float().sum(dim=1)  # [B, 64] dark pixels per column

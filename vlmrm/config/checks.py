@@ -1,22 +1,42 @@
-"""Config checks beyond types: ranges, prompts, known backends and env ids, scene options.
+"""Config checks beyond types: ranges, prompts, paths, known backends and env ids, scene options.
 
 Every failure is a :class:`ConfigError` whose message names the key, the value and the fix.
+Nothing here imports torch or Lightning (config errors must answer at once); what only a
+library can judge (a CUDA device that is absent, a strategy name, kwargs ``gym.make``
+rejects) is checked when the run is built, still before its directory is created.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
+from typing import Any
 
 from vlmrm.config.schema import (
+    ACTIVATIONS,
     CRITIC_LOSSES,
+    EPISODE_ENDS,
     PRECISIONS,
+    RESIZE_MODES,
+    TRAINER_PRECISIONS,
     AgentConfig,
     Config,
     EnvConfig,
+    LoggingConfig,
     RewardConfig,
+    TrainerConfig,
 )
 from vlmrm.errors import ConfigError
 from vlmrm.registry import GROUND_TRUTH, backend_entry
+
+MAX_SEED = 2**32 - 1  # what numpy (and Lightning's seed_everything) accept
+MIN_RENDER, MAX_RENDER = 8, 4096
+DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
+#: gym.make arguments vlmrm sets itself, and the config key to use instead.
+RESERVED_ENV_KWARGS = {"render_mode": "(vlmrm renders rgb_array frames itself)",
+                       "max_episode_steps": "(use env.episode_length)",
+                       "xml_file": "(use env.xml)"}
 
 
 def require(ok: bool, message: str) -> None:
@@ -24,28 +44,44 @@ def require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def one_of(key: str, value: object, choices: tuple) -> None:
+    require(value in choices, f"{key}={value!r} is not one of {list(choices)}.")
+
+
 def validate(cfg: Config) -> None:
     """Raise :class:`ConfigError` for the first value that cannot work."""
+    require(0 <= cfg.seed <= MAX_SEED, f"seed={cfg.seed} must be in [0, {MAX_SEED}].")
     _validate_reward(cfg.reward)
     _validate_agent(cfg.agent)
     _validate_env(cfg.env)
-    require(cfg.logging.checkpoint_every >= 1,
-            f"logging.checkpoint_every={cfg.logging.checkpoint_every} must be >= 1.")
-    require(cfg.logging.video_every >= 0,
-            f"logging.video_every={cfg.logging.video_every} must be >= 0 (0 disables videos).")
-    require(cfg.logging.monitor_window >= 4,
-            f"logging.monitor_window={cfg.logging.monitor_window} must be >= 4 episodes: a "
-            "trend needs a few points (20 is the default).")
-    require(cfg.logging.monitor_frames >= 1,
-            f"logging.monitor_frames={cfg.logging.monitor_frames} must be >= 1.")
+    world = static_world_size(cfg)
+    if world is not None:
+        check_global_split(cfg, world)
+    _validate_trainer(cfg.trainer)
+    _validate_logging(cfg.logging)
+
+
+def _path(key: str, value: str, example: str) -> Path:
+    """A path-valued setting as a Path; refused when no file system would accept it."""
+    require(bool(value.strip()) and "\0" not in value,
+            f"{key}={value!r} is not a usable path. Give one like {key}={example}.")
+    return Path(value).expanduser()
 
 
 def _validate_reward(r: RewardConfig) -> None:
+    if r.resize is not None:
+        one_of("reward.resize", r.resize, RESIZE_MODES)
     require(0.0 <= r.alpha <= 1.0,
             f"reward.alpha={r.alpha} is outside [0, 1]. Use 0 for plain CLIP similarity, "
             "1 for the goal-baseline direction only.")
+    require(DEVICE.fullmatch(r.device) is not None,
+            f"reward.device={r.device!r} is not a device name. Use auto, cpu, cuda, cuda:N, "
+            "mps, xpu or xpu:N.")
     if r.backend == GROUND_TRUTH:
         return
+    require(bool(r.model.strip()) and r.model.isprintable(),
+            f"reward.model={r.model!r} is not a model name. Give one in the backend's "
+            "convention, e.g. reward.model=ViT-B-32/laion2b_s34b_b79k (see `vlmrm backends`).")
     for name, example in (("goal_prompts", "a humanoid robot kneeling"),
                           ("baseline_prompts", "a humanoid robot")):
         prompts = list(getattr(r, name))
@@ -59,6 +95,14 @@ def _validate_reward(r: RewardConfig) -> None:
             f"reward.negative_prompts={list(r.negative_prompts)} holds an empty prompt; remove "
             "it, or leave the list empty.")
     _check_transform(r)
+    if r.cache_dir is not None:
+        cache = _path("reward.cache_dir", r.cache_dir, "~/.cache/vlmrm")
+        require(not cache.exists() or cache.is_dir(),
+                f"reward.cache_dir={r.cache_dir!r} exists but is not a directory.")
+    if r.model_config is not None:
+        require(_path("reward.model_config", r.model_config, "configs/ARCH.json").is_file(),
+                f"reward.model_config={r.model_config!r} is not an existing file. Give the "
+                "path of the architecture JSON, e.g. reward.model_config=models/MyViT.json.")
     backend_entry(r.backend)
 
 
@@ -87,19 +131,31 @@ def _validate_agent(a: AgentConfig) -> None:
     for name in ("learning_starts", "gradient_steps", "eval_every"):
         value = getattr(a, name)
         require(value >= 0, f"agent.{name}={value} must be >= 0.")
+    require(a.buffer_size >= a.batch_size,
+            f"agent.buffer_size={a.buffer_size} is smaller than agent.batch_size="
+            f"{a.batch_size}: a minibatch would repeat transitions. Raise agent.buffer_size.")
     require(0.0 < a.gamma <= 1.0, f"agent.gamma={a.gamma} must be in (0, 1].")
     require(0.0 < a.tau <= 1.0, f"agent.tau={a.tau} must be in (0, 1].")
-    require(a.learning_rate > 0, f"agent.learning_rate={a.learning_rate} must be > 0.")
+    require(0 < a.learning_rate < math.inf,
+            f"agent.learning_rate={a.learning_rate} must be a positive finite number.")
+    require(0.0 <= a.target_entropy_weight <= 1.0,
+            f"agent.target_entropy_weight={a.target_entropy_weight} must be in [0, 1] (a "
+            "fraction of the maximum entropy).")
     _check_ent_coef(a.ent_coef)
-    require(a.critic_loss in CRITIC_LOSSES,
-            f"agent.critic_loss={a.critic_loss!r} must be one of {list(CRITIC_LOSSES)}.")
+    one_of("agent.critic_loss", a.critic_loss, CRITIC_LOSSES)
+    one_of("agent.activation", a.activation, ACTIVATIONS)
+    require(all(h >= 1 for h in a.hidden_sizes),
+            f"agent.hidden_sizes={list(a.hidden_sizes)} must hold positive layer widths, "
+            "e.g. agent.hidden_sizes=[256,256] ([] for linear networks).")
+    require(a.num_threads is None or a.num_threads >= 1,
+            f"agent.num_threads={a.num_threads} must be >= 1 (or null for torch's default).")
 
 
 def _check_ent_coef(value: str) -> None:
     if value == "auto":
         return
     try:
-        ok = float(value) > 0
+        ok = 0 < float(value) < math.inf
     except ValueError:
         ok = False
     require(ok, f"agent.ent_coef={value!r} must be \"auto\" or a positive number like 0.1.")
@@ -107,11 +163,19 @@ def _check_ent_coef(value: str) -> None:
 
 def _validate_env(e: EnvConfig) -> None:
     require(e.num_envs >= 1, f"env.num_envs={e.num_envs} must be >= 1.")
+    one_of("env.episode_end", e.episode_end, EPISODE_ENDS)
     require(e.episode_length is None or e.episode_length >= 1,
             f"env.episode_length={e.episode_length} must be >= 1 (or null for the env's own).")
     require(e.terminate_early or e.episode_length is not None,
             "env.terminate_early=false needs env.episode_length: without termination and "
             "without a fixed length, episodes would never end.")
+    require(e.render_size is None or MIN_RENDER <= e.render_size <= MAX_RENDER,
+            f"env.render_size={e.render_size} must be in [{MIN_RENDER}, {MAX_RENDER}] pixels "
+            "(or null for the reward model's input size).")
+    for key in e.kwargs:
+        require(key not in RESERVED_ENV_KWARGS,
+                f"env.kwargs.{key} is set by vlmrm {RESERVED_ENV_KWARGS.get(key, '')}; remove "
+                f"it from env.kwargs.")
     _check_env_id(e.id)
     _check_scene_options(e)
 
@@ -121,6 +185,12 @@ def _check_env_id(env_id: str) -> None:
 
     from vlmrm.scenes import SCENES
 
+    # Gymnasium imports the module named before a colon ("pkg.module:Env-v0"): a config
+    # value must never choose code to import.
+    require(":" not in env_id,
+            f"env.id={env_id!r}: ids of the form 'module:Env' make Gymnasium import that "
+            "module, which vlmrm does not allow from a config. Import the package that "
+            "registers the env yourself and give its plain id.")
     try:
         gym.spec(env_id)
     except gym.error.Error:
@@ -138,18 +208,30 @@ def _check_scene_options(e: EnvConfig) -> None:
     if e.id in SCENES:
         supported = SCENES[e.id].options
     else:
-        supported = ("textured", "camera", "xml") if is_mujoco(e.id) else ()
-    for name in ("textured", "camera", "xml"):
+        supported = SCENE_OPTIONS if is_mujoco(e.id) else ()
+    for name in SCENE_OPTIONS:
         value = getattr(e, name)
         require(value is None or name in supported,
                 f"env.{name}={value!r} does not apply to env.id={e.id!r}: only "
                 f"{_takers(name)} take it. Remove env.{name}, or pick one of those ids.")
     require(e.camera is None or bool(e.camera.strip()),
-            "env.camera is empty. Use env.camera=paper, env.camera=stock or a camera name.")
+            "env.camera is empty. Use env.camera=paper, tracking, stock or a camera name.")
+    if e.texture_dir is not None:
+        require(bool(e.texture_dir.strip()) and Path(e.texture_dir).expanduser().is_dir(),
+                f"env.texture_dir={e.texture_dir!r} is not an existing folder. Give a folder "
+                "holding sky.png, floor.png and/or body.png.")
+        require(e.textured is not False,
+                f"env.texture_dir={e.texture_dir!r} dresses the textured scene, but "
+                "env.textured=false. Drop one of the two.")
     if e.xml is not None:
-        require(Path(e.xml).expanduser().is_file() and e.xml.endswith(".xml"),
+        xml = _path("env.xml", e.xml, "scenes/my_humanoid.xml")
+        require(xml.is_file() and e.xml.endswith(".xml"),
                 f"env.xml={e.xml!r} is not an existing MJCF file. Give the path of your "
                 "MuJoCo model file, e.g. env.xml=scenes/my_humanoid.xml.")
+
+
+#: Scene options a Gymnasium MuJoCo env takes; the vlmrm/ scenes list their own.
+SCENE_OPTIONS = ("textured", "camera", "xml", "texture_dir")
 
 
 def _takers(option: str) -> str:
@@ -157,3 +239,88 @@ def _takers(option: str) -> str:
 
     ids = [k for k, scene in SCENES.items() if option in scene.options]
     return f"{', '.join(ids)} and Gymnasium MuJoCo envs (Humanoid-v5, Ant-v5, ...)"
+
+
+def static_world_size(cfg: Config) -> int | None:
+    """Ranks the trainer settings ask for, when they say it without asking the hardware."""
+    devices = cfg.trainer.devices
+    if isinstance(devices, (list, tuple)):
+        count = len(devices)
+    elif isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
+        count = devices
+    else:  # "auto", -1, "0,1" strings: Lightning resolves them; checked again at fit time
+        return None
+    return count * cfg.trainer.num_nodes
+
+
+#: Quantities counted over all ranks together, each rank taking an equal share.
+GLOBAL_QUANTITIES = ("env.num_envs", "agent.batch_size", "agent.learning_starts")
+
+
+def check_global_split(cfg: Config, world_size: int) -> None:
+    """Under DDP every rank takes 1/world_size of the global quantities: it must divide."""
+    if world_size <= 1:
+        return
+    values = {"env.num_envs": cfg.env.num_envs, "agent.batch_size": cfg.agent.batch_size,
+              "agent.learning_starts": cfg.agent.learning_starts}
+    for key, value in values.items():
+        require(value % world_size == 0,
+                f"{key}={value} does not split evenly over {world_size} ranks "
+                f"(trainer.devices x trainer.num_nodes): {key} counts all ranks together and "
+                f"each rank takes an equal share. Use a multiple of {world_size}, e.g. "
+                f"{key}={max(world_size, value // world_size * world_size)}.")
+
+
+def _validate_trainer(t: TrainerConfig) -> None:
+    for name in ("accelerator", "strategy"):
+        value = getattr(t, name)
+        require(bool(value.strip()), f"trainer.{name} is empty. Use trainer.{name}=auto.")
+    require(t.num_nodes >= 1, f"trainer.num_nodes={t.num_nodes} must be >= 1.")
+    require(t.precision in TRAINER_PRECISIONS,
+            f"trainer.precision={t.precision!r} is not a Lightning precision. Use one of "
+            f"{list(TRAINER_PRECISIONS)}.")
+    require(_devices_ok(t.devices),
+            f"trainer.devices={t.devices!r} is not a device count or list. Use a positive "
+            "integer, -1 (all), 'auto', or a list of device indices such as [0, 1].")
+
+
+def _devices_ok(value: Any) -> bool:
+    """The forms Lightning accepts: int >= 1 or -1, 'auto', '2', '0,1', [0, 1]."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value >= 1 or value == -1
+    if isinstance(value, str):
+        text = value.strip()
+        if text in ("auto", "-1"):
+            return True
+        if text.isdecimal():
+            return int(text) >= 1
+        return "," in text and re.fullmatch(r"\d+(\s*,\s*\d+)*\s*,?", text) is not None
+    if isinstance(value, (list, tuple)):
+        ints = [v for v in value if isinstance(v, int) and not isinstance(v, bool) and v >= 0]
+        return len(ints) == len(value) > 0 and len(set(ints)) == len(ints)
+    return False
+
+
+def _validate_logging(g: LoggingConfig) -> None:
+    out = _path("logging.output_dir", g.output_dir, "runs")
+    require(not out.exists() or out.is_dir(),
+            f"logging.output_dir={g.output_dir!r} exists but is not a directory.")
+    if g.run_name is not None:
+        name = g.run_name
+        require(name not in (".", "..") and re.fullmatch(r"[^/\\\x00-\x1f]+", name) is not None
+                and len(name.encode()) <= 200,
+                f"logging.run_name={name!r} must be one directory name (no '/', no control "
+                "characters, at most 200 bytes), e.g. logging.run_name=kneeling-seed3.")
+    require(g.checkpoint_every >= 1,
+            f"logging.checkpoint_every={g.checkpoint_every} must be >= 1.")
+    require(g.keep_checkpoints is None or g.keep_checkpoints >= 1,
+            f"logging.keep_checkpoints={g.keep_checkpoints} must be >= 1 (or null to keep "
+            "every step checkpoint).")
+    require(g.video_every >= 0,
+            f"logging.video_every={g.video_every} must be >= 0 (0 disables videos).")
+    require(g.monitor_window >= 4,
+            f"logging.monitor_window={g.monitor_window} must be >= 4 episodes: a trend needs a "
+            "few points (20 is the default).")
+    require(g.monitor_frames >= 1, f"logging.monitor_frames={g.monitor_frames} must be >= 1.")

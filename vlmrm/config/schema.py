@@ -14,6 +14,15 @@ from typing import Any
 #: Reward-model weight precisions (``reward.precision``); the backend maps them to dtypes.
 PRECISIONS = ("32", "bf16", "16")
 CRITIC_LOSSES = ("smooth_l1", "l2")
+ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu")
+EPISODE_ENDS = ("truncate", "terminate")
+RESIZE_MODES = ("crop", "squash")
+#: ``trainer.precision`` values Lightning 2.x accepts (checked here so that a typo is a config
+#: error before anything is loaded).
+TRAINER_PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16",
+                      "16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
+#: Default of ``logging.keep_checkpoints``.
+KEEP_CHECKPOINTS = 5
 
 
 def opt(default: Any, help: str) -> Any:
@@ -35,7 +44,15 @@ class EnvConfig:
     terminate_early: bool = opt(
         True, "false removes early termination (the paper's setting): episodes last "
         "episode_length.")
-    num_envs: int = opt(1, "Number of environments collected from at once.")
+    episode_end: str = opt(
+        "truncate", "How the end of a fixed-length episode (env.episode_length, or the env's "
+        "own time limit) enters the SAC target: 'truncate' = a time-limit truncation, the value "
+        "of the last state is bootstrapped (the standard choice); 'terminate' = a terminal "
+        "state, no bootstrap (what the paper's code did: its envs set terminated=True at "
+        "episode_length).")
+    num_envs: int = opt(
+        1, "Environments collected from at once, over all ranks: under DDP each of N ranks "
+        "runs num_envs / N of them (the paper's humanoid run: 32).")
     parallel: bool = opt(
         False, "Run the envs in worker processes (ParallelEnv) instead of one after another.")
     render_size: int | None = opt(
@@ -48,10 +65,15 @@ class EnvConfig:
         "false = the stock look, null = the scene's default (textured for vlmrm/Humanoid-v0 "
         "and vlmrm/MountainCarContinuous-v0, stock for other ids).")
     camera: str | None = opt(
-        None, "Render camera of MuJoCo envs: 'paper' (track the torso: distance 3.5, look-at "
-        "(0, 0, 1), elevation -10, azimuth 180), 'stock' (the env's own view), or the name of "
-        "a camera in the model file; null = the scene's default ('paper' for "
-        "vlmrm/Humanoid-v0).")
+        None, "Render camera of MuJoCo envs: 'paper' (the paper code's view: fixed, 3.5 from "
+        "look-at (0, 0, 1), elevation -10, azimuth 180; its trackbodyid had no effect on "
+        "MuJoCo's free camera), 'tracking' (that view following the torso), 'stock' (the "
+        "env's own view), or the name of a camera in the model file; null = the scene's "
+        "default ('paper' for vlmrm/Humanoid-v0).")
+    texture_dir: str | None = opt(
+        None, "A folder of your own scene pictures for the textured MuJoCo look: sky.png "
+        "(square), floor.png, body.png (square); a missing one keeps the painted default. "
+        "Needs env.textured (null counts as true).")
     xml: str | None = opt(
         None, "Your own MuJoCo model file (MJCF) for a MuJoCo env id (vlmrm/Humanoid-v0, "
         "Humanoid-v5, Ant-v5, ...); env.textured and env.camera are applied on top of it. Its "
@@ -86,8 +108,13 @@ class RewardConfig:
         [], "Prompts for what the goal is not; softmax adds them as a class and contrastive "
         "subtracts their similarity (instead of the baseline's); vlmrm evaluate-reward's prompt "
         "check compares the goal against them.")
+    resize: str | None = opt(
+        None, "How a frame becomes the encoder's square input: 'crop' (resize the short side, "
+        "centre-crop: CLIP's own preprocessing), 'squash' (resize the whole frame to the square, "
+        "no crop: what the paper's code did), or null for the model's own default.")
     batch_size: int = opt(32, "Frames per forward pass of the image encoder.")
-    device: str = opt("auto", "'auto' (the trainer's device), 'cpu', 'cuda', 'cuda:1', ...")
+    device: str = opt("auto", "'auto' (the trainer's device), 'cpu', 'cuda', 'cuda:N', 'mps', "
+                      "'xpu', 'xpu:N'.")
     precision: str = opt("32", f"Reward-model weights precision: one of {list(PRECISIONS)}.")
     cache_dir: str | None = opt(
         None, "Where model weights are looked up and downloaded; null uses the library "
@@ -101,10 +128,17 @@ class RewardConfig:
 class AgentConfig:
     total_env_steps: int = opt(100_000, "Environment steps to collect in total (all envs, "
                                "all ranks).")
-    learning_starts: int = opt(1_000, "Random-action steps collected before the first update.")
-    train_freq: int = opt(1, "Steps per env collected between training phases.")
+    learning_starts: int = opt(
+        1_000, "Env steps (all envs, all ranks) collected with random actions before the first "
+        "update; updates start once more than this many are collected.")
+    train_freq: int = opt(
+        1, "Steps of EACH env between training phases, so a phase collects train_freq x "
+        "num_envs transitions (Stable-Baselines3's train_freq with vectorised envs: the "
+        "paper's train_freq=100 with 32 envs is 3,200 transitions per phase).")
     gradient_steps: int = opt(1, "Gradient updates after each collection phase.")
-    batch_size: int = opt(256, "Replay minibatch size.")
+    batch_size: int = opt(
+        256, "Replay minibatch size of one update, over all ranks: under DDP each of N ranks "
+        "samples batch_size / N and DDP averages the gradients.")
     buffer_size: int = opt(1_000_000, "Replay buffer capacity in transitions.")
     gamma: float = opt(0.99, "Discount factor.")
     tau: float = opt(0.005, "Polyak coefficient of the target critics.")
@@ -116,12 +150,17 @@ class AgentConfig:
         "actions use -dim(A).")
     critic_loss: str = opt(
         "smooth_l1", "Critic regression loss: 'smooth_l1' (Huber, TorchRL's default) or 'l2'.")
-    hidden_sizes: list[int] = opt([256, 256], "Hidden layer sizes of actor and critic MLPs.")
+    hidden_sizes: list[int] = opt([256, 256], "Hidden layer sizes of actor and critic MLPs "
+                                  "([] makes them linear).")
+    activation: str = opt(
+        "relu", f"Hidden-layer activation of actor and critic MLPs: one of {list(ACTIVATIONS)} "
+        "(relu: Stable-Baselines3's MlpPolicy, CleanRL and TorchRL's SAC example).")
     eval_every: int = opt(10_000, "Run deterministic evaluation episodes every this many env "
                           "steps (0 disables).")
     eval_episodes: int = opt(5, "Evaluation episodes per evaluation.")
     num_threads: int | None = opt(
-        1, "torch intra-op threads of this process; 1 is fastest on small CPUs (see README).")
+        1, "torch intra-op threads of this process; 1 is fastest on small CPUs (see README); "
+        "null leaves torch's default.")
 
 
 @dataclass
@@ -135,7 +174,7 @@ class TrainerConfig:
     num_nodes: int = opt(1, "Nodes for multi-node training (with a cluster launcher such as "
                          "SLURM or torchrun).")
     precision: str = opt("32-true", "Lightning precision of the SAC networks: '32-true', "
-                         "'bf16-mixed', '16-mixed'.")
+                         "'bf16-mixed', '16-mixed', ... (any Lightning precision).")
     enable_progress_bar: bool = opt(True, "Show Lightning's progress bar (env steps and "
                                     "returns).")
 
@@ -144,9 +183,13 @@ class TrainerConfig:
 class LoggingConfig:
     output_dir: str = opt("runs", "Parent directory of run directories.")
     run_name: str | None = opt(None, "Run directory name; null uses "
-                               "'<config name>-<timestamp>'.")
+                               "'<config name>-<timestamp>' (with -2, -3, ... if taken). An "
+                               "existing name is refused: runs never share a directory.")
     checkpoint_every: int = opt(50_000, "Save a checkpoint every this many env steps (plus "
                                 "one at the end).")
+    keep_checkpoints: int | None = opt(
+        KEEP_CHECKPOINTS, "Keep the newest this many step-N.ckpt files (older ones are deleted "
+        "once a newer one is complete; last.ckpt is always kept); null keeps all.")
     video_every: int = opt(
         0, "Record one deterministic evaluation episode every this many env steps, as a "
         "TensorBoard video and an mp4 in <run dir>/videos, with each frame's VLM reward (and "
@@ -165,7 +208,7 @@ class LoggingConfig:
 
 @dataclass
 class Config:
-    seed: int = opt(0, "Global seed (env seeds derive from it).")
+    seed: int = opt(0, "Global seed in [0, 2**32 - 1] (env seeds derive from it).")
     env: EnvConfig = group(EnvConfig, "The environment and how it is rendered.")
     reward: RewardConfig = group(RewardConfig, "The reward model and prompts.")
     agent: AgentConfig = group(AgentConfig, "SAC hyper-parameters and evaluation.")

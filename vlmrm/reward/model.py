@@ -44,7 +44,10 @@ class VLMRewardModel:
         self.backend = backend
         self.goal_prompts = list(goal_prompts)
         self.baseline_prompts = list(baseline_prompts)
+        backend.check_prompts(self.goal_prompts, "reward.goal_prompts")
+        backend.check_prompts(self.baseline_prompts, "reward.baseline_prompts")
         self.negative_prompts = list(negative_prompts)
+        backend.check_prompts(self.negative_prompts, "reward.negative_prompts")
         self.prompts = embed_prompts(backend, self.goal_prompts, self.baseline_prompts,
                                      self.negative_prompts)
         spec = default_transform(alpha) if transform is None else transform

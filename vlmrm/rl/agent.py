@@ -11,36 +11,41 @@ from torchrl.objectives import DiscreteSACLoss, LossModule, SACLoss, ValueEstima
 from vlmrm.config.schema import AgentConfig
 from vlmrm.errors import ConfigError
 
+#: ``agent.activation`` names -> hidden-layer activations.
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU}
+
 
 def is_discrete(action_spec: TensorSpec) -> bool:
     return isinstance(action_spec, OneHot)
 
 
-def make_agent(obs_dim: int, action_spec: TensorSpec, hidden: list[int]
-               ) -> tuple[ProbabilisticActor, TensorDictModule]:
+def make_agent(obs_dim: int, action_spec: TensorSpec, hidden: list[int],
+               activation: str = "relu") -> tuple[ProbabilisticActor, TensorDictModule]:
     """Actor and Q-network for ``observation`` vectors of size ``obs_dim``."""
+
+    def mlp(inputs: int, outputs: int) -> MLP:
+        return MLP(in_features=inputs, out_features=outputs, num_cells=hidden,
+                   activation_class=ACTIVATIONS[activation])
+
     if is_discrete(action_spec):
         n = action_spec.shape[-1]
-        logits = TensorDictModule(MLP(in_features=obs_dim, out_features=n, num_cells=hidden),
-                                  in_keys=["observation"], out_keys=["logits"])
+        logits = TensorDictModule(mlp(obs_dim, n), in_keys=["observation"], out_keys=["logits"])
         actor = ProbabilisticActor(logits, in_keys=["logits"], spec=action_spec,
                                    distribution_class=OneHotCategorical)
-        q = TensorDictModule(MLP(in_features=obs_dim, out_features=n, num_cells=hidden),
-                             in_keys=["observation"], out_keys=["action_value"])
+        q = TensorDictModule(mlp(obs_dim, n), in_keys=["observation"], out_keys=["action_value"])
         return actor, q
     if action_spec.shape.numel() == 0 or not hasattr(action_spec, "space"):
         raise ConfigError(f"Unsupported action space {action_spec}: vlmrm's SAC handles "
                           "Box and Discrete actions.")
     act_dim = action_spec.shape[-1]
-    net = nn.Sequential(MLP(in_features=obs_dim, out_features=2 * act_dim, num_cells=hidden),
-                        NormalParamExtractor())
+    net = nn.Sequential(mlp(obs_dim, 2 * act_dim), NormalParamExtractor())
     actor = ProbabilisticActor(
         TensorDictModule(net, in_keys=["observation"], out_keys=["loc", "scale"]),
         in_keys=["loc", "scale"], spec=action_spec, distribution_class=TanhNormal,
         distribution_kwargs={"low": action_spec.space.low, "high": action_spec.space.high},
     )
-    q = ValueOperator(MLP(in_features=obs_dim + act_dim, out_features=1, num_cells=hidden),
-                      in_keys=["observation", "action"])
+    q = ValueOperator(mlp(obs_dim + act_dim, 1), in_keys=["observation", "action"])
     return actor, q
 
 

@@ -8,8 +8,16 @@ from typing import TYPE_CHECKING
 import lightning as L
 from torchrl.envs import EnvBase
 
+from vlmrm.errors import NonFiniteError
 from vlmrm.media import add_tensorboard_video, write_mp4
 from vlmrm.reward.model import VLMRewardModel, input_size
+from vlmrm.rl.checkpoints import (
+    LAST,
+    nonfinite_tensors,
+    optimizer_tensors,
+    prune,
+    remove_partials,
+)
 from vlmrm.rl.envs import SeedOffset, env_seed, episode_cap, make_base_env
 from vlmrm.rl.evaluate import episode_video, run_episode
 
@@ -23,21 +31,59 @@ def crossed(every: int, before: int, now: int) -> bool:
 
 
 class EnvStepCheckpoint(L.Callback):
-    """Save ``step-<env_steps>.ckpt`` every ``every`` env steps and ``last.ckpt`` at the end."""
+    """Save ``step-<env_steps>.ckpt`` every ``every`` env steps and ``last.ckpt`` at the end,
+    keeping the newest ``keep`` step checkpoints (None keeps all).
 
-    def __init__(self, dirpath: str | Path, every: int) -> None:
+    Only a good state is saved: the parameters and optimizer state are checked finite
+    first (a non-finite state stops the run instead, see :class:`NonFiniteError`). Old
+    checkpoints are pruned only after the new one is complete on disk, so the newest
+    complete checkpoint always loads.
+    """
+
+    def __init__(self, dirpath: str | Path, every: int, keep: int | None = None) -> None:
         self.dirpath = Path(dirpath)
         self.every = every
+        self.keep = keep
         self._saved_at = 0
+        #: The newest checkpoint this run wrote (None before the first).
+        self.last_saved: Path | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, module: SACModule) -> None:
+        if trainer.is_global_zero:
+            remove_partials(self.dirpath)
 
     def on_train_batch_end(self, trainer: L.Trainer, module: SACModule, *args) -> None:
         steps = module.env_steps
         if crossed(self.every, self._saved_at, steps):
-            trainer.save_checkpoint(self.dirpath / f"step-{steps}.ckpt", weights_only=False)
+            self.save(trainer, module, f"step-{steps}.ckpt")
             self._saved_at = steps
+            if trainer.is_global_zero:
+                prune(self.dirpath, self.keep)
 
     def on_train_end(self, trainer: L.Trainer, module: SACModule) -> None:
-        trainer.save_checkpoint(self.dirpath / "last.ckpt", weights_only=False)
+        self.save(trainer, module, LAST)
+
+    def save(self, trainer: L.Trainer, module: SACModule, name: str) -> Path:
+        """Write ``name`` (all ranks call this; Lightning writes on rank 0 only)."""
+        # DDP keeps parameters identical on every rank, so every rank reaches the same
+        # verdict here without communicating.
+        bad = nonfinite_tensors([*module.state_dict().items(),
+                                 *optimizer_tensors(trainer.optimizers)])
+        if bad:
+            raise NonFiniteError(
+                f"The agent's state is non-finite at env step {module.env_steps} "
+                f"({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}), so "
+                f"{name} was not written. Lower agent.learning_rate, or check the reward scale.")
+        path = self.dirpath / name
+        trainer.save_checkpoint(path, weights_only=False)
+        self.last_saved = path
+        return path
+
+    def on_exception(self, trainer: L.Trainer, module: SACModule,
+                     exception: BaseException) -> None:
+        if isinstance(exception, NonFiniteError):
+            exception.last_good = self.last_saved
+            exception.checked_checkpoints = True
 
 
 class VideoRecorder(L.Callback):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from tensordict import TensorDictBase
@@ -18,6 +19,7 @@ from torchrl.envs import EnvBase
 from vlmrm.keys import DONE, GT_REWARD, NEXT, PIXELS, REPLAY_KEYS, REWARD, SUCCESS
 from vlmrm.reward.model import VLMRewardModel
 from vlmrm.reward.transform import VLMRewardTransform
+from vlmrm.rl.nonfinite import check_rewards
 
 
 def make_collector(env: EnvBase, policy, frames_per_batch: int, learning_starts: int,
@@ -115,6 +117,12 @@ class DataPipeline:
     episodes: EpisodeTracker
     eval_env: EnvBase | None = None
     envs: list[EnvBase] = field(default_factory=list)
+    #: Where the evidence of a non-finite reward goes (``<run dir>/nonfinite``); None: nowhere.
+    evidence_dir: Path | None = None
+    rank: int = 0
+    world_size: int = 1
+    #: Env steps this rank has scored (names a bad batch by its step range).
+    steps_scored: int = field(default=0, init=False)
     #: Set by the reward monitor (:mod:`vlmrm.rl.monitor`): ``watch`` keeps each scored
     #: batch's rewards, ground truth and episode ends in ``last_scored``; ``keep_frames > 0``
     #: also keeps that many of its highest-reward frames (and rewards) in ``top_frames``.
@@ -132,14 +140,23 @@ class DataPipeline:
         return next(self._iterator)
 
     def score(self, batch: TensorDictBase) -> TensorDictBase:
-        """VLM rewards for the whole batch in one pass; the env's reward kept as gt_reward."""
-        frames = batch.get((NEXT, PIXELS), None) if self.keep_frames else None  # dropped next
-        batch = self.reward_transform(batch)
+        """VLM rewards for the whole batch in one pass; the env's reward kept as gt_reward.
+
+        A NaN or infinite reward raises :class:`~vlmrm.rl.nonfinite.NonFiniteBatch` here,
+        before the batch can reach the replay buffer, with its frames saved to
+        ``evidence_dir``.
+        """
+        frames = batch.get((NEXT, PIXELS), None)  # held here: scoring drops them from the batch
+        scored = self.reward_transform(batch)
+        first = self.steps_scored + 1
+        self.steps_scored += scored.numel()
+        check_rewards(scored, (NEXT, REWARD), frames, first, self.rank, self.world_size,
+                      self.evidence_dir)
         if self.watch:
-            self.last_scored = batch.select(*WATCHED, strict=False).clone()
-        if frames is not None:
-            self.top_frames = top_frames(frames, batch.get((NEXT, REWARD)), self.keep_frames)
-        return batch
+            self.last_scored = scored.select(*WATCHED, strict=False).clone()
+        if self.keep_frames and frames is not None:
+            self.top_frames = top_frames(frames, scored.get((NEXT, REWARD)), self.keep_frames)
+        return scored
 
     def store(self, batch: TensorDictBase) -> dict[str, list[float]]:
         """Add a scored batch to the replay buffer; return the episodes it finished."""

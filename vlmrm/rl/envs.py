@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 from enum import IntEnum
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -26,6 +27,7 @@ from torchrl.envs import (
 )
 
 from vlmrm.config.schema import EnvConfig
+from vlmrm.errors import ConfigError, one_paragraph
 from vlmrm.keys import SUCCESS
 from vlmrm.scenes import SCENES, is_mujoco
 from vlmrm.scenes.mjcf import mujoco_scene_kwargs
@@ -64,8 +66,29 @@ class NoEarlyTermination(gym.Wrapper):
         return obs, reward, False, truncated, info
 
 
+class EpisodeEndIsTerminal(gym.Wrapper):
+    """A time-limit truncation becomes a terminal state (no bootstrap from the last state):
+    ``env.episode_end=terminate``, as the paper's envs signalled the end of their episodes."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated or truncated, False, info
+
+
 def make_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None = None) -> gym.Env:
-    """The Gymnasium env, rendering ``rgb_array`` at ``render_size`` where the env allows."""
+    """The Gymnasium env, rendering ``rgb_array`` at ``render_size`` where the env allows.
+
+    Arguments the env rejects (``env.kwargs``, ``env.xml``) are a :class:`ConfigError`."""
+    try:
+        return _make_gym_env(cfg, render_size)
+    except (TypeError, ValueError) as err:
+        given = f"env.kwargs={dict(cfg.kwargs)!r}" + (f", env.xml={cfg.xml!r}" if cfg.xml else "")
+        raise ConfigError(f"env.id={cfg.id!r} could not be made with {given}: "
+                          f"{one_paragraph(str(err))}. Fix or remove the argument it "
+                          "names.") from None
+
+
+def _make_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None) -> gym.Env:
     kwargs: dict[str, Any] = dict(cfg.kwargs)
     if cfg.episode_length is not None:
         kwargs["max_episode_steps"] = cfg.episode_length
@@ -78,17 +101,25 @@ def make_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None = None) -> 
     env = gym.make(cfg.id, render_mode="rgb_array", **kwargs)
     if not cfg.terminate_early:
         env = NoEarlyTermination(env)
+    if cfg.episode_end == "terminate":
+        env = EpisodeEndIsTerminal(env)
     return env
 
 
 def scene_kwargs(cfg: EnvConfig) -> dict[str, Any]:
-    """gym.make keyword arguments for env.textured / env.camera / env.xml."""
+    """gym.make keyword arguments for env.textured / camera / xml / texture_dir."""
+    texture_dir = None if cfg.texture_dir is None else str(Path(cfg.texture_dir).expanduser()
+                                                          .resolve())
     if cfg.id in SCENES:
-        chosen = {"textured": cfg.textured, "camera": cfg.camera, "xml_file": cfg.xml}
+        chosen = {"textured": cfg.textured, "camera": cfg.camera, "xml_file": cfg.xml,
+                  "texture_dir": texture_dir}
         return {k: v for k, v in chosen.items() if v is not None}
-    if not is_mujoco(cfg.id) or (cfg.textured is None and cfg.camera is None and cfg.xml is None):
+    options = (cfg.textured, cfg.camera, cfg.xml, cfg.texture_dir)
+    if not is_mujoco(cfg.id) or all(v is None for v in options):
         return {}
-    return mujoco_scene_kwargs(cfg.xml or _stock_xml(cfg.id), bool(cfg.textured), cfg.camera)
+    textured = cfg.textured if cfg.textured is not None else texture_dir is not None
+    return mujoco_scene_kwargs(cfg.xml or _stock_xml(cfg.id), textured, cfg.camera,
+                               texture_dir)
 
 
 def _stock_xml(env_id: str) -> str:

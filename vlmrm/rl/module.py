@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 from omegaconf import OmegaConf
+from tensordict import TensorDictBase
 from torch.utils.data import DataLoader
 from torchrl.data import TensorSpec
 from torchrl.objectives import SoftUpdate
@@ -21,6 +22,7 @@ from vlmrm.config.schema import Config
 from vlmrm.rl.agent import make_agent, make_loss
 from vlmrm.rl.data import DataPipeline
 from vlmrm.rl.evaluate import evaluate
+from vlmrm.rl.nonfinite import NonFiniteBatch, agree_to_stop, check_losses
 
 #: Builds the rank's data pipeline once the module knows its rank and device.
 DataFactory = Callable[["SACModule"], DataPipeline]
@@ -38,7 +40,8 @@ class SACModule(L.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         self.cfg = cfg
-        self.actor, qvalue = make_agent(obs_dim, action_spec, list(cfg.agent.hidden_sizes))
+        self.actor, qvalue = make_agent(obs_dim, action_spec, list(cfg.agent.hidden_sizes),
+                                        cfg.agent.activation)
         # The loss holds the critics (and their targets); keeping `qvalue` elsewhere would
         # leave an unused parameter copy that DDP rejects.
         self.loss_module = make_loss(self.actor, qvalue, action_spec, cfg.agent)
@@ -49,6 +52,8 @@ class SACModule(L.LightningModule):
         #: Figures of the latest evaluation (``eval/...``), for the end-of-run report.
         self.last_eval: dict[str, float] = {}
         self._next_eval = cfg.agent.eval_every or None
+        #: A non-finite value met this iteration (the run stops at the iteration's end).
+        self._problem: NonFiniteBatch | None = None
         self._clock = time.perf_counter()
         #: The reward formula's state from a resumed checkpoint, applied once data exists.
         self._restored_formula: dict[str, Any] | None = None
@@ -67,7 +72,7 @@ class SACModule(L.LightningModule):
 
     def train_dataloader(self) -> DataLoader:
         a, e = self.cfg.agent, self.cfg.env
-        per_iteration = a.train_freq * e.num_envs * self.trainer.world_size
+        per_iteration = a.train_freq * e.num_envs  # num_envs counts all ranks
         iterations = -(-a.total_env_steps // per_iteration)
         return DataLoader(range(iterations), batch_size=None)
 
@@ -112,12 +117,19 @@ class SACModule(L.LightningModule):
         t0 = time.perf_counter()
         steps = data.collect()                           # [num_envs, train_freq], with pixels
         t1 = time.perf_counter()
-        steps = data.score(steps)                        # VLM reward; env's kept as gt_reward
+        scored = self._score(steps)                      # VLM reward; env's kept as gt_reward
         t2 = time.perf_counter()
+        before = self.env_steps
         self.env_steps += steps.numel() * self.trainer.world_size
-        metrics = self._episode_metrics(data.store(steps))
+        # A batch with a non-finite reward is never stored (the run stops below).
+        metrics = {} if scored is None else self._episode_metrics(data.store(scored))
         if self.learning_started:
-            metrics.update(self.update(self.cfg.agent.gradient_steps))
+            losses = self.update(self.cfg.agent.gradient_steps)
+            self._record(check_losses, losses, before + 1, self.env_steps)
+            metrics.update(losses)
+        # Every rank passes here once per iteration: where all ranks agree to stop, together.
+        agree_to_stop(self._problem, self.trainer.world_size, self.all_gather, self.device,
+                      data.evidence_dir)
         t3 = time.perf_counter()
         metrics.update(self._rates(steps.numel(), t1 - t0, t2 - t1, t3 - self._clock))
         self._clock = t3
@@ -125,6 +137,19 @@ class SACModule(L.LightningModule):
             metrics.update(self.run_evaluation())
             self._next_eval += self.cfg.agent.eval_every
         self._log(metrics)
+
+    def _score(self, steps: TensorDictBase) -> TensorDictBase | None:
+        """The scored batch, or None when its rewards are non-finite (problem recorded)."""
+        return self._record(self.data.score, steps)
+
+    def _record(self, check: Callable[..., Any], *args: Any) -> Any:
+        """``check(*args)``, keeping a :class:`NonFiniteBatch` it raises for
+        :func:`agree_to_stop` instead of leaving the other DDP ranks behind."""
+        try:
+            return check(*args)
+        except NonFiniteBatch as problem:
+            self._problem = self._problem or problem
+            return None
 
     @property
     def learning_started(self) -> bool:

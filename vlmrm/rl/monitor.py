@@ -75,14 +75,14 @@ class RewardMonitor(L.Callback):
         data = self._data(module)
         if data is not None:
             data.watch = True
-            self._episodes = EpisodeTracker(module.cfg.env.num_envs)
+            self._episodes = EpisodeTracker(data.episodes.num_envs)  # this rank's envs
 
     def on_train_batch_start(self, trainer: L.Trainer, module: SACModule, *args) -> None:
         data = self._data(module)
         if data is None or not self.every:
             return
-        a, e = module.cfg.agent, module.cfg.env
-        after = module.env_steps + a.train_freq * e.num_envs * trainer.world_size
+        per_batch = module.cfg.agent.train_freq * data.episodes.num_envs * trainer.world_size
+        after = module.env_steps + per_batch
         # Frames are only copied out of the batches that will reach the next picture.
         data.keep_frames = self.frames if crossed(self.every, module.env_steps, after) else 0
 

@@ -1,12 +1,14 @@
 """The paper's scenes, registered as Gymnasium ids under the ``vlmrm/`` namespace.
 
 =================================  ==================================================
-``vlmrm/Humanoid-v0``              Humanoid-v5 dynamics; textured scene, the paper's
-                                   tracking camera, no early termination, 100 steps.
+``vlmrm/Humanoid-v0``              Humanoid-v5 dynamics; textured scene (or your own
+                                   pictures: ``texture_dir``), the paper's camera, no
+                                   early termination, 100 steps.
 ``vlmrm/CartPole-v0``              no termination, wrapped angle, cart clipped to the
                                    track, reward = ``is_success``, 200 steps.
-``vlmrm/MountainCarContinuous-v0`` realistic textured render, ``is_success`` at the
-                                   flag, 999 steps (stock).
+``vlmrm/MountainCarContinuous-v0`` realistic textured render; ``is_success`` once
+                                   the car reached the flag (sticky, the car held at
+                                   x <= 0.45), no termination at the flag, 999 steps.
 =================================  ==================================================
 
 Importing :mod:`vlmrm.rl.envs` or :mod:`vlmrm.config` registers them (env worker
@@ -26,14 +28,14 @@ class Scene:
 
     entry_point: str
     max_episode_steps: int
-    options: tuple[str, ...]  # which of env.textured / env.camera / env.xml it takes
+    options: tuple[str, ...]  # which of env.textured / camera / xml / texture_dir it takes
     success: bool  # emits info["is_success"]
     sized: bool  # renders at a requested width/height
 
 
 SCENES: dict[str, Scene] = {
     "vlmrm/Humanoid-v0": Scene("vlmrm.scenes.humanoid:make_humanoid", 100,
-                               ("textured", "camera", "xml"), success=False, sized=True),
+                               ("textured", "camera", "xml", "texture_dir"), success=False, sized=True),
     "vlmrm/CartPole-v0": Scene("vlmrm.scenes.cartpole:PaperCartPoleEnv", 200, (),
                                success=True, sized=False),
     "vlmrm/MountainCarContinuous-v0": Scene("vlmrm.scenes.mountaincar:PaperMountainCarEnv",

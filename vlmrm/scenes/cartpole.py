@@ -6,6 +6,8 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
+from vlmrm.keys import SUCCESS
+
 
 def wrap_angle(theta: float) -> float:
     """``theta`` mapped to [-pi, pi)."""
@@ -46,9 +48,9 @@ class PaperCartPoleEnv(CartPoleEnv):
         self.state = np.array((x, x_dot, wrap_angle(theta), theta_dot), dtype=np.float64)
         success = self.is_success()
         obs = np.array(self.state, dtype=np.float32)
-        return obs, float(success), False, False, {"is_success": np.bool_(success)}
+        return obs, float(success), False, False, {SUCCESS: np.bool_(success)}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = super().reset(seed=seed, options=options)
-        info["is_success"] = np.bool_(self.is_success())
+        info[SUCCESS] = np.bool_(self.is_success())
         return obs, info

@@ -1,4 +1,5 @@
-"""MountainCarContinuous with a realistic-looking render option and ``is_success``.
+"""MountainCarContinuous as the paper ran it (sticky ``is_success``, held at the flag), with a
+realistic-looking render option.
 
 The paper could not train on the stock flat-colour render at all; CLIP needs a scene that
 looks like a photo of a car on a mountain. The textured render is drawn here with PIL
@@ -14,6 +15,8 @@ import numpy as np
 from gymnasium.envs.classic_control.continuous_mountain_car import Continuous_MountainCarEnv
 from PIL import Image, ImageDraw, ImageFilter
 
+from vlmrm.keys import SUCCESS
+
 X_MIN, X_MAX = -1.2, 0.6
 GROUND = 0.12  # fraction of the frame below the lowest point of the valley
 
@@ -23,9 +26,18 @@ def hill(x: np.ndarray | float) -> np.ndarray | float:
 
 
 class PaperMountainCarEnv(Continuous_MountainCarEnv):
-    """``MountainCarContinuous-v0`` plus ``info["is_success"]`` (the car at the flag:
-    position >= 0.45) and square frames; ``textured=True`` draws the realistic scene at
-    ``width`` x ``height``, ``textured=False`` the stock pygame picture (600 x 600)."""
+    """``MountainCarContinuous-v0`` as the paper's code ran it, plus square frames.
+
+    - ``info["is_success"]``: the car has reached the flag (position >= 0.45) in this episode.
+      As in the paper's code the flag stays set once reached and the car is held at
+      x <= 0.45 from then on (its velocity is kept, so it may roll back down; success stays
+      set). Unlike the paper's code, ``reset`` clears it: theirs carried it into later
+      episodes of the same env.
+    - The stock goal termination is ignored (so was it in the paper's code): the time limit
+      ends episodes, and the car must get to the flag and stay there.
+    - ``textured=True`` draws the realistic scene at ``width`` x ``height``,
+      ``textured=False`` the stock pygame picture (600 x 600).
+    """
 
     def __init__(self, render_mode: str | None = None, goal_velocity: float = 0,
                  textured: bool = True, width: int = 400, height: int = 400) -> None:
@@ -33,19 +45,27 @@ class PaperMountainCarEnv(Continuous_MountainCarEnv):
         self.textured = textured
         self.size = (int(height), int(width))
         self.screen_height = self.screen_width  # square: a centre crop keeps the flag
+        self.reached_flag = False
 
     def is_success(self) -> bool:
-        """The car has reached the flag."""
-        return bool(self.state[0] >= self.goal_position)
+        """The car has reached the flag in this episode (or stands at it now)."""
+        return self.reached_flag or bool(self.state[0] >= self.goal_position)
 
     def step(self, action):
-        obs, reward, terminated, truncated, info = super().step(action)
-        info["is_success"] = np.bool_(self.is_success())
-        return obs, reward, terminated, truncated, info
+        _, reward, _goal, truncated, info = super().step(action)
+        self.reached_flag = self.is_success()
+        if self.reached_flag:
+            # Held at the flag: the car stays in the frame (at x = 0.6 half of it is outside).
+            position, velocity = self.state
+            self.state = np.array([min(position, self.goal_position), velocity],
+                                  dtype=np.float32)
+        info[SUCCESS] = np.bool_(self.reached_flag)
+        return np.array(self.state, dtype=np.float32), reward, False, truncated, info
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        self.reached_flag = False
         obs, info = super().reset(seed=seed, options=options)
-        info["is_success"] = np.bool_(self.is_success())
+        info[SUCCESS] = np.bool_(self.is_success())
         return obs, info
 
     def render(self):

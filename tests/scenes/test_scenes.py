@@ -11,7 +11,7 @@ import pytest
 from vlmrm.config import EnvConfig, load_config
 from vlmrm.errors import ConfigError
 from vlmrm.rl.envs import make_base_env, make_env, make_gym_env
-from vlmrm.scenes.mjcf import PAPER_CAMERA, PAPER_CAMERA_NAME
+from vlmrm.scenes.mjcf import PAPER_CAMERA, PAPER_CAMERA_NAME, TRACKING_CAMERA_NAME
 
 UPRIGHT = 12 * 2 * math.pi / 360
 GT = ["reward.backend=ground_truth"]  # no model: these tests are about the env
@@ -84,13 +84,17 @@ def test_cartpole_step_reports_is_success_of_the_new_state():
     assert not info["is_success"] and reward == 0.0
 
 
+def mountaincar(position: float, velocity: float = 0.0, **kwargs) -> gym.Env:
+    env = gym.make("vlmrm/MountainCarContinuous-v0", **kwargs)
+    env.reset(seed=0)
+    env.unwrapped.state = np.array([position, velocity], dtype=np.float32)
+    return env
+
+
 @pytest.mark.parametrize("position, success", [
     (0.45, True), (0.5, True), (0.6, True), (0.449, False), (-0.5, False), (-1.2, False)])
 def test_mountaincar_is_success_at_the_flag(position, success):
-    env = gym.make("vlmrm/MountainCarContinuous-v0")
-    env.reset(seed=0)
-    env.unwrapped.state = np.array([position, 0.0], dtype=np.float32)
-    assert env.unwrapped.is_success() is success
+    assert mountaincar(position).unwrapped.is_success() is success
 
 
 def test_mountaincar_step_info_and_reset_info_carry_is_success():
@@ -100,6 +104,48 @@ def test_mountaincar_step_info_and_reset_info_carry_is_success():
     env.unwrapped.state = np.array([0.55, 0.02], dtype=np.float32)
     _, _, _, _, info = env.step(np.array([1.0], dtype=np.float32))
     assert info["is_success"]
+
+
+def test_mountaincar_success_is_sticky_the_car_is_held_at_the_flag_and_reset_clears_it():
+    env = mountaincar(0.44, 0.05)
+    obs, _, terminated, _, info = env.step(np.array([1.0], dtype=np.float32))
+    assert info["is_success"] and not terminated  # the stock env would end here
+    assert obs[0] == pytest.approx(0.45) and obs[1] > 0  # held at the flag, velocity kept
+    positions = []
+    for _ in range(60):  # braking: the car rolls back down the hill
+        obs, _, terminated, _, info = env.step(np.array([-1.0], dtype=np.float32))
+        positions.append(obs[0])
+        assert info["is_success"] and not terminated
+    assert max(positions) <= 0.45 + 1e-6 and min(positions) < 0.3
+    _, info = env.reset(seed=1)
+    assert not info["is_success"] and not env.unwrapped.is_success()
+    _, _, _, _, info = env.step(np.array([0.0], dtype=np.float32))
+    assert not info["is_success"]
+
+
+def test_mountaincar_swinging_policy_reaches_the_flag_and_never_passes_it():
+    env = gym.make("vlmrm/MountainCarContinuous-v0")
+    obs, _ = env.reset(seed=0)
+    success = []
+    for _ in range(300):
+        action = np.array([1.0 if obs[1] >= 0 else -1.0], dtype=np.float32)  # pump energy
+        obs, _, terminated, truncated, info = env.step(action)
+        assert obs[0] <= 0.45 + 1e-6 and not terminated
+        success.append(bool(info["is_success"]))
+    first = success.index(True)
+    assert first < 200 and all(success[first:])
+
+
+def test_mountaincar_car_stays_in_the_frame_at_the_flag():
+    def car_pixels(position: float) -> np.ndarray:
+        env = mountaincar(position, render_mode="rgb_array", width=120, height=120)
+        frame = env.render().astype(int)
+        red = (frame[..., 0] > 150) & (frame[..., 1] < 80) & (frame[..., 2] < 80)
+        return np.argwhere(red)
+
+    valley, flag = car_pixels(-0.5), car_pixels(0.45)
+    assert len(flag) > 0.8 * len(valley)  # the whole car is drawn
+    assert flag[:, 1].max() < 119 and flag[:, 0].min() > 0  # not cut at the right or top
 
 
 def test_mountaincar_textured_renders_at_the_asked_size_and_shows_the_car():
@@ -127,7 +173,7 @@ def test_is_success_reaches_the_torchrl_tensordict():
 
 
 @pytest.mark.parametrize("textured", [True, False])
-@pytest.mark.parametrize("camera", ["paper", "stock"])
+@pytest.mark.parametrize("camera", ["paper", "tracking", "stock"])
 def test_humanoid_scene_loads_textured_and_plain(textured, camera):
     env = gym.make("vlmrm/Humanoid-v0", render_mode="rgb_array", width=48, height=40,
                    textured=textured, camera=camera)
@@ -139,6 +185,7 @@ def test_humanoid_scene_loads_textured_and_plain(textured, camera):
     assert ("vlmrm_body" in materials) is textured
     cameras = {model.camera(i).name for i in range(model.ncam)}
     assert (PAPER_CAMERA_NAME in cameras) is (camera == "paper")
+    assert (TRACKING_CAMERA_NAME in cameras) is (camera == "tracking")
     assert env.observation_space.shape == gym.make("Humanoid-v5").observation_space.shape
 
 
@@ -165,11 +212,12 @@ def _project(model, data, cam_id: int, point: np.ndarray, h: int, w: int) -> tup
     return h / 2 - focal * local[1] / -local[2], w / 2 + focal * local[0] / -local[2]
 
 
-def test_paper_camera_tracks_the_torso_over_a_random_rollout():
-    env = gym.make("vlmrm/Humanoid-v0", render_mode="rgb_array", width=64, height=64)
+def test_tracking_camera_follows_the_torso_over_a_random_rollout():
+    env = gym.make("vlmrm/Humanoid-v0", render_mode="rgb_array", width=64, height=64,
+                   camera="tracking")
     env.reset(seed=3)
     sim = env.unwrapped
-    cam = sim.model.camera(PAPER_CAMERA_NAME).id
+    cam = sim.model.camera(TRACKING_CAMERA_NAME).id
     assert sim.mujoco_renderer.camera_id == cam  # this camera renders the frames
     offsets = []
     for t in range(80):
@@ -184,29 +232,48 @@ def test_paper_camera_tracks_the_torso_over_a_random_rollout():
     assert np.allclose(forward, PAPER_CAMERA.forward(), atol=1e-6)  # azimuth and elevation
 
 
-def test_paper_camera_matches_mujocos_free_camera_with_the_papers_settings():
-    """At the reference pose, our tracking camera sees what mjvCamera(lookat (0, 0, 1),
-    distance 3.5, elevation -10, azimuth 180) sees."""
+def _free_camera_frame(sim, size: int) -> np.ndarray:
+    """What Gymnasium rendered for the paper's code: mjvCamera(free) with its settings."""
     import mujoco  # after vlmrm: it picks the headless GL backend before mujoco loads
 
+    free = mujoco.MjvCamera()
+    free.type = mujoco.mjtCamera.mjCAMERA_FREE
+    free.trackbodyid = PAPER_CAMERA.body  # ignored by MuJoCo for a free camera
+    free.lookat[:], free.distance = PAPER_CAMERA.lookat, PAPER_CAMERA.distance
+    free.elevation, free.azimuth = PAPER_CAMERA.elevation, PAPER_CAMERA.azimuth
+    with mujoco.Renderer(sim.model, size, size) as renderer:
+        renderer.update_scene(sim.data, camera=free)
+        frame = renderer.render().astype(int)
+    if sim.mujoco_renderer.viewer is not None:  # give the env its GL context back
+        sim.mujoco_renderer.viewer.make_context_current()
+    return frame
+
+
+def test_paper_camera_is_the_papers_free_camera_fixed_in_the_world():
+    """Over a rollout in which the humanoid moves, our ``paper`` view stays what the paper's
+    Gymnasium free camera (trackbodyid 1, distance 3.5, look-at (0, 0, 1), elevation -10,
+    azimuth 180) rendered: it does not follow the body."""
     env = gym.make("vlmrm/Humanoid-v0", render_mode="rgb_array", width=64, height=64)
     env.reset(seed=0)
     sim = env.unwrapped
-    sim.set_state(sim.init_qpos, np.zeros_like(sim.init_qvel))
-    ours = env.render().astype(int)
-    free = mujoco.MjvCamera()
-    free.type = mujoco.mjtCamera.mjCAMERA_FREE
-    free.lookat[:], free.distance = PAPER_CAMERA.lookat, PAPER_CAMERA.distance
-    free.elevation, free.azimuth = PAPER_CAMERA.elevation, PAPER_CAMERA.azimuth
-    with mujoco.Renderer(sim.model, 64, 64) as renderer:
-        renderer.update_scene(sim.data, camera=free)
-        theirs = renderer.render().astype(int)
-    assert np.abs(ours - theirs).mean() < 2.0
+    cam = sim.model.camera(PAPER_CAMERA_NAME).id
+    start = sim.data.cam_xpos[cam].copy()
+    for t in range(40):
+        env.step(env.action_space.sample())
+        if t % 20 == 19:
+            assert np.abs(env.render().astype(int) - _free_camera_frame(sim, 64)).mean() < 2.0
+    assert np.array_equal(sim.data.cam_xpos[cam], start)
+    qpos = sim.data.qpos.copy()
+    qpos[1] += 1.0  # the humanoid steps 1 m sideways: the paper's view does not follow
+    sim.set_state(qpos, sim.data.qvel)
+    moved = env.render().astype(int)
+    assert np.abs(moved - _free_camera_frame(sim, 64)).mean() < 2.0
     stock = gym.make("vlmrm/Humanoid-v0", render_mode="rgb_array", width=64, height=64,
                      camera="stock")
     stock.reset(seed=0)
     stock.unwrapped.set_state(sim.init_qpos, np.zeros_like(sim.init_qvel))
-    assert np.abs(stock.render().astype(int) - theirs).mean() > 5.0  # a different view
+    sim.set_state(sim.init_qpos, np.zeros_like(sim.init_qvel))
+    assert np.abs(stock.render().astype(int) - _free_camera_frame(sim, 64)).mean() > 5.0
 
 
 def test_generic_mujoco_env_takes_textures_camera_and_a_user_xml(tmp_path):

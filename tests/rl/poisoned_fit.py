@@ -1,0 +1,43 @@
+"""`vlmrm fit` (the real CLI) with one rank's reward model returning NaN for one batch.
+
+Run as a script: DDP's launcher re-runs this command line for the other ranks, so every
+rank gets the same wrapper. Arguments: POISONED_RANK BAD_CALL, then `vlmrm fit`'s own.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import lightning as L
+
+import vlmrm.train
+from vlmrm.cli import main
+
+
+class PoisonRank(L.Callback):
+    def __init__(self, rank: int, bad_call: int) -> None:
+        self.rank, self.bad_call, self.calls = rank, bad_call, 0
+
+    def on_train_start(self, trainer, module) -> None:
+        if module.global_rank != self.rank:
+            return
+        transform = module.data.reward_transform
+        real = transform.reward_model
+
+        def scored(frames):
+            self.calls += 1
+            rewards = real(frames)
+            return rewards * float("nan") if self.calls == self.bad_call else rewards
+
+        transform.reward_model = scored
+
+
+if __name__ == "__main__":
+    rank, bad_call, *argv = sys.argv[1:]
+    real_fit = vlmrm.train.fit
+
+    def fit(cfg, config_path=None, callbacks=()):
+        return real_fit(cfg, config_path, [*callbacks, PoisonRank(int(rank), int(bad_call))])
+
+    vlmrm.train.fit = fit
+    sys.exit(main(argv))
