@@ -102,6 +102,8 @@ def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataF
     def factory(module: SACModule) -> DataPipeline:
         if reward_model is not None and cfg.reward.device == "auto":
             reward_model.to(module.device)
+        if reward_model is not None:  # training batches move running statistics; see frozen()
+            reward_model.update_stats = True
         size, pixels = input_size(reward_model), reward_model is not None
         rank, world = module.global_rank, module.trainer.world_size
         env_cfg = replace(cfg.env, num_envs=cfg.env.num_envs // world)
@@ -114,8 +116,7 @@ def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataF
                                  seed=env_seed(cfg.seed, SeedOffset.EVAL, rank))
         return DataPipeline(
             batches=collector, reward_model=reward_model,
-            reward_transform=VLMRewardTransform(reward_model, drop_pixels=True,
-                                                update_stats=True),
+            reward_transform=VLMRewardTransform(reward_model, drop_pixels=True),
             replay_buffer=make_replay_buffer(a.buffer_size, a.batch_size // world, module.device),
             episodes=EpisodeTracker(env_cfg.num_envs), eval_env=eval_env, envs=[env],
             evidence_dir=evidence_dir(module), rank=rank, world_size=world)

@@ -52,13 +52,17 @@ def test_running_norm_statistics_move_only_when_asked():
     model = make_reward_model(cfg, "cpu")
     norm = model.formula[1]
     assert isinstance(norm, RunningNorm)
-    model(frames())  # evaluation-style call: frozen, identity without statistics
+    model(frames())  # a fresh model (play, render, evaluate-reward): identity, no update
     assert norm.count == 0
-    trained = model(frames(), update_stats=True)
+    model.update_stats = True  # what the training pipeline sets
+    trained = model(frames())
     assert norm.count == 6 and not model.formula.training
     assert trained.mean().abs() < 1e-5  # normalised by its own batch
-    frozen = model(frames())
+    with model.frozen():  # evaluation episodes and videos
+        frozen = model(frames())
     assert norm.count == 6 and torch.allclose(frozen, trained)
+    model(frames())
+    assert norm.count == 12
 
 
 @pytest.mark.parametrize("override, expected", [

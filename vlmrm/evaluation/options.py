@@ -8,8 +8,8 @@ at the first colon, so model names may hold colons themselves:
   ``siglip:google/siglip-base-patch16-224``;
 - ``config``: the config's own ``reward.backend`` / ``reward.model``.
 
-Every other reward setting (``pretrained``, ``precision``, ``batch_size``, ``device``,
-``cache_dir``, ``model_config``) comes from the config for every spec.
+Every other reward setting (``pretrained``, ``precision``, ``resize``, ``batch_size``,
+``device``, ``cache_dir``, ``model_config``) comes from the config for every spec.
 """
 
 from __future__ import annotations

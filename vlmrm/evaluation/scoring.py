@@ -17,6 +17,7 @@ import torch
 
 from vlmrm.backend import RewardBackend
 from vlmrm.config.schema import RewardConfig
+from vlmrm.errors import ConfigError
 from vlmrm.reward import metrics
 from vlmrm.reward.formulas import PromptEmbeddings, build_reward_fn
 from vlmrm.reward.spec import default_transform, parse_transform
@@ -145,7 +146,10 @@ def prompt_check(backend: RewardBackend, embeddings: torch.Tensor, reward: Rewar
     goal = _similarity(backend, reward.goal_prompts, x)
     out = []
     for kind, prompts in control_prompts(reward):
-        rho = _defined(metrics.spearman, goal, _similarity(backend, prompts, x))
+        try:
+            rho = _defined(metrics.spearman, goal, _similarity(backend, prompts, x))
+        except ConfigError:  # "not " + a goal prompt at the text encoder's length limit
+            rho = None
         out.append({"control": kind, "prompts": prompts, "spearman": rho,
                     "ignored": rho is not None and rho >= PROMPT_CHECK_RHO})
     return out

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -29,9 +30,10 @@ class VLMRewardModel:
     Prompt embeddings are computed once here; frames are scored in the backend's batches.
     ``formula`` (an ``nn.Sequential`` built from ``transform``, default the goal-baseline
     projection with ``alpha``) maps image embeddings to rewards and knows nothing of the
-    backend. Its running statistics (``running_norm``) change only in calls with
-    ``update_stats=True``, which only the training pipeline makes: evaluation, videos,
-    ``play`` and ``evaluate-reward`` score with the statistics as they are.
+    backend. Its running statistics (``running_norm``) change only while ``update_stats`` is
+    set (the training pipeline sets it: :func:`vlmrm.build.make_data_factory`) and the model
+    is not :meth:`frozen`: evaluation episodes and videos score inside ``frozen()``, and
+    ``play``, ``render`` and ``evaluate-reward`` never set ``update_stats``.
     """
 
     def __init__(self, backend: RewardBackend, goal_prompts: Sequence[str],
@@ -53,6 +55,9 @@ class VLMRewardModel:
         spec = default_transform(alpha) if transform is None else transform
         self.formula = build_reward_fn(spec, self.prompts).to(backend.device).eval()
         self.frames_scored = 0
+        #: Whether scoring folds the frames into the formula's running statistics.
+        self.update_stats = False
+        self._frozen = 0  # depth of nested frozen() blocks
 
     def to(self, device: str | torch.device) -> VLMRewardModel:
         self.backend.to(device)
@@ -73,14 +78,23 @@ class VLMRewardModel:
         (before normalisation)."""
         return self.backend.preprocessor.resize_frames(frames)
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[VLMRewardModel]:
+        """Score without touching the running statistics inside this block (evaluation)."""
+        self._frozen += 1
+        try:
+            yield self
+        finally:
+            self._frozen -= 1
+
     @torch.inference_mode()
-    def __call__(self, frames: torch.Tensor, *, update_stats: bool = False) -> torch.Tensor:
-        """Rewards of ``frames``; ``update_stats=True`` (training batches only) first folds
-        them into the formula's running statistics."""
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        """Rewards of ``frames``; with ``update_stats`` set and not :meth:`frozen`, the frames
+        first update the formula's running statistics."""
         lead = frames.shape[:-3]
         flat = frames.reshape(-1, *frames.shape[-3:])
         embeddings = self.backend.encode_images(flat)
-        self.formula.train(update_stats)
+        self.formula.train(self.update_stats and not self._frozen)
         try:
             rewards = self.formula(embeddings)
         finally:

@@ -21,26 +21,21 @@ class VLMRewardTransform(Transform):
     As an env transform it scores one step at a time; as a collector ``postproc`` or
     called on a collected batch (``forward``) it scores the whole batch at once, which is
     what training uses. ``reward_model`` ``None`` keeps the env's reward (the ground-truth
-    baseline) while still filling ``gt_reward``. ``update_stats=True`` (the training
-    pipeline's transform only) lets the scored frames update the reward formula's running
-    statistics; it needs a reward model that takes ``update_stats`` (``VLMRewardModel``).
+    baseline) while still filling ``gt_reward``.
     """
 
     def __init__(self, reward_model: FrameReward | None, pixels_key: str = PIXELS,
-                 drop_pixels: bool = False, update_stats: bool = False) -> None:
+                 drop_pixels: bool = False) -> None:
         super().__init__(in_keys=[pixels_key, REWARD], out_keys=[REWARD, GT_REWARD])
         self.reward_model = reward_model
         self.pixels_key = pixels_key
         self.drop_pixels = drop_pixels
-        self.update_stats = update_stats
 
     def _call(self, next_td: TensorDictBase) -> TensorDictBase:
         gt = next_td.get(REWARD)
         next_td.set(GT_REWARD, gt)
         if self.reward_model is not None:
-            frames = next_td.get(self.pixels_key)
-            reward = (self.reward_model(frames, update_stats=True) if self.update_stats
-                      else self.reward_model(frames))
+            reward = self.reward_model(next_td.get(self.pixels_key))
             next_td.set(REWARD, reward.reshape(gt.shape).to(gt.dtype))
         if self.drop_pixels and self.pixels_key in next_td.keys():
             del next_td[self.pixels_key]
