@@ -28,7 +28,8 @@ def test_sac_learns_cartpole_from_ground_truth_reward(tmp_path):
 
 @pytest.mark.parametrize("config, overrides", [
     ("cartpole.yaml", ["agent.total_env_steps=2000"]),
-    ("humanoid_lotus.yaml", ["reward.model=ViT-B-32/laion2b_s34b_b79k",
+    ("humanoid_lotus.yaml", ["reward.model=ViT-B-32/laion2b_s34b_b79k", "env.num_envs=2",
+                             "env.parallel=false",
                              "agent.total_env_steps=300", "agent.learning_starts=100"]),
 ], ids=["cartpole", "humanoid"])
 def test_issue_acceptance_commands_with_random_vit_b_32(tmp_path, config, overrides):

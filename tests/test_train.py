@@ -70,7 +70,9 @@ def test_ground_truth_backend_trains_on_env_reward(tmp_path):
 
 
 def test_humanoid_fit_with_fixed_episode_length(tiny_openclip, tmp_path):
+    # The preset runs 32 envs in worker processes: one serial env is what this machine holds.
     run = fit_run(tmp_path, "humanoid_lotus.yaml", *FAST, *tiny_openclip.overrides(),
+                  "env.num_envs=1", "env.parallel=false",
                   "agent.total_env_steps=120", "agent.learning_starts=40", "agent.train_freq=40",
                   "agent.gradient_steps=2", "env.episode_length=40", "agent.eval_every=0",
                   "reward.precision=32")
