@@ -109,7 +109,7 @@ class PixelReward:
     """Scripted reward model: a frame's reward is written in its first pixel (the env side is
     scripted; the monitor, pipeline, module and Trainer are real)."""
 
-    def __call__(self, frames: torch.Tensor, update_stats: bool = False) -> torch.Tensor:
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         return frames[..., 0, 0, 0].float()
 
     def model_view(self, frames: torch.Tensor) -> torch.Tensor:
