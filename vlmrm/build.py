@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.loggers import TensorBoardLogger
+from torchrl.envs import InitTracker, TransformedEnv
 
 from vlmrm.backend import RewardBackend
 from vlmrm.config.schema import Config, RewardConfig
@@ -22,6 +23,7 @@ from vlmrm.errors import ConfigError, VLMRMError, one_paragraph
 from vlmrm.registry import GROUND_TRUTH, backend_class
 from vlmrm.reward.model import VLMRewardModel, input_size
 from vlmrm.reward.transform import VLMRewardTransform
+from vlmrm.rl.agent import check_action_noise, exploration_policy
 from vlmrm.rl.callbacks import EnvStepCheckpoint, VideoRecorder
 from vlmrm.rl.checkpoints import AtomicCheckpointIO
 from vlmrm.rl.data import DataPipeline, EpisodeTracker, make_collector, make_replay_buffer
@@ -110,7 +112,10 @@ def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataF
         env = make_env(env_cfg, size, from_pixels=pixels,
                        seed=env_seed(cfg.seed, SeedOffset.TRAIN, rank))
         a = cfg.agent
-        collector = make_collector(env, module.actor, a.train_freq * env_cfg.num_envs,
+        if a.action_noise == "ou":  # the noise restarts with each episode
+            env = TransformedEnv(env, InitTracker())
+        policy = exploration_policy(module.actor, env.action_spec, a)
+        collector = make_collector(env, policy, a.train_freq * env_cfg.num_envs,
                                    a.learning_starts // world, module.device)
         eval_env = make_base_env(cfg.env, size, from_pixels=pixels,
                                  seed=env_seed(cfg.seed, SeedOffset.EVAL, rank))
@@ -136,6 +141,7 @@ def make_module(cfg: Config, reward_model: VLMRewardModel | None) -> SACModule:
     action_spec = probe.action_spec
     probe.close()
     check_buffer_fits(cfg, obs_dim, action_spec.shape.numel())
+    check_action_noise(cfg.agent, action_spec)
     return SACModule(cfg, obs_dim, action_spec, make_data_factory(cfg, reward_model))
 
 

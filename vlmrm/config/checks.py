@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmrm.config.schema import (
+    ACTION_NOISES,
     ACTIVATIONS,
     CRITIC_LOSSES,
     EPISODE_ENDS,
@@ -144,6 +145,12 @@ def _validate_agent(a: AgentConfig) -> None:
     _check_ent_coef(a.ent_coef)
     one_of("agent.critic_loss", a.critic_loss, CRITIC_LOSSES)
     one_of("agent.activation", a.activation, ACTIVATIONS)
+    if a.action_noise is not None:
+        one_of("agent.action_noise", a.action_noise, ACTION_NOISES)
+    require(a.action_noise_sigma > 0,
+            f"agent.action_noise_sigma={a.action_noise_sigma} must be > 0.")
+    require(0 < a.action_noise_theta <= 1,
+            f"agent.action_noise_theta={a.action_noise_theta} must be in (0, 1].")
     require(all(h >= 1 for h in a.hidden_sizes),
             f"agent.hidden_sizes={list(a.hidden_sizes)} must hold positive layer widths, "
             "e.g. agent.hidden_sizes=[256,256] ([] for linear networks).")

@@ -16,6 +16,7 @@ PRECISIONS = ("32", "bf16", "16")
 CRITIC_LOSSES = ("smooth_l1", "l2")
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu")
 EPISODE_ENDS = ("truncate", "terminate")
+ACTION_NOISES = ("normal", "ou")
 RESIZE_MODES = ("crop", "squash")
 #: ``trainer.precision`` values Lightning 2.x accepts (checked here so that a typo is a config
 #: error before anything is loaded).
@@ -155,6 +156,17 @@ class AgentConfig:
     activation: str = opt(
         "relu", f"Hidden-layer activation of actor and critic MLPs: one of {list(ACTIVATIONS)} "
         "(relu: Stable-Baselines3's MlpPolicy, CleanRL and TorchRL's SAC example).")
+    action_noise: str | None = opt(
+        None, "Extra exploration noise on continuous actions while collecting (never in "
+        "evaluation): null, 'normal' (independent Gaussian noise of std action_noise_sigma) or "
+        "'ou' (Ornstein-Uhlenbeck: noise += -action_noise_theta * noise + action_noise_sigma * "
+        "N(0, 1) each step, reset at each episode start; temporally correlated, which finds "
+        "MountainCar's flag where independent noise does not). The paper's code offered both "
+        "(Stable-Baselines3 action_noise).")
+    action_noise_sigma: float = opt(0.5, "Scale of action_noise, in action units.")
+    action_noise_theta: float = opt(
+        0.15, "Mean reversion of 'ou' noise per step, in (0, 1]: 1/theta is roughly how many "
+        "steps a push lasts.")
     eval_every: int = opt(10_000, "Run deterministic evaluation episodes every this many env "
                           "steps (0 disables).")
     eval_episodes: int = opt(5, "Evaluation episodes per evaluation.")
