@@ -27,7 +27,15 @@ def imported_modules(*args: str) -> tuple[subprocess.CompletedProcess, set[str]]
     (["fit", "--help"], 0),
     (["fit", "--config", str(CONFIGS / "cartpole.yaml"), "reward.alpha=2"], 2),
     (["fit", "--config", str(CONFIGS / "cartpole.yaml"), "agent.total_env_step=5"], 2),
-], ids=["help", "fit-help", "bad-alpha", "unknown-key"])
+    (["fit", "--config", str(CONFIGS / "cartpole.yaml"), "reward.transform=[softmx]"], 2),
+    (["evaluate-reward", "--help"], 0),
+    (["dataset", "--help"], 0),
+    (["evaluate-reward", "--config", str(CONFIGS / "quickstart.yaml"), "--out", "unused",
+      "--backends", "open_clip"], 2),
+    (["dataset", "--config", str(CONFIGS / "quickstart.yaml"), "--out", "unused",
+      "--episodes", "0"], 2),
+], ids=["help", "fit-help", "bad-alpha", "unknown-key", "bad-transform", "evaluate-reward-help",
+        "dataset-help", "bad-backend-spec", "bad-episodes"])
 def test_help_and_config_errors_import_no_heavy_library(args, code):
     done, modules = imported_modules(*args)
     assert done.returncode == code, done.stderr[-2000:]

@@ -96,6 +96,10 @@ def test_low_layers_do_not_import_the_layers_above_them():
         "vlmrm.registry": ("vlmrm.config", "vlmrm.build", "vlmrm.rl", "vlmrm.reward"),
         "vlmrm.media": ("vlmrm.rl", "vlmrm.reward", "vlmrm.build", "vlmrm.backend"),
         "vlmrm.config.schema": ("vlmrm.",),
+        # Torch-free: the CLI checks evaluate-reward / dataset arguments with them.
+        "vlmrm.evaluation.options": ("vlmrm.build", "vlmrm.rl", "vlmrm.reward", "vlmrm.backend"),
+        "vlmrm.evaluation.frameset": ("vlmrm.build", "vlmrm.rl", "vlmrm.reward",
+                                      "vlmrm.backend"),
     }
     for module, prefixes in forbidden.items():
         bad = sorted(m for m in graph[module] if m.startswith(prefixes))
@@ -103,3 +107,4 @@ def test_low_layers_do_not_import_the_layers_above_them():
     for name, deps in graph.items():
         if name.startswith(("vlmrm.reward", "vlmrm.rl", "vlmrm.backend", "vlmrm.scenes")):
             assert not {"vlmrm.build", "vlmrm.train", "vlmrm.cli"} & deps, name
+            assert not any(d.startswith("vlmrm.evaluation") for d in deps), name

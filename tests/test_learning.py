@@ -71,6 +71,15 @@ def test_quickstart_learns_cartpole_from_the_demo_vlm_reward(tmp_path, seed):
     assert baseline < 0.4
     last = [v for _, v in success[-2:]]
     assert sum(last) / len(last) >= 0.8, success
+    # The reward-hacking monitor watched the whole run and stayed silent, and the demo reward
+    # agreed with the ground truth step by step (it falls late in the run, when nearly every
+    # step is upright and the ground truth is almost constant).
+    flags = tags["monitor/hacking_suspected"]
+    rho = sorted(v for _, v in tags["monitor/vlm_gt_spearman"])
+    print(f"monitor: {len(flags)} checks, vlm_gt_spearman min {rho[0]:.2f}, median "
+          f"{rho[len(rho) // 2]:.2f}, max {rho[-1]:.2f}")
+    assert len(flags) > 20 and all(v == 0.0 for _, v in flags)
+    assert rho[len(rho) // 2] > 0.1
 
 
 def test_mountaincar_ground_truth_baseline_reaches_and_holds_the_flag(tmp_path):

@@ -29,6 +29,7 @@ from vlmrm.rl.checkpoints import AtomicCheckpointIO
 from vlmrm.rl.data import DataPipeline, EpisodeTracker, make_collector, make_replay_buffer
 from vlmrm.rl.envs import SeedOffset, env_seed, make_base_env, make_env
 from vlmrm.rl.module import DataFactory, SACModule
+from vlmrm.rl.monitor import RewardMonitor
 
 #: Run directory shared with DDP worker processes, which re-run the command line.
 RUN_DIR_ENV = "VLMRM_RUN_DIR"
@@ -86,7 +87,11 @@ def make_reward_model(cfg: Config, device: str | torch.device | None = None
     if r.backend == GROUND_TRUTH:
         return None
     backend = make_backend(r, reward_device(cfg) if device is None else device)
-    return VLMRewardModel(backend, r.goal_prompts, r.baseline_prompts, r.alpha)
+    if r.transform is None:
+        return VLMRewardModel(backend, r.goal_prompts, r.baseline_prompts, r.alpha,
+                              negative_prompts=r.negative_prompts)
+    return VLMRewardModel(backend, r.goal_prompts, r.baseline_prompts,
+                          transform=r.transform, negative_prompts=r.negative_prompts)
 
 
 def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataFactory:
@@ -99,6 +104,8 @@ def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataF
     def factory(module: SACModule) -> DataPipeline:
         if reward_model is not None and cfg.reward.device == "auto":
             reward_model.to(module.device)
+        if reward_model is not None:  # training batches move running statistics; see frozen()
+            reward_model.update_stats = True
         size, pixels = input_size(reward_model), reward_model is not None
         rank, world = module.global_rank, module.trainer.world_size
         env_cfg = replace(cfg.env, num_envs=cfg.env.num_envs // world)
@@ -239,6 +246,9 @@ def make_callbacks(cfg: Config, run_dir: Path) -> list[L.Callback]:
         EnvStepCheckpoint(run_dir / "checkpoints", log.checkpoint_every, log.keep_checkpoints)]
     if log.video_every:
         callbacks.append(VideoRecorder(run_dir / "videos", log.video_every))
+    if log.monitor and cfg.reward.backend != GROUND_TRUTH:
+        callbacks.append(RewardMonitor(run_dir / "monitor", log.monitor_window,
+                                       log.monitor_frames, log.video_every))
     return callbacks
 
 

@@ -103,6 +103,77 @@ def _add_render_play(sub) -> None:
                       help="overrides of the saved config, e.g. reward.device=cuda")
 
 
+def _cmd_evaluate_reward(args: argparse.Namespace) -> int:
+    from vlmrm.config import load_config
+    from vlmrm.evaluation import options
+    from vlmrm.evaluation.frameset import read_frameset
+
+    cfg = load_config(args.config, args.overrides)
+    specs = options.parse_backend_specs(args.backends, cfg.reward)
+    alphas = options.parse_alphas(args.alphas)
+    out = options.check_out_dir(args.out)
+    frameset = None if args.frames is None else read_frameset(args.frames)
+    from vlmrm.evaluation.command import evaluate_reward, report
+
+    summary = evaluate_reward(cfg, out, specs, alphas, frameset, args.prompt_check)
+    print(report(summary, out))
+    return 0
+
+
+def _cmd_dataset(args: argparse.Namespace) -> int:
+    from vlmrm.config import load_config
+    from vlmrm.evaluation import options
+
+    options.check_dataset_source(args.config, args.checkpoint)
+    options.check_out_dir(args.out)
+    options.check_positive("--episodes", args.episodes)
+    options.check_positive("--stride", args.stride)
+    cfg = None if args.config is None else load_config(args.config, args.overrides)
+    from vlmrm.evaluation.dataset import write_dataset
+
+    print(write_dataset(args.out, args.episodes, args.stride, cfg=cfg,
+                        checkpoint=args.checkpoint, overrides=args.overrides))
+    return 0
+
+
+def _add_evaluation(sub) -> None:
+    from vlmrm.evaluation.options import DEFAULT_ALPHAS
+
+    ev = sub.add_parser(
+        "evaluate-reward", help="compare reward models on a scene without training: reward "
+        "landscapes, labelled frames, a prompt check (CSV, JSON, PNG plots)",
+        description="Score the scene's goal-variable sweep (CartPole pole angle, MountainCar "
+        "position), and/or a labelled frame set, with every model x formula x alpha; write "
+        "summary.json, CSVs and plots to a new folder.")
+    ev.add_argument("--config", required=True, help="YAML config (prompts, scene, reward "
+                    "settings)")
+    ev.add_argument("--out", required=True, help="new (or empty) folder for the outputs")
+    ev.add_argument("--backends", default=None, metavar="SPEC,...",
+                    help="models to compare, comma-separated BACKEND:MODEL items, e.g. "
+                    "open_clip:vlmrm-demo,hf_clip:/path/to/model; 'config' is the config's own "
+                    "model (the default)")
+    ev.add_argument("--alphas", default=DEFAULT_ALPHAS,
+                    help=f"goal-baseline alphas to sweep, comma-separated ({DEFAULT_ALPHAS})")
+    ev.add_argument("--frames", default=None, metavar="DIR",
+                    help="a labelled frame set: PNGs plus labels.csv with 'file' and 'success' "
+                    "(0/1) and/or 'score' columns (what `vlmrm dataset` writes)")
+    ev.add_argument("--prompt-check", action="store_true",
+                    help="only the prompt check (goal prompt vs a negated and an unrelated "
+                    "prompt, on the same frames): no metrics, CSVs or plots")
+    ev.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    ds = sub.add_parser(
+        "dataset", help="write a labelled frame set (PNGs + labels.csv) from random or "
+        "trained-policy rollouts, labelled by the env's ground truth, for people to relabel")
+    ds.add_argument("--config", default=None, help="YAML config (random policy); not with "
+                    "--checkpoint, which carries its run's config")
+    ds.add_argument("--out", required=True, help="new (or empty) folder to write")
+    ds.add_argument("--checkpoint", default=None, help="a run's .ckpt: its agent acts "
+                    "(deterministically) instead of a random policy")
+    ds.add_argument("--episodes", type=int, default=5, help="episodes to record (5)")
+    ds.add_argument("--stride", type=int, default=1, help="keep every S-th step (1)")
+    ds.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+
 def _cmd_train_demo_model(args: argparse.Namespace) -> int:
     import torch
 
@@ -140,6 +211,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
     backends.add_argument("--random-weights", action="store_true",
                           help="as reward.pretrained=false")
     _add_render_play(sub)
+    _add_evaluation(sub)
     demo = sub.add_parser("train-demo-model",
                           help="retrain the bundled demo reward model (vlmrm-demo)")
     demo.add_argument("--out", default="vlmrm/assets/vlmrm-demo", help="output folder")
@@ -154,6 +226,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
         "backends": _cmd_backends,
         "render": _cmd_render,
         "play": _cmd_play,
+        "evaluate-reward": _cmd_evaluate_reward,
+        "dataset": _cmd_dataset,
     }
     return parser, commands
 

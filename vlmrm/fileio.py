@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,3 +58,29 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def is_new_dir(path: str | os.PathLike) -> bool:
+    """``path`` is absent or an empty folder: somewhere :func:`atomic_dir` may write."""
+    path = Path(path)
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path`` to fill; on success it becomes ``path`` in
+    one rename (``path`` must be absent or empty), on failure it is removed with its files."""
+    path = Path(path)
+    if not is_new_dir(path):
+        raise FileExistsError(f"{str(path)!r} exists and is not an empty folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            path.rmdir()  # empty (checked above); a rename cannot replace a folder
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

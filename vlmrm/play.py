@@ -41,7 +41,22 @@ def load_agent(checkpoint: str | os.PathLike, overrides: list[str] | tuple[str, 
         raise VLMRMError(f"The networks saved in {str(path)!r} do not fit the config "
                          f"({one_paragraph(str(err))[:300]}). Do not override agent.* or env.* "
                          "settings that change the networks' sizes.") from None
+    if reward_model is not None:
+        restore_formula(reward_model, ckpt["vlmrm"].get("reward_formula"), path)
     return cfg, module.eval(), reward_model
+
+
+def restore_formula(reward_model: VLMRewardModel, state: dict | None, path: Path) -> None:
+    """The run's reward statistics (running_norm), so play scores as training last did."""
+    if state is None:  # a checkpoint from before formulas had state
+        return
+    try:
+        reward_model.formula.load_state_dict(state)
+    except RuntimeError as err:
+        raise VLMRMError(
+            f"The reward formula state saved in {str(path)!r} does not fit the reward.transform "
+            f"now configured ({str(err).splitlines()[0]}). Play with the run's own "
+            "reward.transform (drop the override that changes it).") from None
 
 
 def play(checkpoint: str | os.PathLike, out: str | os.PathLike, episodes: int = 1,

@@ -92,6 +92,10 @@ def _validate_reward(r: RewardConfig) -> None:
     require(r.precision in PRECISIONS,
             f"reward.precision={r.precision!r} is not one of {list(PRECISIONS)}.")
     require(r.batch_size >= 1, f"reward.batch_size={r.batch_size} must be >= 1.")
+    require(all(p.strip() for p in r.negative_prompts),
+            f"reward.negative_prompts={list(r.negative_prompts)} holds an empty prompt; remove "
+            "it, or leave the list empty.")
+    _check_transform(r)
     if r.cache_dir is not None:
         cache = _path("reward.cache_dir", r.cache_dir, "~/.cache/vlmrm")
         require(not cache.exists() or cache.is_dir(),
@@ -101,6 +105,24 @@ def _validate_reward(r: RewardConfig) -> None:
                 f"reward.model_config={r.model_config!r} is not an existing file. Give the "
                 "path of the architecture JSON, e.g. reward.model_config=models/MyViT.json.")
     backend_entry(r.backend)
+
+
+def _check_transform(r: RewardConfig) -> None:
+    """reward.transform through the torch-free spec parser; alpha set twice is refused."""
+    from vlmrm.reward.spec import parse_transform
+
+    if r.transform is None:
+        return
+    require(r.alpha == RewardConfig().alpha,
+            f"reward.alpha={r.alpha} and reward.transform are both set, but reward.alpha only "
+            "configures the default transform. Put alpha into the goal_baseline item, e.g. "
+            f"reward.transform='[{{name: goal_baseline, alpha: {r.alpha}}}]', and drop "
+            "reward.alpha (or drop reward.transform).")
+    try:
+        parse_transform(r.transform)
+    except ValueError as err:
+        raise ConfigError(f"{err} Fix reward.transform in the YAML file or override; "
+                          "`vlmrm fit --help` lists the formulas and their parameters.") from None
 
 
 def _validate_agent(a: AgentConfig) -> None:
@@ -305,3 +327,7 @@ def _validate_logging(g: LoggingConfig) -> None:
             "every step checkpoint).")
     require(g.video_every >= 0,
             f"logging.video_every={g.video_every} must be >= 0 (0 disables videos).")
+    require(g.monitor_window >= 4,
+            f"logging.monitor_window={g.monitor_window} must be >= 4 episodes: a trend needs a "
+            "few points (20 is the default).")
+    require(g.monitor_frames >= 1, f"logging.monitor_frames={g.monitor_frames} must be >= 1.")

@@ -98,6 +98,17 @@ class RewardConfig:
         [], "Prompts describing the scene without the goal (the baseline b).")
     alpha: float = opt(
         0.0, "Goal-baseline regularization strength in [0, 1]; 0 is plain cosine similarity.")
+    transform: list[Any] | None = opt(
+        None, "Reward formula chain, an ordered list of {name: ..., <param>: ...} items: first "
+        "one embedding formula (goal_baseline(alpha), softmax(temperature), contrastive), then "
+        "any scalar transforms (threshold(value, above, below), running_norm(eps, clip)); e.g. "
+        "'[{name: softmax, temperature: 0.05}, {name: threshold, value: 0.5}]'. null = "
+        "[{name: goal_baseline, alpha: <reward.alpha>}], the paper's reward. running_norm's "
+        "statistics update on training batches only and are saved in checkpoints.")
+    negative_prompts: list[str] = opt(
+        [], "Prompts for what the goal is not; softmax adds them as a class and contrastive "
+        "subtracts their similarity (instead of the baseline's); vlmrm evaluate-reward's prompt "
+        "check compares the goal against them.")
     resize: str | None = opt(
         None, "How a frame becomes the encoder's square input: 'crop' (resize the short side, "
         "centre-crop: CLIP's own preprocessing), 'squash' (resize the whole frame to the square, "
@@ -195,6 +206,16 @@ class LoggingConfig:
         0, "Record one deterministic evaluation episode every this many env steps, as a "
         "TensorBoard video and an mp4 in <run dir>/videos, with each frame's VLM reward (and "
         "ground-truth reward and success where the env has them) under it; 0 disables.")
+    monitor: bool = opt(
+        True, "Reward-hacking monitor (VLM reward runs with a ground-truth reward): logs "
+        "monitor/vlm_gt_spearman every batch and monitor/hacking_suspected when the VLM return "
+        "rises while the ground-truth return falls over the last monitor_window episodes; every "
+        "logging.video_every env steps it saves the batch's highest-VLM-reward frames to "
+        "<run dir>/monitor/step-<N>.png.")
+    monitor_window: int = opt(
+        20, "Finished episodes whose return trends the monitor compares (>= 4).")
+    monitor_frames: int = opt(
+        8, "Highest-VLM-reward frames per monitor picture strip.")
 
 
 @dataclass

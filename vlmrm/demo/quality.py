@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-import torch
-
 from vlmrm.demo import captions, scenes_data
+from vlmrm.reward.metrics import spearman
 from vlmrm.reward.model import VLMRewardModel
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
-    def ranks(x: torch.Tensor) -> torch.Tensor:
-        order = x.double().argsort()
-        r = torch.empty_like(order, dtype=torch.float64)
-        r[order] = torch.arange(len(x), dtype=torch.float64)
-        for value in x.unique():  # average ranks of ties
-            tie = x == value
-            r[tie] = r[tie].mean()
-        return r
-
-    ra, rb = ranks(a), ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    return float((ra @ rb) / (ra.norm() * rb.norm()))
 
 
 def held_out_metrics(backend) -> dict[str, float]:

@@ -14,6 +14,7 @@ import torch
 import vlmrm.scenes  # noqa: F401  (registers the vlmrm/ env ids)
 from vlmrm.demo.captions import cartpole_caption, mountaincar_caption
 from vlmrm.preprocess import ImagePreprocessor
+from vlmrm.scenes.sweeps import CARTPOLE, MOUNTAINCAR
 
 CARTPOLE_ID = "vlmrm/CartPole-v0"
 MOUNTAINCAR_ID = "vlmrm/MountainCarContinuous-v0"
@@ -88,18 +89,18 @@ def make_samples(renderer: SceneRenderer, n: int, seed: int,
     return Samples(torch.cat(frames), captions, torch.tensor(scene), torch.tensor(state, dtype=torch.float32))
 
 
-def angle_sweep(renderer: SceneRenderer, n: int = 73) -> tuple[torch.Tensor, torch.Tensor]:
-    """Held-out CartPole frames (cart centred) over pole angles in [-pi, pi), and the angles.
+def angle_sweep(renderer: SceneRenderer, n: int = CARTPOLE.points
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Held-out CartPole frames (cart centred) over pole angles in [-pi, pi), and the angles
+    (the shared sweep, :data:`vlmrm.scenes.sweeps.CARTPOLE`; training states are random)."""
+    angles = CARTPOLE.grid(n)
+    frames = CARTPOLE.render(renderer.cartpole, angles)
+    return torch.from_numpy(frames), torch.from_numpy(angles).float()
 
-    The grid is offset by half a step from 0 so its states are not training states.
-    """
-    angles = torch.linspace(-math.pi, math.pi, n + 1)[:-1] + math.pi / n
-    frames = [renderer.cartpole_frame(0.0, float(a)) for a in angles]
-    return torch.from_numpy(np.stack(frames)), angles
 
-
-def position_sweep(renderer: SceneRenderer, n: int = 60) -> tuple[torch.Tensor, torch.Tensor]:
+def position_sweep(renderer: SceneRenderer, n: int = MOUNTAINCAR.points
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Held-out MountainCar frames over car positions in [-1.2, 0.6], and the positions."""
-    positions = torch.linspace(-1.2, 0.6, n + 1)[:-1] + 0.9 / n
-    frames = [renderer.mountaincar_frame(float(p)) for p in positions]
-    return torch.from_numpy(np.stack(frames)), positions
+    positions = MOUNTAINCAR.grid(n)
+    frames = MOUNTAINCAR.render(renderer.mountaincar, positions)
+    return torch.from_numpy(frames), torch.from_numpy(positions).float()

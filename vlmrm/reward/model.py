@@ -2,32 +2,62 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 
 from vlmrm.backend import RewardBackend
-from vlmrm.reward.goal_baseline import GoalBaselineReward, mean_embedding
+from vlmrm.reward.formulas import PromptEmbeddings, build_reward_fn
+from vlmrm.reward.spec import TransformItem, default_transform
+
+#: A ``reward.transform`` value: spec items as :func:`vlmrm.reward.spec.parse_transform` takes.
+TransformSpec = Sequence[Mapping[str, Any] | str | TransformItem]
+
+
+def embed_prompts(backend: RewardBackend, goal: Sequence[str], baseline: Sequence[str],
+                  negative: Sequence[str] = ()) -> PromptEmbeddings:
+    """The prompt sets' normalised embeddings (each prompt encoded once, then cached)."""
+    neg = backend.encode_text(list(negative)) if negative else None
+    return PromptEmbeddings.from_raw(backend.encode_text(list(goal)),
+                                     backend.encode_text(list(baseline)), neg)
 
 
 class VLMRewardModel:
     """Scores uint8 frames ``[..., H, W, 3]`` -> float32 rewards ``[...]``.
 
     Prompt embeddings are computed once here; frames are scored in the backend's batches.
-    ``formula`` maps image embeddings to rewards and knows nothing of the backend.
+    ``formula`` (an ``nn.Sequential`` built from ``transform``, default the goal-baseline
+    projection with ``alpha``) maps image embeddings to rewards and knows nothing of the
+    backend. Its running statistics (``running_norm``) change only while ``update_stats`` is
+    set (the training pipeline sets it: :func:`vlmrm.build.make_data_factory`) and the model
+    is not :meth:`frozen`: evaluation episodes and videos score inside ``frozen()``, and
+    ``play``, ``render`` and ``evaluate-reward`` never set ``update_stats``.
     """
 
     def __init__(self, backend: RewardBackend, goal_prompts: Sequence[str],
-                 baseline_prompts: Sequence[str], alpha: float) -> None:
+                 baseline_prompts: Sequence[str], alpha: float = 0.0, *,
+                 transform: TransformSpec | None = None,
+                 negative_prompts: Sequence[str] = ()) -> None:
+        if transform is not None and alpha != 0.0:
+            raise ValueError(f"alpha={alpha} and transform are both given: put alpha into the "
+                             "transform's goal_baseline item.")
         self.backend = backend
         self.goal_prompts = list(goal_prompts)
         self.baseline_prompts = list(baseline_prompts)
         backend.check_prompts(self.goal_prompts, "reward.goal_prompts")
         backend.check_prompts(self.baseline_prompts, "reward.baseline_prompts")
-        goal = mean_embedding(backend.encode_text(self.goal_prompts))
-        baseline = mean_embedding(backend.encode_text(self.baseline_prompts))
-        self.formula = GoalBaselineReward(goal, baseline, alpha).to(backend.device)
+        self.negative_prompts = list(negative_prompts)
+        backend.check_prompts(self.negative_prompts, "reward.negative_prompts")
+        self.prompts = embed_prompts(backend, self.goal_prompts, self.baseline_prompts,
+                                     self.negative_prompts)
+        spec = default_transform(alpha) if transform is None else transform
+        self.formula = build_reward_fn(spec, self.prompts).to(backend.device).eval()
         self.frames_scored = 0
+        #: Whether scoring folds the frames into the formula's running statistics.
+        self.update_stats = False
+        self._frozen = 0  # depth of nested frozen() blocks
 
     def to(self, device: str | torch.device) -> VLMRewardModel:
         self.backend.to(device)
@@ -48,11 +78,27 @@ class VLMRewardModel:
         (before normalisation)."""
         return self.backend.preprocessor.resize_frames(frames)
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[VLMRewardModel]:
+        """Score without touching the running statistics inside this block (evaluation)."""
+        self._frozen += 1
+        try:
+            yield self
+        finally:
+            self._frozen -= 1
+
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        """Rewards of ``frames``; with ``update_stats`` set and not :meth:`frozen`, the frames
+        first update the formula's running statistics."""
         lead = frames.shape[:-3]
         flat = frames.reshape(-1, *frames.shape[-3:])
-        rewards = self.formula(self.backend.encode_images(flat))
+        embeddings = self.backend.encode_images(flat)
+        self.formula.train(self.update_stats and not self._frozen)
+        try:
+            rewards = self.formula(embeddings)
+        finally:
+            self.formula.eval()
         self.frames_scored += flat.shape[0]
         return rewards.reshape(lead).to(frames.device)
 

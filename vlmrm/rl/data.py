@@ -39,6 +39,18 @@ def make_replay_buffer(size: int, batch_size: int, device: torch.device) -> Tens
                                   batch_size=batch_size)
 
 
+#: What ``DataPipeline.last_scored`` keeps of a scored batch (small: no pixels).
+WATCHED = ((NEXT, REWARD), (NEXT, GT_REWARD), (NEXT, DONE), (NEXT, SUCCESS))
+
+
+def top_frames(frames: torch.Tensor, rewards: torch.Tensor, k: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` highest-reward frames ``[k, H, W, 3]`` (best first) and their rewards."""
+    flat = rewards.reshape(-1)
+    best = flat.topk(min(k, flat.numel())).indices
+    return frames.reshape(-1, *frames.shape[-3:])[best.to(frames.device)].clone(), flat[best]
+
+
 def for_replay(data: TensorDictBase) -> TensorDictBase:
     """States, actions and (VLM) rewards only: pixels and actor outputs are dropped."""
     return data.select(*REPLAY_KEYS).reshape(-1)
@@ -111,6 +123,13 @@ class DataPipeline:
     world_size: int = 1
     #: Env steps this rank has scored (names a bad batch by its step range).
     steps_scored: int = field(default=0, init=False)
+    #: Set by the reward monitor (:mod:`vlmrm.rl.monitor`): ``watch`` keeps each scored
+    #: batch's rewards, ground truth and episode ends in ``last_scored``; ``keep_frames > 0``
+    #: also keeps that many of its highest-reward frames (and rewards) in ``top_frames``.
+    watch: bool = False
+    keep_frames: int = 0
+    last_scored: TensorDictBase | None = field(default=None, init=False)
+    top_frames: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False)
     _iterator: Iterator[TensorDictBase] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -133,6 +152,10 @@ class DataPipeline:
         self.steps_scored += scored.numel()
         check_rewards(scored, (NEXT, REWARD), frames, first, self.rank, self.world_size,
                       self.evidence_dir)
+        if self.watch:
+            self.last_scored = scored.select(*WATCHED, strict=False).clone()
+        if self.keep_frames and frames is not None:
+            self.top_frames = top_frames(frames, scored.get((NEXT, REWARD)), self.keep_frames)
         return scored
 
     def store(self, batch: TensorDictBase) -> dict[str, list[float]]:

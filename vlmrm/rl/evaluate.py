@@ -51,7 +51,11 @@ def run_episode(env: EnvBase, policy, reward_model: VLMRewardModel | None,
     nxt = td.get(NEXT)
     gt = nxt[REWARD].reshape(-1).float()
     frames = nxt.get(PIXELS, None)
-    vlm = gt if reward_model is None else reward_model(frames).reshape(-1).float().cpu()
+    if reward_model is None:
+        vlm = gt
+    else:  # evaluation must not move the running reward statistics (running_norm)
+        with reward_model.frozen():
+            vlm = reward_model(frames).reshape(-1).float().cpu()
     success = nxt.get(SUCCESS, None)
     return Episode(gt_rewards=gt, vlm_rewards=vlm,
                    success=None if success is None else success.reshape(-1),

@@ -55,6 +55,8 @@ class SACModule(L.LightningModule):
         #: A non-finite value met this iteration (the run stops at the iteration's end).
         self._problem: NonFiniteBatch | None = None
         self._clock = time.perf_counter()
+        #: The reward formula's state from a resumed checkpoint, applied once data exists.
+        self._restored_formula: dict[str, Any] | None = None
 
     # -- Lightning plumbing -------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -78,6 +80,8 @@ class SACModule(L.LightningModule):
         if self.data_factory is None:
             raise RuntimeError("SACModule needs a data_factory to train")
         self.data = self.data_factory(self)
+        if self._restored_formula is not None and self.data.reward_model is not None:
+            self.data.reward_model.formula.load_state_dict(self._restored_formula)
 
     def on_train_end(self) -> None:
         if self.trainer.world_size > 1:
@@ -99,9 +103,13 @@ class SACModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["vlmrm"] = {"config": OmegaConf.to_container(OmegaConf.structured(self.cfg)),
                                "env_steps": self.env_steps}
+        reward_model = self.data.reward_model if self.data is not None else None
+        if reward_model is not None:  # running_norm's statistics (empty for stateless chains)
+            checkpoint["vlmrm"]["reward_formula"] = reward_model.formula.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.env_steps = checkpoint.get("vlmrm", {}).get("env_steps", 0)
+        self._restored_formula = checkpoint.get("vlmrm", {}).get("reward_formula")
 
     # -- the training loop --------------------------------------------------------------
     def training_step(self, batch: int, batch_idx: int) -> None:

@@ -1,0 +1,203 @@
+"""The reward-hacking monitor: a hackable reward sets it off in a real training run; its
+trend test and correlation on scripted episodes."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+
+import gymnasium as gym
+import lightning as L
+import pytest
+import torch
+from tensordict import TensorDict
+from torch import nn
+from torchrl.data import OneHot
+
+import vlmrm.scenes  # noqa: F401  (registers vlmrm/CartPole-v0)
+from tests.helpers import CONFIGS, QUIET, scalars
+from tests.rl.test_module import RecordingLogger
+from vlmrm.backend import RewardBackend
+from vlmrm.config import Config, load_config
+from vlmrm.preprocess import ImagePreprocessor
+from vlmrm.reward.model import VLMRewardModel
+from vlmrm.reward.transform import VLMRewardTransform
+from vlmrm.rl.data import DataPipeline, EpisodeTracker, make_replay_buffer
+from vlmrm.rl.module import SACModule
+from vlmrm.rl.monitor import RewardMonitor
+
+EPISODE = 6  # steps per scripted episode (one env; one batch per episode)
+
+
+class CartPosition(RewardBackend):
+    """TEST-ONLY hackable "VLM": the image embedding encodes where the black cart is drawn
+    (its horizontal pixel centroid), the prompt "...right..." points at the right edge. The
+    reward pays for pushing the cart right, a visual artefact, not for the upright pole."""
+
+    name = "cart-position"
+
+    def __init__(self) -> None:
+        super().__init__("cart-position")
+        self.model = nn.Identity()
+        self.preprocessor = ImagePreprocessor(size=(64, 64), mean=(0.0,) * 3, std=(1.0,) * 3,
+                                              interpolation="bilinear", resize_mode="squash")
+
+    @property
+    def embed_dim(self) -> int:
+        return 2
+
+    @property
+    def context_length(self) -> int:
+        return 77
+
+    def _count_tokens(self, prompt: str) -> int:
+        return len(prompt.split())
+
+    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        # Only the cart is black after resizing (the 1-pixel track line blurs to grey).
+        dark = (pixels.amax(dim=1) < 0.3).float().sum(dim=1)  # [B, 64] dark pixels per column
+        column = (dark * torch.arange(64.0)).sum(-1) / dark.sum(-1).clamp_min(1)
+        phi = (column / 63 - 0.5) * math.pi  # left edge -pi/2 ... right edge +pi/2
+        return torch.stack([phi.cos(), phi.sin()], dim=-1)
+
+    def _encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        return torch.tensor([[0.0, 1.0] if "right" in p else [1.0, 0.0] for p in prompts])
+
+
+def test_cart_position_reward_grows_with_the_cart_position():
+    env = gym.make("vlmrm/CartPole-v0", render_mode="rgb_array").unwrapped
+    env.reset(seed=0)
+    frames = []
+    for x in (-2.0, 0.0, 2.0):
+        env.state = [x, 0.0, 0.0, 0.0]
+        frames.append(torch.from_numpy(env.render()))
+    env.close()
+    rewards = VLMRewardModel(CartPosition(), ["the cart at the right"], ["a cart"])(
+        torch.stack(frames))
+    assert rewards[0] < -0.5 < 0 < rewards[2] and abs(rewards[1]) < 0.1
+
+
+@pytest.mark.slow
+def test_hackable_reward_sets_off_the_monitor_in_a_short_real_run(tmp_path, monkeypatch,
+                                                                  caplog):
+    """Real training, about a minute: the agent learns to push the cart right (what the
+    hackable reward pays for), so the pole falls more often: VLM return up, GT return down."""
+    from vlmrm import train
+
+    monkeypatch.setattr(train, "make_reward_model", lambda cfg: VLMRewardModel(
+        CartPosition(), ["the cart at the right"], ["a cart"]))
+    cfg = load_config(CONFIGS / "quickstart.yaml", [
+        *QUIET, "env.episode_length=50", "agent.total_env_steps=3000",
+        "agent.learning_starts=300", "agent.learning_rate=1e-3", "agent.hidden_sizes=[64,64]",
+        "agent.batch_size=64",
+        "agent.eval_every=0", "logging.monitor_window=10", "logging.video_every=1000",
+        f"logging.output_dir={tmp_path}", "logging.run_name=hack"])
+    with caplog.at_level(logging.WARNING, logger="vlmrm.rl.monitor"):
+        train.fit(cfg)
+    tags = scalars(tmp_path / "hack")
+    flags = tags["monitor/hacking_suspected"]
+    fired = [s for s, v in flags if v == 1.0]
+    print(f"hacking suspected at {len(fired)} of {len(flags)} checks, env steps {fired}")
+    assert fired
+    assert "Reward hacking suspected" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "hack" / "monitor").iterdir()) == [
+        "step-1000.png", "step-2000.png", "step-3000.png"]
+
+
+class PixelReward:
+    """Scripted reward model: a frame's reward is written in its first pixel (the env side is
+    scripted; the monitor, pipeline, module and Trainer are real)."""
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        return frames[..., 0, 0, 0].float()
+
+    def model_view(self, frames: torch.Tensor) -> torch.Tensor:
+        return frames
+
+
+def scripted(vlm_per_episode, gt_per_episode) -> Iterator[TensorDict]:
+    """One episode per batch: episode k pays vlm(k) and gt(k) per step."""
+    k = 0
+    while True:
+        vlm, gt = vlm_per_episode(k), gt_per_episode(k)
+        pixels = torch.zeros(EPISODE, 8, 8, 3, dtype=torch.uint8)
+        pixels[:, 0, 0, 0] = torch.tensor([vlm + t % 2 for t in range(EPISODE)])  # ranks vary
+        done = torch.zeros(EPISODE, 1, dtype=torch.bool)
+        done[-1] = True
+        obs = torch.randn(EPISODE, 3)
+        yield TensorDict({
+            "observation": obs, "action": torch.nn.functional.one_hot(
+                torch.arange(EPISODE) % 2, 2),
+            "next": {"observation": obs, "pixels": pixels,
+                     "reward": torch.full((EPISODE, 1), float(gt)), "done": done,
+                     "terminated": torch.zeros_like(done), "truncated": done.clone()},
+        }, batch_size=[EPISODE])
+        k += 1
+
+
+def fit_monitored(tmp_path, vlm, gt, episodes=12, every=0):
+    cfg = Config()
+    a = cfg.agent
+    a.total_env_steps, a.learning_starts, a.train_freq = episodes * EPISODE, 10**6, EPISODE
+    a.batch_size, a.hidden_sizes, a.eval_every = 8, [8], 0
+
+    def data_factory(module):
+        model = PixelReward()
+        return DataPipeline(scripted(vlm, gt), model, VLMRewardTransform(model, drop_pixels=True),
+                            make_replay_buffer(1000, 8, module.device), EpisodeTracker(1))
+
+    module = SACModule(cfg, 3, OneHot(2), data_factory)
+    logger = RecordingLogger()
+    monitor = RewardMonitor(tmp_path / "monitor", window=5, frames=2, every=every)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=logger, callbacks=[monitor],
+                        enable_progress_bar=False, enable_checkpointing=False,
+                        enable_model_summary=False, use_distributed_sampler=False)
+    trainer.fit(module)
+    return trainer, logger
+
+
+def logged(logger, tag):
+    return [(step, row[tag]) for step, row in logger.rows if tag in row]
+
+
+def test_rising_vlm_and_falling_gt_returns_are_flagged_once(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="vlmrm.rl.monitor"):
+        trainer, logger = fit_monitored(tmp_path, vlm=lambda k: 10 + k, gt=lambda k: 20 - k)
+    flags = logged(logger, "monitor/hacking_suspected")
+    # Checked from the 5th finished episode (the window) on, at every episode end.
+    assert [s for s, _ in flags] == [EPISODE * k for k in range(5, 13)]
+    assert all(v == 1.0 for _, v in flags)
+    assert logged(logger, "monitor/vlm_return_trend")[0][1] == pytest.approx(1.0)
+    assert logged(logger, "monitor/gt_return_trend")[0][1] == pytest.approx(-1.0)
+    assert caplog.text.count("Reward hacking suspected at env step 30") == 1  # warned once
+    assert trainer.progress_bar_metrics["hacking"] == 1.0
+
+
+def test_returns_rising_together_stay_silent(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="vlmrm.rl.monitor"):
+        trainer, logger = fit_monitored(tmp_path, vlm=lambda k: 10 + k, gt=lambda k: 1 + k)
+    assert {v for _, v in logged(logger, "monitor/hacking_suspected")} == {0.0}
+    assert "hacking" not in caplog.text and trainer.progress_bar_metrics["hacking"] == 0.0
+
+
+def test_vlm_gt_correlation_is_logged_every_batch_over_recent_steps(tmp_path):
+    _, logger = fit_monitored(tmp_path, vlm=lambda k: 10 + k, gt=lambda k: k % 3, episodes=4)
+    rho = logged(logger, "monitor/vlm_gt_spearman")
+    # The first batch has one GT value (undefined correlation); later ones pool steps.
+    assert [s for s, _ in rho] == [12, 18, 24] and all(-1 <= v <= 1 for _, v in rho)
+
+
+def test_top_frames_strip_every_n_steps(tmp_path):
+    fit_monitored(tmp_path, vlm=lambda k: 10 + k, gt=lambda k: 1, episodes=4, every=12)
+    strips = sorted(p.name for p in (tmp_path / "monitor").iterdir())
+    assert strips == ["step-12.png", "step-24.png"]
+
+
+def test_top_frames_keeps_the_best_frames_best_first():
+    from vlmrm.rl.data import top_frames
+
+    frames = torch.arange(6, dtype=torch.uint8).reshape(2, 3, 1, 1, 1).expand(2, 3, 2, 2, 3)
+    rewards = torch.tensor([[0.1, 0.9, 0.3], [0.8, 0.2, 0.5]]).unsqueeze(-1)
+    kept, best = top_frames(frames, rewards, 3)
+    assert kept[:, 0, 0, 0].tolist() == [1, 3, 5] and best.tolist() == pytest.approx([.9, .8, .5])
