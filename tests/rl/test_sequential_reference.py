@@ -21,8 +21,8 @@ from vlmrm.train import fit
 
 DATA = ROOT / "tests" / "data"
 #: Defaults and shipped config values that changed after the recording, set back to the
-#: recorded ones (the mountaincar preset now has the original code's l2 critic and terminal
-#: episode end).
+#: recorded ones (the mountaincar preset now has the original code's l2 critic, terminal
+#: episode end and OU action noise).
 PINNED = ["agent.activation=tanh", "agent.critic_loss=smooth_l1", "env.episode_end=truncate",
           "agent.action_noise=null"]
 #: Float results are exact only on the same CPU code path (BLAS kernels differ by ISA).
