@@ -11,6 +11,7 @@ from tensordict import TensorDict
 from torchrl.data import Bounded, OneHot, TensorSpec
 from torchrl.objectives import LossModule, SoftUpdate
 
+from vlmrm import compiled
 from vlmrm.config import Config
 from vlmrm.rl import update
 from vlmrm.rl.agent import make_agent, make_loss
@@ -197,32 +198,32 @@ def test_fast_loss_follows_the_loss_module_to_another_dtype():
 
 def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch):
     def broken_compile(fn, **kwargs):
-        def compiled(*args):
+        def failing(*args):
             raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore")
-        return compiled
+        return failing
 
     monkeypatch.setattr(torch, "compile", broken_compile)
     loss = sac_loss(4, CARTPOLE)
     TargetUpdate(loss, 0.005)  # as in FastUpdate: TorchRL then knows targets are updated
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        compiled = FastSACLoss(loss, compile=True)
+        fast = FastSACLoss(loss, compile=True)
         batch = Minibatch.from_tensordict(transitions(4, CARTPOLE, 32))
-        first = compiled(batch)
+        first = fast(batch)
     assert [str(w.message).split(" (")[0] for w in caught] == [
         "agent.compile: torch.compile is unavailable"]
     assert "InvalidCxxCompiler: No working C++ compiler found)" in str(caught[0].message)
-    assert not compiled.losses.is_compiled
+    assert not fast.losses.is_compiled
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        again = compiled(batch)
+        again = fast(batch)
     eager = FastSACLoss(loss, compile=False)(batch)
     for key in OUTPUTS:
         assert torch.equal(first[key], eager[key]) and torch.equal(again[key], eager[key])
 
 
 def test_no_cxx_compiler_means_eager_without_trying(monkeypatch):
-    monkeypatch.setattr(update.shutil, "which", lambda name: None)
+    monkeypatch.setattr(compiled.shutil, "which", lambda name: None)
     monkeypatch.setattr(torch, "compile", lambda *a, **k: pytest.fail("compile attempted"))
     with pytest.warns(RuntimeWarning, match="no C.. compiler"):
         fast = FastSACLoss(sac_loss(3, PENDULUM), compile=True)
@@ -236,9 +237,9 @@ def test_compiled_loss_equals_eager_loss():
     TargetUpdate(loss, 0.005)
     batch = Minibatch.from_tensordict(transitions(3, PENDULUM, 128))
     params = list(loss.parameters())
-    compiled = FastSACLoss(loss, compile=True)
-    ours, our_grads = losses_and_grads(compiled, batch, params)
-    assert compiled.losses.is_compiled  # compiled, not the eager fallback
+    fast = FastSACLoss(loss, compile=True)
+    ours, our_grads = losses_and_grads(fast, batch, params)
+    assert fast.losses.is_compiled  # compiled, not the eager fallback
     theirs, their_grads = losses_and_grads(FastSACLoss(loss), batch, params)
     for key in OUTPUTS:
         torch.testing.assert_close(ours[key], theirs[key], rtol=1e-5, atol=1e-6)

@@ -16,8 +16,6 @@ single backward per step); the caller passes Lightning's ``manual_backward`` and
 from __future__ import annotations
 
 import math
-import shutil
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -30,6 +28,7 @@ from torch import Tensor, nn
 from torchrl.data import TensorDictReplayBuffer
 from torchrl.objectives import DiscreteSACLoss, LossModule, SACLoss, SoftUpdate
 
+from vlmrm.compiled import CompiledOrEager
 from vlmrm.keys import ACTION, NEXT, OBSERVATION, REWARD, TERMINATED
 
 #: The loss outputs every implementation returns, in this order.
@@ -38,8 +37,6 @@ OUTPUTS = ("loss_actor", "loss_qvalue", "loss_alpha", "alpha", "entropy")
 #: (any fixed numbers: the generator is a stream of its own, unrelated to env seeds).
 RANK_STRIDE, REPLAY_SEED_OFFSET = 1000, 555
 _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
-#: C++ compilers Inductor looks for on CPU (torch._inductor.config.cpp.cxx).
-_CXX = ("g++", "clang++", "c++")
 
 
 # -- the optimizer ------------------------------------------------------------------------
@@ -412,51 +409,14 @@ class FastSACLoss(nn.Module):
 
 
 # -- torch.compile ------------------------------------------------------------------------
-class _CompiledOrEager:
-    """A compiled function that falls back to eager, with one warning, if compiling fails on
-    its first call (no C++ compiler, no Inductor for this platform, ...). Later failures are
-    errors: by then compiling has worked."""
-
-    def __init__(self, fn: Callable, what: str) -> None:
-        self.eager, self.what, self.proven = fn, what, False
-        cxx = [c for c in _CXX if shutil.which(c)]
-        self.compiled: Callable | None = None
-        if not cxx:
-            self._fall_back("no C++ compiler (g++, clang++) on PATH; Inductor needs one")
-            return
-        # fallback_random: compiled code draws its random numbers as eager torch does, so a
-        # seed gives the same exploration noise compiled or not (Inductor's own generator
-        # would give other, equally random, draws).
-        self.compiled = torch.compile(fn, dynamic=False, options={"fallback_random": True})
-
-    def _fall_back(self, why: str) -> None:
-        warnings.warn(f"{self.what}: torch.compile is unavailable ({why}); running eager, "
-                      "with the same results, only slower.", RuntimeWarning, stacklevel=3)
-        self.compiled = None
-
-    @property
-    def is_compiled(self) -> bool:
-        return self.compiled is not None
-
-    def __call__(self, *args, **kwargs):
-        if self.compiled is None:
-            return self.eager(*args, **kwargs)
-        if self.proven:
-            return self.compiled(*args, **kwargs)
-        try:
-            out = self.compiled(*args, **kwargs)
-        except Exception as err:  # noqa: BLE001 - any first-call compile failure means eager
-            self._fall_back(f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}")
-            return self.eager(*args, **kwargs)
-        self.proven = True
-        return out
-
-
-def compile_losses(fn: Callable, what: str = "agent.compile") -> _CompiledOrEager:
+def compile_losses(fn: Callable, what: str = "agent.compile") -> CompiledOrEager:
     """``torch.compile`` of a loss forward only: backward, optimizer step and target update
     stay eager, so Lightning's ``manual_backward`` and DDP's gradient hooks are untouched.
-    Build the loss with ``bool_free=True`` (see :class:`_ReLUKeepsOutput`)."""
-    return _CompiledOrEager(fn, what)
+    Build the loss with ``bool_free=True`` (see :class:`_ReLUKeepsOutput`). The batch size
+    is fixed, so shapes are static. ``fallback_random``: the compiled code draws its random
+    numbers as eager torch does, so a seed gives the same exploration noise compiled or not
+    (Inductor's own generator would give other, equally random, draws)."""
+    return CompiledOrEager(fn, what, dynamic=False, options={"fallback_random": True})
 
 
 # -- target critics -----------------------------------------------------------------------
