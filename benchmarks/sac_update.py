@@ -135,29 +135,39 @@ def _DummyEnv(gym, np, obs_dim: int, act_dim: int, bound: float):
     return DummyEnv()
 
 
-def interleaved(variants: dict[str, Variant], k: int, rounds: int) -> dict[str, list[float]]:
-    """Updates/s of each variant per round; each round runs every variant once, k updates,
-    in an order rotated by one per round. One warm-up call each first (compiles)."""
+def interleaved(variants: dict[str, Variant], k: int, rounds: int
+                ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Updates per wall-clock second and per CPU second of this process, of each variant
+    per round; each round runs every variant once, k updates, in an order rotated by one per
+    round. One warm-up call each first (compiles). CPU time barely moves when other jobs
+    load the machine (all variants run one thread); wall time is what a run pays."""
     for run in variants.values():
         run(2)
-    names, rates = list(variants), {name: [] for name in variants}
+    names = list(variants)
+    wall: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             variants[name](k)
-            rates[name].append(k / (time.perf_counter() - start))
-    return rates
+            wall[name].append(k / (time.perf_counter() - start))
+            cpu[name].append(k / max(time.process_time() - start_cpu, 1e-9))
+    return wall, cpu
 
 
-def summarise(rates: dict[str, list[float]], reference: str) -> dict[str, dict]:
-    """Median updates/s and median per-round ratio to ``reference`` for each variant."""
-    out = {}
-    for name, values in rates.items():
-        ratios = [v / ref for v, ref in zip(values, rates[reference], strict=True)]
-        out[name] = {"updates_per_s": statistics.median(values),
-                     f"ratio_vs_{reference}": statistics.median(ratios),
-                     "rounds": [round(v, 1) for v in values]}
-    return out
+def summarise(wall: dict[str, list[float]], cpu: dict[str, list[float]], reference: str
+              ) -> dict[str, dict]:
+    """Per variant: median updates/s (wall and CPU) and the median per-round ratio of each
+    to ``reference``."""
+    def ratio(rates: dict[str, list[float]], name: str) -> float:
+        return statistics.median(v / ref for v, ref in zip(rates[name], rates[reference],
+                                                           strict=True))
+
+    return {name: {"updates_per_s": statistics.median(wall[name]),
+                   f"ratio_vs_{reference}": ratio(wall, name),
+                   "updates_per_cpu_s": statistics.median(cpu[name]),
+                   f"cpu_ratio_vs_{reference}": ratio(cpu, name),
+                   "rounds": [round(v, 1) for v in wall[name]]} for name in wall}
 
 
 def update_rates(obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
@@ -167,8 +177,8 @@ def update_rates(obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
     """Updates/s of vlmrm's ``fast`` and ``torchrl`` updates (and the compiled fast one if
     ``compile``), and of SB3's SAC if ``sb3`` (ImportError naming ``vlmrm[bench]`` when it
     is missing), measured interleaved in this process. ``{variant: {"updates_per_s",
-    "ratio_vs_<reference>", "rounds"}}``; the reference is ``sb3`` if present, else
-    ``torchrl``. For discrete sizes SB3's continuous SAC with ``act_dim`` dimensions stands
+    "ratio_vs_<reference>", "updates_per_cpu_s", "cpu_ratio_vs_<reference>", "rounds"}}``;
+    the reference is ``sb3`` if present, else ``torchrl``. For discrete sizes SB3's continuous SAC with ``act_dim`` dimensions stands
     in (it has no discrete SAC)."""
     if threads is not None:
         torch.set_num_threads(threads)
@@ -185,7 +195,7 @@ def update_rates(obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
         variants["fast+compile"] = vlmrm_variant(obs_dim, act_dim, hidden, batch, discrete,
                                                  "fast", compile=True, **kwargs)
     k = updates or UPDATES.get(batch, max(1, 15_360 // batch))
-    return summarise(interleaved(variants, k, rounds), "sb3" if sb3 else "torchrl")
+    return summarise(*interleaved(variants, k, rounds), "sb3" if sb3 else "torchrl")
 
 
 def sb3_update_rate(obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
@@ -194,7 +204,7 @@ def sb3_update_rate(obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 25
     """Median updates/s of SB3's SAC alone (ImportError naming ``vlmrm[bench]`` without it)."""
     run = sb3_variant(obs_dim, act_dim, hidden, batch, bound=bound)
     k = updates or UPDATES.get(batch, max(1, 15_360 // batch))
-    return statistics.median(interleaved({"sb3": run}, k, rounds)["sb3"])
+    return statistics.median(interleaved({"sb3": run}, k, rounds)[0]["sb3"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -217,10 +227,13 @@ def main(argv: list[str] | None = None) -> None:
                            sb3=not args.no_sb3, rounds=args.rounds, updates=args.updates,
                            bound=bound)
         results[name] = res
+        ref = "sb3" if "sb3" in res else "torchrl"
+        print(f"  {'variant':14s} {'updates/s':>9s} {'x ' + ref:>9s} {'per CPU s':>10s} "
+              f"{'x ' + ref:>9s}  rounds (updates/s)")
         for variant, r in res.items():
-            ratio = next(v for k, v in r.items() if k.startswith("ratio_vs_"))
-            print(f"  {variant:14s} {r['updates_per_s']:7.1f} updates/s  x{ratio:.2f}  "
-                  f"rounds {r['rounds']}", flush=True)
+            print(f"  {variant:14s} {r['updates_per_s']:9.1f} {r[f'ratio_vs_{ref}']:9.2f} "
+                  f"{r['updates_per_cpu_s']:10.1f} {r[f'cpu_ratio_vs_{ref}']:9.2f}  "
+                  f"{r['rounds']}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
