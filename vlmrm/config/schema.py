@@ -157,14 +157,14 @@ class AgentConfig:
     loss_impl: str = opt(
         "fast", "SAC update implementation: 'fast' (vlmrm's plain-torch losses on the same "
         "TorchRL parameters, all of an iteration's minibatches sampled at once from a per-rank "
-        "generator; ~1.3-1.9x the update rate of 'torchrl' on CPU) or 'torchrl' (TorchRL's "
+        "generator; 1.4-1.8x the update rate of 'torchrl' on CPU) or 'torchrl' (TorchRL's "
         "SACLoss/DiscreteSACLoss and SoftUpdate, one replay sample per update from the global "
         "RNG: the reference implementation, and vlmrm's update before loss_impl existed). "
         "Both compute the same losses; runs differ in which transitions are drawn.")
     compile: bool = opt(
-        False, "torch.compile the SAC loss forward (agent.loss_impl=fast only): ~1.2x more "
-        "updates/s on CPU, but 15-40 s of compiling at start (per DDP rank) and a C++ compiler "
-        "on CPU; runs eager with a warning if compiling fails.")
+        False, "torch.compile the SAC loss forward (agent.loss_impl=fast only): 5-20 % more "
+        "updates/s on CPU, for 15-40 s of compiling at the first update (in every DDP rank); "
+        "needs a C++ compiler; runs eager with a warning if compiling fails.")
     num_threads: int | None = opt(
         1, "torch intra-op threads of this process; 1 is fastest on small CPUs (see README); "
         "null leaves torch's default.")

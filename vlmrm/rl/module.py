@@ -49,8 +49,9 @@ class SACModule(L.LightningModule):
         #: The fast update's replay generator, seeded per rank in :meth:`setup` (before a
         #: checkpoint is restored, so a resume can restore its state after).
         self.replay_generator = torch.Generator()
-        # Not an nn.Module attribute: the update reads the loss module's tensors and owns none.
-        self.__dict__["updater"] = make_update(
+        # A plain object, outside the module tree: it reads the loss module's tensors and
+        # owns none, so checkpoints and DDP see exactly the loss module.
+        self.updater = make_update(
             self.loss_module, cfg.agent.loss_impl, cfg.agent.tau, self.replay_generator,
             compile=cfg.agent.compile)
         self.data_factory = data_factory

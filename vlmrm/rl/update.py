@@ -30,12 +30,13 @@ from torchrl.objectives import DiscreteSACLoss, LossModule, SACLoss, SoftUpdate
 
 from vlmrm.compiled import CompiledOrEager
 from vlmrm.keys import ACTION, NEXT, OBSERVATION, REWARD, TERMINATED
+from vlmrm.rl.envs import RANK_STRIDE
 
 #: The loss outputs every implementation returns, in this order.
 OUTPUTS = ("loss_actor", "loss_qvalue", "loss_alpha", "alpha", "entropy")
-#: Seed distance between DDP ranks' replay generators, and their offset from ``cfg.seed``
-#: (any fixed numbers: the generator is a stream of its own, unrelated to env seeds).
-RANK_STRIDE, REPLAY_SEED_OFFSET = 1000, 555
+#: The replay generator's seed offset from ``cfg.seed`` (any fixed number: the generator is
+#: a stream of its own, unrelated to the envs' seeds, which use the same rank stride).
+REPLAY_SEED_OFFSET = 555
 _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
 
 
@@ -260,6 +261,26 @@ def _tanh_normal(s: LossSpec, p: Params, obs: Tensor) -> tuple[Tensor, Tensor]:
     return action, log_prob - ldj.sum(-1)
 
 
+def _critics(s: LossSpec, p: Params, mb: Minibatch, action: Tensor) -> tuple[Tensor, Tensor]:
+    """``[2, B]`` Q(s, a) of the replayed actions, and Q(s, a_pi) of the actor's ``action``
+    with detached critic weights (as TorchRL: the actor loss trains the actor only)."""
+    detached = [w.detach() for w in p.critic]
+    obs = mb.observation
+    if not s.share_obs:
+        return (_twin(p.critic, torch.cat([obs, mb.action], -1), s.activation).squeeze(-1),
+                _twin(detached, torch.cat([obs, action], -1), s.activation).squeeze(-1))
+    twins = p.critic[0].shape[0]
+    w_obs, w_act = p.critic[0][..., :s.obs_dim], p.critic[0][..., s.obs_dim:]
+    h_obs = torch.baddbmm(p.critic[1].unsqueeze(1), obs.expand(twins, *obs.shape),
+                          w_obs.transpose(1, 2))
+    pred = torch.baddbmm(h_obs, mb.action.expand(twins, *mb.action.shape), w_act.transpose(1, 2))
+    # Detached weights for the actor: the observation half h_obs is the same, detached.
+    h_pi = torch.baddbmm(h_obs.detach(), action.expand(twins, *action.shape),
+                         w_act.detach().transpose(1, 2))
+    return (_twin_rest(p.critic, pred, s.activation).squeeze(-1),
+            _twin_rest(detached, h_pi, s.activation).squeeze(-1))
+
+
 def continuous_losses(s: LossSpec, p: Params, mb: Minibatch) -> dict[str, Tensor]:
     """``SACLoss.forward`` (v2: no value network) on one minibatch ``[B, ...]``."""
     alpha = p.log_alpha.detach().exp()
@@ -269,26 +290,9 @@ def continuous_losses(s: LossSpec, p: Params, mb: Minibatch) -> dict[str, Tensor
         next_value = _twin_min(s, next_q - alpha * next_log_prob.unsqueeze(-1)).squeeze(-1)
         target = _td0(s, mb, next_value)
     action, log_prob = _tanh_normal(s, p, mb.observation)
-    if s.share_obs:
-        w_obs, w_act = p.critic[0][..., :s.obs_dim], p.critic[0][..., s.obs_dim:]
-        twins = w_obs.shape[0]
-        h_obs = torch.baddbmm(p.critic[1].unsqueeze(1),
-                              mb.observation.expand(twins, *mb.observation.shape),
-                              w_obs.transpose(1, 2))
-        pred = _twin_rest(p.critic, torch.baddbmm(
-            h_obs, mb.action.expand(twins, *mb.action.shape), w_act.transpose(1, 2)),
-            s.activation)
-        # The actor's Q uses detached critic weights (TorchRL's), so h_obs is reusable.
-        detached = [w.detach() for w in p.critic]
-        q_pi = _twin_rest(detached, torch.baddbmm(
-            h_obs.detach(), action.expand(twins, *action.shape), w_act.detach().transpose(1, 2)),
-            s.activation)
-    else:
-        pred = _twin(p.critic, torch.cat([mb.observation, mb.action], -1), s.activation)
-        q_pi = _twin([w.detach() for w in p.critic], torch.cat([mb.observation, action], -1),
-                     s.activation)
-    return {"loss_actor": (alpha * log_prob - _twin_min(s, q_pi).squeeze(-1)).mean(),
-            "loss_qvalue": _critic_loss(s, pred.squeeze(-1), target),
+    pred, q_pi = _critics(s, p, mb, action)
+    return {"loss_actor": (alpha * log_prob - _twin_min(s, q_pi)).mean(),
+            "loss_qvalue": _critic_loss(s, pred, target),
             **_alpha_terms(s, p.log_alpha, log_prob.detach())}
 
 
