@@ -162,7 +162,7 @@ class AgentConfig:
         "RNG: the reference implementation, and vlmrm's update before loss_impl existed). "
         "Both compute the same losses; runs differ in which transitions are drawn.")
     compile: bool = opt(
-        False, "torch.compile the SAC loss forward (agent.loss_impl=fast only): 5-20 % more "
+        False, "torch.compile the SAC loss forward (agent.loss_impl=fast only): 2-20 % more "
         "updates/s on CPU, for 15-40 s of compiling at the first update (in every DDP rank); "
         "needs a C++ compiler; runs eager with a warning if compiling fails.")
     num_threads: int | None = opt(
