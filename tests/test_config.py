@@ -34,6 +34,9 @@ from vlmrm.config import Config, describe_schema, load_config
     (["agent.hidden_sizes=[64,0]"], "agent.hidden_sizes=[64, 0]"),
     (["agent.num_threads=0"], "agent.num_threads=0"),
     (["agent.target_entropy_weight=2"], "agent.target_entropy_weight=2.0"),
+    (["agent.loss_impl=jax"], "agent.loss_impl='jax'"),
+    (["agent.compile=true", "agent.loss_impl=torchrl"], "agent.compile=true needs agent.loss_impl=fast"),
+    (["reward.compile=maybe"], "reward.compile"),
     (["env.render_size=0"], "env.render_size=0"),
     (["env.kwargs.render_mode=human"], "env.kwargs.render_mode"),
     (["env.id=os:Foo-v0"], "env.id='os:Foo-v0'"),                       # would import code

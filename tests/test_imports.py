@@ -93,6 +93,7 @@ def test_low_layers_do_not_import_the_layers_above_them():
         "vlmrm.keys": ("vlmrm.",),
         "vlmrm.errors": ("vlmrm.",),
         "vlmrm.fileio": ("vlmrm.",),
+        "vlmrm.compiled": ("vlmrm.",),
         "vlmrm.registry": ("vlmrm.config", "vlmrm.build", "vlmrm.rl", "vlmrm.reward"),
         "vlmrm.media": ("vlmrm.rl", "vlmrm.reward", "vlmrm.build", "vlmrm.backend"),
         "vlmrm.config.schema": ("vlmrm.",),

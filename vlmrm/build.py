@@ -76,6 +76,8 @@ def make_backend(cfg: RewardConfig, device: str | torch.device) -> RewardBackend
                   model_config=cfg.model_config)
     if cfg.resize is not None:
         backend.preprocessor = backend.preprocessor.with_resize(cfg.resize)
+    if cfg.compile:
+        backend.compile_image_encoder()
     return backend
 
 

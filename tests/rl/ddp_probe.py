@@ -39,11 +39,13 @@ class Probe(L.Callback):
         module.data.collect = recording_collect
         module.actor.register_forward_hook(
             lambda *_: self.record["policy_steps"].append(module.env_steps))
-        module.loss_module.register_forward_hook(self._on_update(module))
+        module.update_loss.register_forward_hook(self._on_update(module))
 
     def _on_update(self, module):
         def hook(_m, args, _out):
-            self.record["sample_sizes"].append(args[0].batch_size[0])
+            batch = args[0]  # a TensorDict (agent.loss_impl=torchrl) or a Minibatch (fast)
+            size = batch.observation.shape[0] if isinstance(batch, tuple) else batch.batch_size[0]
+            self.record["sample_sizes"].append(size)
             self.record["update_steps"].append(module.env_steps)
         return hook
 

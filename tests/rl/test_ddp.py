@@ -17,7 +17,8 @@ def test_two_cpu_ranks_split_envs_batch_and_learning_starts(tmp_path):
            f"logging.output_dir={out}", "logging.run_name=ddp", "reward.backend=ground_truth",
            "env.num_envs=4", "agent.batch_size=64", "agent.learning_starts=64",
            "agent.train_freq=8", "agent.gradient_steps=2", "agent.total_env_steps=320",
-           "agent.hidden_sizes=[32,32]", "agent.eval_every=0", "trainer.strategy=ddp",
+           "agent.hidden_sizes=[32,32]", "agent.eval_every=0", "agent.loss_impl=fast",
+           "trainer.strategy=ddp",
            "trainer.devices=2"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -7,18 +7,30 @@ import torch
 from tests.helpers import CONFIGS, QUIET
 from tests.rl.test_sequential_reference import Recorder
 from vlmrm.config import load_config
+from vlmrm.rl.update import replay_seed
 from vlmrm.train import fit
 
-#: The quick start (demo VLM reward) with two serial envs, kept short.
-TWO_ENVS = (*QUIET, "env.num_envs=2", "agent.total_env_steps=256", "agent.learning_starts=64",
+#: The quick start (demo VLM reward) with two serial envs, kept short, on the fast update
+#: (replay minibatches drawn from the rank's own generator, seeded from the config's seed).
+TWO_ENVS = (*QUIET, "agent.loss_impl=fast", "env.num_envs=2", "agent.total_env_steps=256", "agent.learning_starts=64",
             "agent.gradient_steps=4", "agent.hidden_sizes=[32,32]", "agent.batch_size=32",
             "agent.eval_every=0", "reward.batch_size=16")
 
 
-def _run(tmp_path, name: str) -> Recorder:
+class GeneratorRecorder(Recorder):
+    """Also keeps the replay generator's final state (it moved: the fast path drew from it)."""
+
+    replay_generator_state: torch.Tensor | None = None
+
+    def on_train_end(self, trainer, module) -> None:
+        super().on_train_end(trainer, module)
+        self.replay_generator_state = module.replay_generator.get_state()
+
+
+def _run(tmp_path, name: str) -> GeneratorRecorder:
     cfg = load_config(CONFIGS / "quickstart.yaml", [*TWO_ENVS, f"logging.output_dir={tmp_path}",
                                                     f"logging.run_name={name}"])
-    recorder = Recorder()
+    recorder = GeneratorRecorder()
     fit(cfg, callbacks=[recorder])
     return recorder
 
@@ -36,3 +48,6 @@ def test_two_serial_envs_same_seed_same_rewards_actions_and_losses(tmp_path):
             assert torch.equal(ours[key], theirs[key]), f"{key} differs"
     for key, value in first.actor.items():
         assert torch.equal(value, second.actor[key]), f"final actor {key} differs"
+    seeded = torch.Generator().manual_seed(replay_seed(0, 0)).get_state()
+    assert not torch.equal(first.replay_generator_state, seeded)  # it drew the minibatches
+    assert torch.equal(first.replay_generator_state, second.replay_generator_state)

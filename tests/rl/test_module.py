@@ -7,6 +7,7 @@ loss, the optimizer and the Lightning Trainer are the real ones.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import lightning as L
@@ -14,8 +15,9 @@ import pytest
 import torch
 from lightning.pytorch.loggers import Logger
 from tensordict import TensorDict
-from torchrl.data import OneHot
+from torchrl.data import Bounded, OneHot
 
+from tests.helpers import ROOT
 from vlmrm.config import Config
 from vlmrm.keys import GT_REWARD
 from vlmrm.plan import plan_run
@@ -126,3 +128,25 @@ def test_replay_buffer_receives_every_step_with_gt_reward_kept():
     assert len(stored) == 24
     assert GT_REWARD not in stored["next"].keys()  # replay keeps what SAC learns from only
     assert torch.equal(stored["next", "reward"].unique(), torch.tensor([1.0, 2.0]))
+
+
+@pytest.mark.parametrize("spec", [OneHot(2), Bounded(-1.0, 1.0, shape=(2,))],
+                         ids=["discrete", "box"])
+def test_loss_impl_changes_how_updates_compute_not_what_is_trained_or_saved(spec):
+    """Both implementations train the TorchRL loss's tensors and save the same state."""
+    state = {}
+    for impl in ("fast", "torchrl"):
+        cfg = Config()
+        cfg.agent.loss_impl = impl
+        module = SACModule(cfg, OBS, spec)
+        state[impl] = list(module.state_dict())
+        assert (module.update_loss is module.loss_module) == (impl == "torchrl")
+        optimized = {id(p) for group in module.configure_optimizers().param_groups
+                     for p in group["params"]}
+        assert optimized == {id(p) for p in module.loss_module.parameters()}
+    assert state["fast"] == state["torchrl"]
+    if isinstance(spec, OneHot):  # as recorded from the loop before loss_impl existed
+        recorded = json.loads((ROOT / "tests" / "data" / "sequential_quickstart.json")
+                              .read_text())["final_loss_module_checksum_names"]
+        assert [k.removeprefix("loss_module.") for k in state["fast"]
+                if k.startswith("loss_module.")] == recorded

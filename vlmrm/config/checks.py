@@ -18,6 +18,7 @@ from vlmrm.config.schema import (
     ACTIVATIONS,
     CRITIC_LOSSES,
     EPISODE_ENDS,
+    LOSS_IMPLS,
     PRECISIONS,
     RESIZE_MODES,
     TRAINER_PRECISIONS,
@@ -151,6 +152,11 @@ def _validate_agent(a: AgentConfig) -> None:
             f"agent.action_noise_sigma={a.action_noise_sigma} must be > 0.")
     require(0 < a.action_noise_theta <= 1,
             f"agent.action_noise_theta={a.action_noise_theta} must be in (0, 1].")
+    one_of("agent.loss_impl", a.loss_impl, LOSS_IMPLS)
+    require(not (a.compile and a.loss_impl == "torchrl"),
+            "agent.compile=true needs agent.loss_impl=fast: TorchRL's SAC loss recompiles on "
+            "every call and runs no faster compiled. Use agent.loss_impl=fast, or "
+            "agent.compile=false.")
     require(all(h >= 1 for h in a.hidden_sizes),
             f"agent.hidden_sizes={list(a.hidden_sizes)} must hold positive layer widths, "
             "e.g. agent.hidden_sizes=[256,256] ([] for linear networks).")

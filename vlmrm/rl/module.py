@@ -14,15 +14,16 @@ import lightning as L
 import torch
 from omegaconf import OmegaConf
 from tensordict import TensorDictBase
+from torch import nn
 from torch.utils.data import DataLoader
 from torchrl.data import TensorSpec
-from torchrl.objectives import SoftUpdate
 
 from vlmrm.config.schema import Config
 from vlmrm.rl.agent import make_agent, make_loss
 from vlmrm.rl.data import DataPipeline
 from vlmrm.rl.evaluate import evaluate
 from vlmrm.rl.nonfinite import NonFiniteBatch, agree_to_stop, check_losses
+from vlmrm.rl.update import make_optimizer, make_update, replay_seed
 
 #: Builds the rank's data pipeline once the module knows its rank and device.
 DataFactory = Callable[["SACModule"], DataPipeline]
@@ -45,7 +46,14 @@ class SACModule(L.LightningModule):
         # The loss holds the critics (and their targets); keeping `qvalue` elsewhere would
         # leave an unused parameter copy that DDP rejects.
         self.loss_module = make_loss(self.actor, qvalue, action_spec, cfg.agent)
-        self.target_updater = SoftUpdate(self.loss_module, tau=cfg.agent.tau)
+        #: The fast update's replay generator, seeded per rank in :meth:`setup` (before a
+        #: checkpoint is restored, so a resume can restore its state after).
+        self.replay_generator = torch.Generator()
+        # A plain object, outside the module tree: it reads the loss module's tensors and
+        # owns none, so checkpoints and DDP see exactly the loss module.
+        self.updater = make_update(
+            self.loss_module, cfg.agent.loss_impl, cfg.agent.tau, self.replay_generator,
+            compile=cfg.agent.compile)
         self.data_factory = data_factory
         self.data: DataPipeline | None = None
         self.env_steps = 0
@@ -60,15 +68,19 @@ class SACModule(L.LightningModule):
 
     # -- Lightning plumbing -------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        # One optimizer with a group per part: SAC's three losses touch disjoint parameters
-        # (TorchRL detaches what each must not train), so one backward of their sum and one
-        # Adam step equal three separate updates, and global_step counts updates.
-        lm = self.loss_module
-        groups = [list(lm.actor_network_params.values(True, True)),
-                  list(lm.qvalue_network_params.values(True, True))]
-        if lm.log_alpha.requires_grad:
-            groups.append([lm.log_alpha])
-        return torch.optim.Adam([{"params": g} for g in groups], lr=self.cfg.agent.learning_rate)
+        # One optimizer with a group per part (see update.param_groups), so global_step
+        # counts updates.
+        a = self.cfg.agent
+        return make_optimizer(self.loss_module, a.learning_rate, a.loss_impl)
+
+    def setup(self, stage: str) -> None:
+        self.replay_generator.manual_seed(replay_seed(self.cfg.seed, self.global_rank))
+
+    @property
+    def update_loss(self) -> nn.Module:
+        """The module whose forward computes one update's losses (TorchRL's loss or the
+        fast one): where hooks see every update."""
+        return self.updater.loss_forward
 
     def train_dataloader(self) -> DataLoader:
         a, e = self.cfg.agent, self.cfg.env
@@ -158,21 +170,15 @@ class SACModule(L.LightningModule):
 
     def update(self, steps: int) -> dict[str, float]:
         """``steps`` SAC updates on replay minibatches; mean losses by log name."""
-        optimizer = self.optimizers()
-        # Summed on device and read once: an .item() per update would sync the GPU each time.
-        totals: dict[str, torch.Tensor] = {}
-        for _ in range(steps):
-            sample = self.data.replay_buffer.sample().to(self.device)
-            out = self.loss_module(sample)
-            loss = sum(v for k, v in out.items() if k.startswith("loss_"))
-            optimizer.zero_grad()
-            self.manual_backward(loss)
-            optimizer.step()
-            self.target_updater.step()
-            for key, value in out.items():
-                totals[key] = totals.get(key, 0) + value.detach().float().mean()
-        return {LOSS_NAMES.get(k, f"train/{k}"): v.item() / max(steps, 1)
-                for k, v in totals.items()}
+        # Lightning owns the step: manual_backward (precision, DDP) and its optimizer wrapper.
+        totals = self.updater.run(self.data.replay_buffer, steps, self.device,
+                                  self.manual_backward, self.optimizers())
+        if not totals:
+            return {}
+        # Summed on device and read in one copy: a read per update would sync the GPU each time.
+        sums = torch.stack(list(totals.values())).tolist()
+        return {LOSS_NAMES.get(k, f"train/{k}"): v / max(steps, 1)
+                for k, v in zip(totals, sums, strict=True)}
 
     def run_evaluation(self) -> dict[str, float]:
         """Deterministic episodes on the eval env, logged apart from training episodes."""
