@@ -153,6 +153,7 @@ def test_ddp_rank_with_a_nan_reward_stops_both_ranks_without_a_hang(tmp_path):
     out = tmp_path / "runs"
     cmd = [sys.executable, str(ROOT / "tests" / "rl" / "poisoned_fit.py"), "1", "3",
            "fit", "--config", str(CONFIGS / "cartpole.yaml"), *SMALL,
+           "env.num_envs=2",  # counts both ranks: one env each, as the single-rank runs
            "trainer.strategy=ddp", "trainer.devices=2", f"logging.output_dir={out}",
            "logging.run_name=ddp"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
