@@ -16,14 +16,8 @@ from vlmrm.config import Config
 from vlmrm.rl import update
 from vlmrm.rl.agent import make_agent, make_loss
 from vlmrm.rl.data import make_replay_buffer
-from vlmrm.rl.update import (
-    OUTPUTS,
-    FastSACLoss,
-    Minibatch,
-    ReplaySampler,
-    TargetUpdate,
-    make_optimizer,
-)
+from vlmrm.rl.fast_loss import OUTPUTS, FastSACLoss, Minibatch
+from vlmrm.rl.update import ReplaySampler, TargetUpdate, make_optimizer
 
 PENDULUM = Bounded(-2.0, 2.0, shape=(1,))       # the box is rescaled from (-1, 1)
 UNIT_BOX = Bounded(-1.0, 1.0, shape=(6,))       # TorchRL skips the rescaling here
