@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.loggers import TensorBoardLogger
-from torchrl.envs import InitTracker, TransformedEnv
+from torchrl.envs import EnvBase
 
 from vlmrm.backend import RewardBackend
 from vlmrm.config.schema import Config, RewardConfig
@@ -23,10 +23,11 @@ from vlmrm.errors import ConfigError, VLMRMError, one_paragraph
 from vlmrm.registry import GROUND_TRUTH, backend_class
 from vlmrm.reward.model import VLMRewardModel, input_size
 from vlmrm.reward.transform import VLMRewardTransform
-from vlmrm.rl.agent import check_action_noise, exploration_policy
+from vlmrm.rl.agent import check_action_noise
 from vlmrm.rl.callbacks import EnvStepCheckpoint, VideoRecorder
 from vlmrm.rl.checkpoints import AtomicCheckpointIO
-from vlmrm.rl.data import DataPipeline, EpisodeTracker, make_collector, make_replay_buffer
+from vlmrm.rl.collect import Collection, ExplorationSampler, StepLoop, random_batches
+from vlmrm.rl.data import DataPipeline, EpisodeTracker, make_replay_buffer
 from vlmrm.rl.envs import SeedOffset, env_seed, make_base_env, make_env
 from vlmrm.rl.module import DataFactory, SACModule
 from vlmrm.rl.monitor import RewardMonitor
@@ -113,22 +114,33 @@ def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataF
         env_cfg = replace(cfg.env, num_envs=cfg.env.num_envs // world)
         env = make_env(env_cfg, size, from_pixels=pixels,
                        seed=env_seed(cfg.seed, SeedOffset.TRAIN, rank))
-        a = cfg.agent
-        if a.action_noise == "ou":  # the noise restarts with each episode
-            env = TransformedEnv(env, InitTracker())
-        policy = exploration_policy(module.actor, env.action_spec, a)
-        collector = make_collector(env, policy, a.train_freq * env_cfg.num_envs,
-                                   a.learning_starts // world, module.device)
+        collection = make_collection(cfg, module, env, rank, world)
         eval_env = make_base_env(cfg.env, size, from_pixels=pixels,
                                  seed=env_seed(cfg.seed, SeedOffset.EVAL, rank))
         return DataPipeline(
-            batches=collector, reward_model=reward_model,
+            batches=collection, reward_model=reward_model,
             reward_transform=VLMRewardTransform(reward_model, drop_pixels=True),
-            replay_buffer=make_replay_buffer(a.buffer_size, a.batch_size // world, module.device),
+            replay_buffer=make_replay_buffer(cfg.agent.buffer_size,
+                                             cfg.agent.batch_size // world, module.device),
             episodes=EpisodeTracker(env_cfg.num_envs), eval_env=eval_env, envs=[env],
             evidence_dir=evidence_dir(module), rank=rank, world_size=world)
 
     return factory
+
+
+def make_collection(cfg: Config, module: SACModule, env: EnvBase, rank: int, world: int
+                    ) -> Collection:
+    """The rank's env step loop. Sequential collection draws from torch's global generator
+    (as the loop always did); overlapped collection runs beside the learner, which draws from
+    that generator too, so it gets a generator of its own (seeded per rank) to stay
+    deterministic."""
+    a = cfg.agent
+    generator = (torch.Generator().manual_seed(env_seed(cfg.seed, SeedOffset.COLLECT, rank))
+                 if a.overlap else torch.default_generator)
+    sampler = ExplorationSampler(module.actor, env.action_spec, a, generator)
+    return Collection(StepLoop(env, sampler), a.train_freq,
+                      random_batches(a.learning_starts // world, a.train_freq * env.numel()),
+                      a.overlap)
 
 
 def evidence_dir(module: SACModule) -> Path:

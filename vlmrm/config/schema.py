@@ -174,6 +174,13 @@ class AgentConfig:
     action_noise_theta: float = opt(
         0.15, "Mean reversion of 'ou' noise per step, in (0, 1]: 1/theta is roughly how many "
         "steps a push lasts.")
+    overlap: bool = opt(
+        True, "Collect the next batch (env steps and rendering) on a background thread while "
+        "the current one is scored and learned from. The next batch then comes from the "
+        "policy as it was one iteration earlier (a one-batch lag, harmless to off-policy SAC) "
+        "and its exploration draws from a random generator of its own; false runs collect -> "
+        "score -> update strictly in turn, from torch's global generator (the loop before "
+        "overlap existed, reproduced exactly).")
     eval_every: int = opt(10_000, "Run deterministic evaluation episodes every this many env "
                           "steps (0 disables).")
     eval_episodes: int = opt(5, "Evaluation episodes per evaluation.")

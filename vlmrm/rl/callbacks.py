@@ -20,14 +20,10 @@ from vlmrm.rl.checkpoints import (
 )
 from vlmrm.rl.envs import SeedOffset, env_seed, episode_cap, make_base_env
 from vlmrm.rl.evaluate import episode_video, run_episode
+from vlmrm.rl.schedule import crossed
 
 if TYPE_CHECKING:
     from vlmrm.rl.module import SACModule
-
-
-def crossed(every: int, before: int, now: int) -> bool:
-    """True when a multiple of ``every`` lies in ``(before, now]``."""
-    return now // every > before // every
 
 
 class EnvStepCheckpoint(L.Callback):

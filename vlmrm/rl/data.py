@@ -12,26 +12,14 @@ from pathlib import Path
 
 import torch
 from tensordict import TensorDictBase
-from torchrl.collectors import Collector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.envs import EnvBase
 
 from vlmrm.keys import DONE, GT_REWARD, NEXT, PIXELS, REPLAY_KEYS, REWARD, SUCCESS
 from vlmrm.reward.model import VLMRewardModel
 from vlmrm.reward.transform import VLMRewardTransform
+from vlmrm.rl.collect import Collection
 from vlmrm.rl.nonfinite import check_rewards
-
-
-def make_collector(env: EnvBase, policy, frames_per_batch: int, learning_starts: int,
-                   policy_device: torch.device) -> Collector:
-    """Single-process collector; random actions for the first ``learning_starts`` frames
-    (rounded up to whole batches)."""
-    random_frames = -(-learning_starts // frames_per_batch) * frames_per_batch
-    return Collector(
-        env, policy, frames_per_batch=frames_per_batch, total_frames=-1,
-        init_random_frames=random_frames or None, env_device="cpu",
-        policy_device=policy_device, storing_device="cpu", auto_register_policy_transforms=False,
-    )
 
 
 def make_replay_buffer(size: int, batch_size: int, device: torch.device) -> TensorDictReplayBuffer:
@@ -104,13 +92,13 @@ class EpisodeTracker:
 class DataPipeline:
     """The data side of training for one rank.
 
-    ``collect`` yields ``[num_envs, train_freq]`` batches whose ``reward`` is the reward
-    model's (the env's own kept as ``gt_reward``); ``store`` tracks episodes and fills the
-    replay buffer. ``batches`` is what the collector yields (a TorchRL collector, or any
-    iterable of batches, e.g. in tests).
+    ``collect`` yields ``[num_envs, train_freq]`` batches, ``score`` makes their ``reward``
+    the reward model's (the env's own kept as ``gt_reward``), ``store`` tracks episodes and
+    fills the replay buffer. ``batches`` is a :class:`~vlmrm.rl.collect.Collection` (the
+    env step loop), or any iterable of batches (tests script the data side this way).
     """
 
-    batches: Iterable[TensorDictBase]
+    batches: Collection | Iterable[TensorDictBase]
     reward_model: VLMRewardModel | None
     reward_transform: VLMRewardTransform
     replay_buffer: TensorDictReplayBuffer
@@ -133,10 +121,14 @@ class DataPipeline:
     _iterator: Iterator[TensorDictBase] = field(init=False)
 
     def __post_init__(self) -> None:
-        self._iterator = iter(self.batches)
+        if not isinstance(self.batches, Collection):
+            self._iterator = iter(self.batches)
 
-    def collect(self) -> TensorDictBase:
-        """The next batch of env steps, with pixels (scoring drops them)."""
+    def collect(self, actor: torch.nn.Module, prefetch: bool = True) -> TensorDictBase:
+        """The next batch of env steps, with pixels (scoring drops them); see
+        :meth:`Collection.next` for ``prefetch``."""
+        if isinstance(self.batches, Collection):
+            return self.batches.next(actor, prefetch)
         return next(self._iterator)
 
     def score(self, batch: TensorDictBase) -> TensorDictBase:
@@ -165,9 +157,8 @@ class DataPipeline:
         return finished
 
     def close(self) -> None:
-        shutdown = getattr(self.batches, "shutdown", None)
-        if shutdown is not None:
-            shutdown()
+        if isinstance(self.batches, Collection):
+            self.batches.close()  # first: the envs must not close under a batch in flight
         for env in [*self.envs, self.eval_env]:
             if env is not None and not env.is_closed:
                 env.close()

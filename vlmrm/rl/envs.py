@@ -41,6 +41,8 @@ class SeedOffset(IntEnum):
     EVAL = 999
     VIDEO = 777
     PLAY = 4242
+    #: Not an env: the generator of overlapped collection (agent.overlap).
+    COLLECT = 31337
 
 
 #: Seed distance between DDP ranks' envs.

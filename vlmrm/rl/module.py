@@ -23,6 +23,7 @@ from vlmrm.rl.agent import make_agent, make_loss
 from vlmrm.rl.data import DataPipeline
 from vlmrm.rl.evaluate import evaluate
 from vlmrm.rl.nonfinite import NonFiniteBatch, agree_to_stop, check_losses
+from vlmrm.rl.schedule import crossed
 from vlmrm.rl.update import make_optimizer, make_update, replay_seed
 
 #: Builds the rank's data pipeline once the module knows its rank and device.
@@ -127,7 +128,7 @@ class SACModule(L.LightningModule):
     def training_step(self, batch: int, batch_idx: int) -> None:
         data = self.data
         t0 = time.perf_counter()
-        steps = data.collect()                           # [num_envs, train_freq], with pixels
+        steps = data.collect(self.actor, prefetch=self._may_prefetch())  # with pixels
         t1 = time.perf_counter()
         scored = self._score(steps)                      # VLM reward; env's kept as gt_reward
         t2 = time.perf_counter()
@@ -149,6 +150,15 @@ class SACModule(L.LightningModule):
             metrics.update(self.run_evaluation())
             self._next_eval += self.cfg.agent.eval_every
         self._log(metrics)
+
+    def _may_prefetch(self) -> bool:
+        """Whether collection may run ahead into the next iteration: not when this iteration
+        ends the run or writes a checkpoint, which must hold no batch in flight."""
+        per_iteration = self.cfg.agent.train_freq * self.cfg.env.num_envs  # all ranks
+        after = self.env_steps + per_iteration
+        every = self.cfg.logging.checkpoint_every
+        return (after < self.cfg.agent.total_env_steps
+                and not (every and crossed(every, self.env_steps, after)))
 
     def _score(self, steps: TensorDictBase) -> TensorDictBase | None:
         """The scored batch, or None when its rewards are non-finite (problem recorded)."""

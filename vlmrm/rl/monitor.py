@@ -34,7 +34,7 @@ import torch
 from vlmrm.keys import GT_REWARD, NEXT, REWARD
 from vlmrm.media import grid_image, write_png
 from vlmrm.reward.metrics import spearman
-from vlmrm.rl.callbacks import crossed
+from vlmrm.rl.schedule import crossed
 from vlmrm.rl.data import DataPipeline, EpisodeTracker
 
 if TYPE_CHECKING:

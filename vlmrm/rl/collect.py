@@ -1,0 +1,272 @@
+"""Collection: the env step loop that feeds training, inline (``agent.overlap=false``) or
+one batch ahead on a background thread (``agent.overlap=true``), with a policy snapshot.
+
+Why a thread and not a process: the envs already step and render in worker processes
+(``env.parallel``); what is left is a few hundred microseconds of Python per env step, the
+policy forward on a small MLP, and copies, most of it outside the GIL. A collector process of
+its own (TorchRL's ``MultiAsyncCollector``) measured no faster on 2 cores (README, "How
+fast"), starts in seconds, and would keep its random state, counters and policy copy in
+another process, out of reach of a checkpoint.
+
+Sequential order (``agent.overlap=false``): the snapshot is synced right before each batch
+and every random number comes from torch's global generator, in the order TorchRL's
+``Collector`` drew them, so runs reproduce the loop as it was before overlap existed (checked
+against a recorded reference, tests/rl/test_sequential_reference.py).
+
+Determinism with overlap: the learner draws from torch's global generator (the actor loss's
+reparameterisation, TorchRL's losses) while the collection runs, so the collection must not:
+:class:`ExplorationSampler` draws random-phase actions, policy samples and the
+``agent.action_noise`` process from its own ``torch.Generator`` (seeded per rank). The policy
+is a snapshot of the actor taken only while no collection is in flight (at the start of
+each iteration), so which weights collect which batch never depends on timing.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tensordict import TensorDictBase
+from torch import Tensor, nn
+from torchrl.data import TensorSpec
+from torchrl.envs import EnvBase
+
+from vlmrm.config.schema import AgentConfig
+from vlmrm.keys import ACTION, DONE, NEXT, OBSERVATION, PIXELS
+from vlmrm.rl.agent import is_discrete
+
+
+def actor_network(actor: nn.Module) -> nn.Module:
+    """The plain network inside vlmrm's ``ProbabilisticActor``: observation -> (loc, scale)
+    for continuous actions, -> logits for discrete ones."""
+    return actor.module[0].module
+
+
+class ExplorationSampler:
+    """The exploring policy as plain tensors, on a snapshot of the actor's network.
+
+    Every random number comes from ``generator``: uniform actions in the random phase,
+    the actor's sample (a tanh-squashed Gaussian, or a categorical), and ``agent.action_noise``
+    (independent Gaussian, or an Ornstein-Uhlenbeck process per env that restarts with each
+    episode). The formulas are those of TorchRL's ``TanhNormal`` / ``OneHotCategorical``,
+    ``AdditiveGaussianModule`` and ``OrnsteinUhlenbeckProcessModule`` (dt = 1, noise clamped
+    into the action box), which the sequential loop uses with torch's global generator.
+    """
+
+    def __init__(self, actor: nn.Module, action_spec: TensorSpec, cfg: AgentConfig,
+                 generator: torch.Generator) -> None:
+        self.network = copy.deepcopy(actor_network(actor)).cpu().requires_grad_(False)
+        self.generator = generator
+        self.discrete = is_discrete(action_spec)
+        self.noise_kind = cfg.action_noise
+        self.sigma, self.theta = cfg.action_noise_sigma, cfg.action_noise_theta
+        if self.discrete:
+            self.num_actions = action_spec.shape[-1]
+            self.action_dtype = action_spec.dtype
+        else:
+            self.low = action_spec.space.low.detach().cpu().float()
+            self.high = action_spec.space.high.detach().cpu().float()
+        #: The Ornstein-Uhlenbeck state, ``[*env batch, act_dim]`` (None before the first step).
+        self.ou_noise: Tensor | None = None
+
+    @torch.no_grad()
+    def sync(self, actor: nn.Module) -> None:
+        """Copy the actor's current weights into the snapshot (call only while no collection
+        is in flight)."""
+        source = list(actor_network(actor).parameters())
+        torch._foreach_copy_(list(self.network.parameters()), source)
+
+    @torch.no_grad()
+    def __call__(self, observation: Tensor, random: bool, starts: Tensor) -> Tensor:
+        """Actions for ``observation`` ``[..., obs_dim]``; ``starts`` (bool, the env batch
+        shape) marks envs at the first step of an episode (it restarts the OU noise)."""
+        batch = observation.shape[:-1]
+        if random:
+            return self._uniform(batch)
+        if self.discrete:
+            return self._categorical(self.network(observation.float()))
+        loc, scale = self.network(observation.float())
+        pre = loc + scale * self._normal(loc.shape)
+        lim = 1.0 - torch.finfo(pre.dtype).resolution  # TorchRL's safe tanh
+        action = self._box(pre.tanh().clamp(-lim, lim))
+        return self._add_noise(action, starts) if self.noise_kind else action
+
+    def _normal(self, shape: torch.Size) -> Tensor:
+        return torch.randn(shape, generator=self.generator)
+
+    def _box(self, unit: Tensor) -> Tensor:
+        """(-1, 1) -> the action box, as TorchRL's TanhNormal with low/high."""
+        return (self.high + self.low) / 2 + (self.high - self.low) / 2 * unit
+
+    def _uniform(self, batch: torch.Size) -> Tensor:
+        if self.discrete:
+            index = torch.randint(self.num_actions, batch, generator=self.generator)
+            return F.one_hot(index, self.num_actions).to(self.action_dtype)
+        u = torch.rand((*batch, *self.low.shape), generator=self.generator)
+        return self.low + (self.high - self.low) * u
+
+    def _categorical(self, logits: Tensor) -> Tensor:
+        probs = logits.softmax(-1).reshape(-1, self.num_actions)
+        index = torch.multinomial(probs, 1, generator=self.generator).reshape(logits.shape[:-1])
+        return F.one_hot(index, self.num_actions).to(self.action_dtype)
+
+    def _add_noise(self, action: Tensor, starts: Tensor) -> Tensor:
+        if self.noise_kind == "normal":
+            noise = self.sigma * self._normal(action.shape)
+        else:  # "ou", dt = 1: noise += -theta * noise + sigma * N(0, 1)
+            if self.ou_noise is None:
+                self.ou_noise = torch.zeros_like(action)
+            prev = self.ou_noise.masked_fill(starts.unsqueeze(-1), 0.0)
+            self.ou_noise = prev - self.theta * prev + self.sigma * self._normal(action.shape)
+            noise = self.ou_noise
+        return torch.maximum(torch.minimum(action + noise, self.high), self.low)
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint needs to continue the same random stream and noise."""
+        return {"generator": self.generator.get_state(),
+                "ou_noise": None if self.ou_noise is None else self.ou_noise.clone()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        noise = state["ou_noise"]
+        self.ou_noise = None if noise is None else noise.clone()
+
+
+class StepLoop:
+    """Steps a TorchRL env (one env, or a ``SerialEnv`` / ``ParallelEnv`` batch) with an
+    :class:`ExplorationSampler`, ``steps`` steps per call.
+
+    Without TorchRL's ``Collector`` (its per-step bookkeeping cost ~2-3 ms, measured), it
+    keeps the same keys: ``observation``, ``action``, the done flags, and under ``next`` the
+    env's outputs (``pixels``, ``reward``, ``done``, ``terminated``, ``truncated``,
+    ``is_success``); the root ``pixels`` (the previous step's ``next`` frame) are dropped.
+    """
+
+    def __init__(self, env: EnvBase, sampler: ExplorationSampler) -> None:
+        self.env = env
+        self.sampler = sampler
+        # Reset now, as TorchRL's Collector does when it is built: the envs' first states
+        # then do not depend on what else is built before the first batch.
+        #: The root TensorDict the next step starts from.
+        self.root: TensorDictBase = env.reset()
+        #: Envs at the first step of an episode (restarts the OU noise).
+        self.starts: Tensor = torch.ones(env.batch_size, dtype=torch.bool)
+
+    @torch.no_grad()
+    def rollout(self, steps: int, random: bool) -> TensorDictBase:
+        """``[*env batch, steps]`` transitions."""
+        out = []
+        for _ in range(steps):
+            td = self.root.exclude(PIXELS)
+            td.set(ACTION, self.sampler(td.get(OBSERVATION), random, self.starts))
+            td, self.root = self.env.step_and_maybe_reset(td)
+            self.starts = td.get((NEXT, DONE)).reshape(self.env.batch_size)
+            out.append(td)
+        return torch.stack(out, dim=len(self.env.batch_size))
+
+
+class BackgroundCollection:
+    """One batch at a time on a background thread: :meth:`start` one, :meth:`wait` for it.
+
+    ``collect(random)`` runs on the thread. Between :meth:`wait` and the next :meth:`start`
+    nothing runs there, so the caller may read or change anything ``collect`` uses (the
+    policy snapshot, the random state, the envs).
+    """
+
+    def __init__(self, collect: Callable[[bool], TensorDictBase]) -> None:
+        self._collect = collect
+        self._threads = torch.get_num_threads()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="vlmrm-collect",
+                                        initializer=self._init_thread)
+        self._job: Future[TensorDictBase] | None = None
+
+    def _init_thread(self) -> None:
+        # Intra-op thread counts are per thread in OpenMP: keep the process's setting.
+        torch.set_num_threads(self._threads)
+
+    @property
+    def in_flight(self) -> bool:
+        return self._job is not None
+
+    def start(self, random: bool) -> None:
+        if self._job is not None:
+            raise RuntimeError("a batch is already being collected")
+        self._job = self._pool.submit(self._collect, random)
+
+    def wait(self) -> TensorDictBase:
+        """The batch started last (re-raising what the collection raised)."""
+        if self._job is None:
+            raise RuntimeError("no batch is being collected")
+        job, self._job = self._job, None
+        return job.result()
+
+    def close(self) -> None:
+        """Let a batch in flight finish (envs must not close under it), then stop."""
+        if self._job is not None:
+            self._job.exception()  # waits; its error, if any, no longer matters
+            self._job = None
+        self._pool.shutdown(wait=True)
+
+
+def random_batches(learning_starts: int, frames_per_batch: int) -> int:
+    """Batches collected with uniform random actions: ``learning_starts`` frames rounded up
+    to whole batches, as TorchRL's collectors count ``init_random_frames``."""
+    return math.ceil(learning_starts / frames_per_batch) if learning_starts > 0 else 0
+
+
+class Collection:
+    """The batches training learns from, ``[*env batch, steps]`` each.
+
+    :meth:`next` returns batch k. Without ``overlap`` it collects it there and then with the
+    actor's current weights. With ``overlap`` batch k was collected on the background thread
+    while the learner scored and learned from batch k-1, with the weights the actor had when
+    k-1 arrived: a one-batch policy lag, which off-policy SAC tolerates. The snapshot always
+    holds the weights meant for the next batch, so a batch collected inline (after
+    ``prefetch=False``) is the same batch the thread would have collected.
+    """
+
+    def __init__(self, loop: StepLoop, steps: int, random_batches: int, overlap: bool) -> None:
+        self.loop = loop
+        self.steps = steps
+        self.random_batches = random_batches
+        self.overlap = overlap
+        #: Batches started so far (the first ``random_batches`` use uniform random actions).
+        self.started = 0
+        self._background = BackgroundCollection(self._collect) if overlap else None
+
+    def _collect(self, random: bool) -> TensorDictBase:
+        return self.loop.rollout(self.steps, random)
+
+    def _take_random(self) -> bool:
+        random = self.started < self.random_batches
+        self.started += 1
+        return random
+
+    @property
+    def in_flight(self) -> bool:
+        return self._background is not None and self._background.in_flight
+
+    def next(self, actor: nn.Module, prefetch: bool = True) -> TensorDictBase:
+        """The next batch; with overlap, also start the one after unless ``prefetch`` is
+        False (before a checkpoint or the end, when nothing may be left in flight)."""
+        sampler = self.loop.sampler
+        if self._background is None:
+            sampler.sync(actor)
+            return self._collect(self._take_random())
+        if self._background.in_flight:
+            batch = self._background.wait()
+        else:
+            batch = self._collect(self._take_random())
+        sampler.sync(actor)
+        if prefetch:
+            self._background.start(self._take_random())
+        return batch
+
+    def close(self) -> None:
+        if self._background is not None:
+            self._background.close()
