@@ -34,8 +34,8 @@ import torch
 from vlmrm.keys import GT_REWARD, NEXT, REWARD
 from vlmrm.media import grid_image, write_png
 from vlmrm.reward.metrics import spearman
-from vlmrm.rl.schedule import crossed
 from vlmrm.rl.data import DataPipeline, EpisodeTracker
+from vlmrm.rl.schedule import crossed
 
 if TYPE_CHECKING:
     from vlmrm.rl.module import SACModule
