@@ -203,11 +203,11 @@ def main(argv: list[str] | None = None) -> Results:
     args = parse_args(argv)
     quiet_third_party()
     warnings.filterwarnings("ignore", module="torchrl")
-    to_stdout = args.json == "-"
-    # With JSON on stdout, anything the libraries print goes to stderr instead.
-    with contextlib.redirect_stdout(sys.stderr) if to_stdout else contextlib.nullcontext():
+    # What the libraries print (Lightning's model summary, ...) goes to stderr: stdout holds
+    # the table or the JSON only.
+    with contextlib.redirect_stdout(sys.stderr):
         results = run(args.config, args.overrides, args.quick)
-    if to_stdout:
+    if args.json == "-":
         print(json.dumps(asdict(results), indent=1))
         return results
     if args.json:

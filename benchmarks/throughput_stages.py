@@ -120,7 +120,8 @@ def measure_score(cfg: Config, reward_model: VLMRewardModel, frames: torch.Tenso
     frames = frames.repeat(-(-batch // distinct), 1, 1, 1)[:batch]
     with torch.no_grad():
         reward_model(frames)  # warm-up (and compiling, with reward.compile)
-        rate = timed(lambda: reward_model(frames), seconds, min_calls=2) * batch
+        # .cpu() waits for the device, as training's read of the rewards does.
+        rate = timed(lambda: reward_model(frames).cpu(), seconds, min_calls=2) * batch
     detail = {"batch_size": batch, "distinct_frames": min(distinct, batch),
               "frame_shape": list(frames.shape[1:]), "precision": cfg.reward.precision,
               "compile": cfg.reward.compile}
@@ -195,6 +196,9 @@ class LoopTimer(L.Callback):
 
     def rate(self, env_steps_per_iteration: int) -> float:
         """Env steps/s over the iterations after the warm-up."""
+        if len(self.stamps) <= self.warmup:
+            raise RuntimeError(f"training stopped after {len(self.stamps)} iterations, "
+                               f"before the {self.warmup} warm-up iterations were over")
         span = self.stamps[-1] - self.stamps[self.warmup - 1]
         return (len(self.stamps) - self.warmup) * env_steps_per_iteration / span
 
