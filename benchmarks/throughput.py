@@ -141,7 +141,7 @@ def table(r: Results) -> str:
         "score": "" if r.score is None else f"batch {r.score.detail['batch_size']}, "
                  f"precision {r.score.detail['precision']}",
         "update": f"{u['variant']}, batch {u['batch_size']}, hidden {u['hidden_sizes']}; "
-                  f"x{r.env_steps_per_iteration}/{r.gradient_steps} env steps per update",
+                  f"x {r.env_steps_per_iteration}/{r.gradient_steps} = env steps/s",
     }
     lines = [f"vlmrm throughput: {r.config}{' (quick)' if r.quick else ''}, "
              f"{r.env_steps_per_iteration} env steps + {r.gradient_steps} updates per "
