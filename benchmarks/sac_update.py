@@ -173,20 +173,23 @@ def summarise(wall: dict[str, list[float]], cpu: dict[str, list[float]], referen
 def update_rates(obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
                  batch: int = 256, discrete: bool = False, compile: bool = False, *,
                  sb3: bool = True, rounds: int = 5, updates: int | None = None,
-                 bound: float = 1.0, threads: int | None = 1) -> dict[str, dict]:
+                 bound: float = 1.0, threads: int | None = 1, activation: str = "relu",
+                 critic_loss: str = "l2") -> dict[str, dict]:
     """Updates/s of vlmrm's ``fast`` and ``torchrl`` updates (and the compiled fast one if
     ``compile``), and of SB3's SAC if ``sb3`` (ImportError naming ``vlmrm[bench]`` when it
     is missing), measured interleaved in this process. ``{variant: {"updates_per_s",
     "ratio_vs_<reference>", "updates_per_cpu_s", "cpu_ratio_vs_<reference>", "rounds"}}``;
-    the reference is ``sb3`` if present, else ``torchrl``. For discrete sizes SB3's continuous SAC with ``act_dim`` dimensions stands
-    in (it has no discrete SAC)."""
+    the reference is ``sb3`` if present, else ``torchrl``. For discrete sizes SB3's continuous
+    SAC with ``act_dim`` dimensions stands in (it has no discrete SAC). ``activation`` and
+    ``critic_loss`` apply to vlmrm's variants (the defaults match SB3's MlpPolicy)."""
     if threads is not None:
         torch.set_num_threads(threads)
     data = random_transitions(20_000, obs_dim, act_dim, discrete, bound)
     variants: dict[str, Variant] = {}
     if sb3:
         variants["sb3"] = sb3_variant(obs_dim, act_dim, hidden, batch, data, bound)
-    kwargs = {"data": data, "bound": bound}
+    kwargs = {"data": data, "bound": bound, "activation": activation,
+              "critic_loss": critic_loss}
     variants["torchrl"] = vlmrm_variant(obs_dim, act_dim, hidden, batch, discrete, "torchrl",
                                         **kwargs)
     variants["fast"] = vlmrm_variant(obs_dim, act_dim, hidden, batch, discrete, "fast",

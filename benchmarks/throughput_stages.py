@@ -1,0 +1,242 @@
+"""The stages of ``benchmarks/throughput.py``, each measured alone, and the whole loop.
+
+One function per stage; each returns a :class:`Stage` whose ``env_steps_per_s`` makes the
+stages comparable (how many env steps per second the loop could take if that stage were all
+it did).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+from sac_update import update_rates
+from tensordict import TensorDictBase
+from torchrl.data import TensorDictReplayBuffer
+from torchrl.envs import EnvBase
+
+from vlmrm.config import Config, load_config
+from vlmrm.keys import NEXT, PIXELS
+from vlmrm.reward.model import VLMRewardModel, input_size
+from vlmrm.rl.agent import is_discrete
+from vlmrm.rl.envs import SeedOffset, env_seed, make_base_env, make_env
+from vlmrm.train import fit
+
+
+@dataclass
+class Stage:
+    """One measured rate, in its own unit and converted to env steps/s."""
+
+    rate: float
+    unit: str
+    env_steps_per_s: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long each stage runs."""
+
+    env_s: float
+    score_s: float
+    update_rounds: int
+    loop_warmup: int  # iterations before the loop's clock starts
+    loop_s: float
+    loop_min_iterations: int
+
+
+def steps_per_iteration(cfg: Config) -> int:
+    """Env steps of one training iteration (all envs)."""
+    return cfg.agent.train_freq * cfg.env.num_envs
+
+
+def timed(call: Callable[[], None], seconds: float, min_calls: int = 3) -> float:
+    """Calls per second of ``call``, repeated for at least ``seconds`` and ``min_calls``."""
+    calls, start = 0, time.perf_counter()
+    while calls < min_calls or time.perf_counter() - start < seconds:
+        call()
+        calls += 1
+    return calls / (time.perf_counter() - start)
+
+
+# -- env ----------------------------------------------------------------------------------
+class RandomStepper:
+    """Steps an env with random actions via ``step_and_maybe_reset``, as a collector does,
+    keeping up to ``keep`` rendered frames for the scoring stage."""
+
+    def __init__(self, env: EnvBase, keep: int) -> None:
+        self.env, self.keep, self.frames = env, keep, []
+        self.td = env.reset()
+        self.kept = 0
+
+    def __call__(self) -> None:
+        td, self.td = self.env.step_and_maybe_reset(self.env.rand_action(self.td))
+        pixels = td.get((NEXT, PIXELS), None)
+        if pixels is not None and self.kept < self.keep:
+            flat = pixels.reshape(-1, *pixels.shape[-3:])[: self.keep - self.kept].clone()
+            self.frames.append(flat)
+            self.kept += len(flat)
+
+
+def measure_env(cfg: Config, reward_model: VLMRewardModel | None, seconds: float
+                ) -> tuple[Stage, torch.Tensor | None]:
+    """Env steps/s of one env and of ``env.num_envs`` batched as training builds them, with
+    rendering when training renders (a VLM reward); also the frames rendered on the way."""
+    size, pixels = input_size(reward_model), reward_model is not None
+    seed = env_seed(cfg.seed, SeedOffset.TRAIN)
+    single = make_base_env(cfg.env, size, from_pixels=pixels, seed=seed)
+    stepper = RandomStepper(single, keep=cfg.reward.batch_size)
+    stepper()  # the first render sets up the renderer
+    single_rate = timed(stepper, seconds)
+    single.close()
+    batched_rate = single_rate
+    if cfg.env.num_envs > 1:
+        env = make_env(cfg.env, size, from_pixels=pixels, seed=seed)
+        step = RandomStepper(env, keep=0)
+        step()  # worker start-up and first renders
+        batched_rate = timed(step, seconds) * cfg.env.num_envs
+        env.close()
+    frames = torch.cat(stepper.frames) if stepper.frames else None
+    detail = {"single_env_steps_per_s": single_rate, "num_envs": cfg.env.num_envs,
+              "parallel": cfg.env.parallel, "renders": pixels,
+              "frame_shape": None if frames is None else list(frames.shape[1:])}
+    return Stage(batched_rate, "env steps/s", batched_rate, detail), frames
+
+
+# -- score --------------------------------------------------------------------------------
+def measure_score(cfg: Config, reward_model: VLMRewardModel, frames: torch.Tensor,
+                  seconds: float) -> Stage:
+    """Frames/s of the reward model on ``reward.batch_size`` real frames, scored again and
+    again (frames are tiled up to the batch size if the env stage rendered fewer)."""
+    batch = cfg.reward.batch_size
+    distinct = len(frames)
+    frames = frames.repeat(-(-batch // distinct), 1, 1, 1)[:batch]
+    with torch.no_grad():
+        reward_model(frames)  # warm-up (and compiling, with reward.compile)
+        # .cpu() waits for the device, as training's read of the rewards does.
+        rate = timed(lambda: reward_model(frames).cpu(), seconds, min_calls=2) * batch
+    detail = {"batch_size": batch, "distinct_frames": min(distinct, batch),
+              "frame_shape": list(frames.shape[1:]), "precision": cfg.reward.precision,
+              "compile": cfg.reward.compile}
+    return Stage(rate, "frames/s", rate, detail)
+
+
+# -- update -------------------------------------------------------------------------------
+def sb3_installed() -> bool:
+    return importlib.util.find_spec("stable_baselines3") is not None
+
+
+def measure_update(cfg: Config, rounds: int) -> Stage:
+    """Updates/s of the config's update (agent.loss_impl, agent.compile) at
+    ``agent.batch_size`` and ``agent.hidden_sizes``, interleaved with SB3's SAC when it is
+    installed (``benchmarks/sac_update.py``)."""
+    probe = make_base_env(cfg.env, None, from_pixels=False)
+    obs_dim = probe.observation_spec["observation"].shape[-1]
+    spec = probe.action_spec
+    probe.close()
+    discrete = is_discrete(spec)
+    bound = 1.0 if discrete else float(spec.space.high.abs().max())
+    a = cfg.agent
+    compiled = a.compile and a.loss_impl == "fast"
+    sb3 = sb3_installed()
+    rates = update_rates(obs_dim, spec.shape[-1], a.hidden_sizes, a.batch_size, discrete,
+                         compiled, sb3=sb3, rounds=rounds, bound=bound,
+                         threads=a.num_threads, activation=a.activation,
+                         critic_loss=a.critic_loss)
+    variant = "fast+compile" if compiled else a.loss_impl
+    ups = rates[variant]["updates_per_s"]
+    detail = {"variant": variant, "batch_size": a.batch_size, "hidden_sizes": a.hidden_sizes,
+              "obs_dim": obs_dim, "act_dim": spec.shape[-1], "discrete": discrete,
+              "sb3_updates_per_s": rates["sb3"]["updates_per_s"] if sb3 else None,
+              "sb3_ratio": rates[variant]["ratio_vs_sb3"] if sb3 else None}
+    env_steps = ups * steps_per_iteration(cfg) / a.gradient_steps
+    return Stage(ups, "updates/s", env_steps, detail)
+
+
+# -- the whole loop -----------------------------------------------------------------------
+class LoopTimer(L.Callback):
+    """Timestamps each training iteration; stops training once ``warmup`` iterations and
+    then ``seconds`` (and ``min_iterations``) have passed. Keeps the replay buffer and the
+    module's ``perf/...`` metrics of the timed iterations."""
+
+    def __init__(self, warmup: int, seconds: float, min_iterations: int) -> None:
+        self.warmup, self.seconds, self.min_iterations = warmup, seconds, min_iterations
+        self.stamps: list[float] = []
+        self.perf: dict[str, list[float]] = {}
+        self.replay_buffer: TensorDictReplayBuffer | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.logger is not None:
+            log_metrics = trainer.logger.log_metrics
+
+            def tap(metrics: dict[str, float], step: int | None = None) -> None:
+                if len(self.stamps) >= self.warmup:
+                    for key, value in metrics.items():
+                        if key.startswith("perf/"):
+                            self.perf.setdefault(key, []).append(value)
+                log_metrics(metrics, step)
+
+            trainer.logger.log_metrics = tap
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.stamps.append(time.perf_counter())
+        self.replay_buffer = pl_module.data.replay_buffer
+        timed_iterations = len(self.stamps) - self.warmup
+        if (timed_iterations >= self.min_iterations
+                and self.stamps[-1] - self.stamps[self.warmup - 1] >= self.seconds):
+            trainer.should_stop = True
+
+    def rate(self, env_steps_per_iteration: int) -> float:
+        """Env steps/s over the iterations after the warm-up."""
+        if len(self.stamps) <= self.warmup:
+            raise RuntimeError(f"training stopped after {len(self.stamps)} iterations, "
+                               f"before the {self.warmup} warm-up iterations were over")
+        span = self.stamps[-1] - self.stamps[self.warmup - 1]
+        return (len(self.stamps) - self.warmup) * env_steps_per_iteration / span
+
+
+def loop_overrides(cfg: Config, budget: Budget, output_dir: str) -> list[str]:
+    """Updates from the last warm-up iteration on; enough iterations to stop on time; no
+    evaluation, videos or checkpoints before the end."""
+    per_iteration = steps_per_iteration(cfg)
+    cap = per_iteration * 100_000
+    return [f"agent.total_env_steps={cap}",
+            f"agent.learning_starts={per_iteration * (budget.loop_warmup - 1)}",
+            f"agent.buffer_size={min(cfg.agent.buffer_size, cap)}",
+            "agent.eval_every=0", "logging.video_every=0", f"logging.checkpoint_every={cap}",
+            f"logging.output_dir={output_dir}", "logging.run_name=throughput",
+            "trainer.enable_progress_bar=false"]
+
+
+def measure_loop(config: str | None, overrides: list[str], cfg: Config, budget: Budget
+                 ) -> tuple[Stage, float, int]:
+    """End-to-end env steps/s of ``vlmrm.train.fit``; also the replay bytes per stored
+    transition and the number stored."""
+    timer = LoopTimer(budget.loop_warmup, budget.loop_s, budget.loop_min_iterations)
+    with tempfile.TemporaryDirectory(prefix="vlmrm-throughput-") as tmp:
+        loop_cfg = load_config(config, [*overrides, *loop_overrides(cfg, budget, tmp)])
+        fit(loop_cfg, config, callbacks=[timer])
+    rate = timer.rate(steps_per_iteration(cfg))
+    detail = {"warmup_iterations": budget.loop_warmup,
+              "timed_iterations": len(timer.stamps) - budget.loop_warmup,
+              "in_loop_median": {k.removeprefix("perf/"): statistics.median(v)
+                                 for k, v in timer.perf.items()}}
+    stored = len(timer.replay_buffer)
+    return Stage(rate, "env steps/s", rate, detail), replay_bytes(timer.replay_buffer), stored
+
+
+def replay_bytes(buffer: TensorDictReplayBuffer) -> float:
+    """Bytes of the replay storage's tensors per stored transition."""
+    stored = len(buffer)
+    rows: TensorDictBase = buffer.storage[:stored]
+    total = sum(t.numel() * t.element_size() for t in rows.values(True, True))
+    return total / stored
+

@@ -1,0 +1,126 @@
+"""benchmarks/throughput.py on the quick start, --quick: every stage measured, rates in env
+steps/s, efficiency against the slowest stage, replay bytes, the projection from plan_run;
+and with the ground-truth reward, no scoring stage."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from types import ModuleType
+
+import pytest
+
+from tests.helpers import CONFIGS, ROOT
+from vlmrm.config import load_config
+from vlmrm.plan import plan_run
+from vlmrm.rl.envs import make_base_env
+
+QUICKSTART = str(CONFIGS / "quickstart.yaml")
+STAGES = ("env", "score", "update")
+
+
+@pytest.fixture(scope="module")
+def bench() -> Iterator[ModuleType]:
+    spec = importlib.util.spec_from_file_location("throughput",
+                                                  ROOT / "benchmarks" / "throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["throughput"] = module  # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("throughput", None)
+
+
+@pytest.fixture(scope="module")
+def quickstart(bench, tmp_path_factory) -> dict:
+    path = tmp_path_factory.mktemp("throughput") / "quickstart.json"
+    bench.main(["--config", QUICKSTART, "--quick", "--json", str(path),
+                "trainer.accelerator=cpu"])
+    return json.loads(path.read_text())
+
+
+def cartpole_bytes_per_transition() -> int:
+    """Observation and next observation, the one-hot action, reward, done, terminated, and
+    the int64 index TorchRL's TensorDictReplayBuffer stores with every row."""
+    env = make_base_env(load_config(QUICKSTART).env, None, from_pixels=False)
+    obs = env.observation_spec["observation"]
+    action = env.action_spec
+    env.close()
+    assert obs.shape == (4,) and action.shape == (2,)  # CartPole: 4 numbers, 2 actions
+    obs_bytes = obs.shape.numel() * obs.dtype.itemsize
+    action_bytes = action.shape.numel() * action.dtype.itemsize
+    return 2 * obs_bytes + action_bytes + 4 + 1 + 1 + 8
+
+
+def test_every_stage_has_a_positive_rate_in_env_steps(quickstart):
+    r = quickstart
+    per_iteration, gradient_steps = r["env_steps_per_iteration"], r["gradient_steps"]
+    assert (per_iteration, gradient_steps) == (8, 8)  # train_freq 8, one env
+    for name in (*STAGES, "loop"):
+        assert r[name]["rate"] > 0 and r[name]["env_steps_per_s"] > 0, name
+    assert r["env"]["unit"] == "env steps/s" and r["env"]["detail"]["renders"] is True
+    assert r["score"]["unit"] == "frames/s" and r["score"]["detail"]["batch_size"] == 256
+    assert r["score"]["env_steps_per_s"] == r["score"]["rate"]
+    assert r["update"]["unit"] == "updates/s" and r["update"]["detail"]["variant"] == "fast"
+    assert r["update"]["env_steps_per_s"] == pytest.approx(
+        r["update"]["rate"] * per_iteration / gradient_steps)
+    assert r["loop"]["detail"]["timed_iterations"] >= 5
+    assert set(r["loop"]["detail"]["in_loop_median"]) >= {"env_steps_per_s",
+                                                          "vlm_frames_per_s"}
+
+
+def test_efficiency_is_end_to_end_over_the_slowest_stage(quickstart):
+    r = quickstart
+    alone = {name: r[name]["env_steps_per_s"] for name in STAGES}
+    assert r["slowest_stage"] == min(alone, key=alone.get)
+    assert r["slowest_stage_env_steps_per_s"] == min(alone.values())
+    assert r["end_to_end_env_steps_per_s"] == r["loop"]["env_steps_per_s"]
+    assert r["pipeline_efficiency"] == pytest.approx(
+        r["end_to_end_env_steps_per_s"] / min(alone.values()))
+
+
+def test_replay_bytes_follow_from_cartpole_dims(quickstart):
+    assert quickstart["replay_bytes_per_transition"] == cartpole_bytes_per_transition()
+    stored = quickstart["replay_transitions"]
+    timed = quickstart["loop"]["detail"]["timed_iterations"]
+    assert stored % 8 == 0 and stored >= 8 * timed
+
+
+def test_projection_follows_plan_run(quickstart):
+    plan, p = plan_run(load_config(QUICKSTART)), quickstart["projection"]
+    assert (p["total_env_steps"], p["iterations"], p["updates"], p["frames_to_score"]) == (
+        plan.env_steps, plan.iterations, plan.updates, plan.frames_to_score)
+    assert p["hours_end_to_end"] == pytest.approx(
+        plan.env_steps / quickstart["end_to_end_env_steps_per_s"] / 3600)
+    assert p["stage_hours"]["update"] == pytest.approx(
+        plan.updates / quickstart["update"]["rate"] / 3600)
+    assert p["hours_slowest_stage"] == max(p["stage_hours"].values())
+
+
+def test_sb3_update_ratio(quickstart):
+    ratio = quickstart["sb3_update_ratio"]
+    if importlib.util.find_spec("stable_baselines3") is None:
+        assert ratio is None
+    else:
+        assert ratio > 0 and quickstart["update"]["detail"]["sb3_updates_per_s"] > 0
+
+
+def test_ground_truth_has_no_score_stage(bench, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "stable_baselines3", None)  # as if not installed
+    results = bench.main(["--config", QUICKSTART, "--quick", "--json",
+                          "reward.backend=ground_truth", "agent.gradient_steps=4",
+                          "trainer.accelerator=cpu"])
+    r = json.loads(capsys.readouterr().out)  # --json without a path: JSON on stdout only
+    assert r["score"] is None and r["env"]["detail"]["renders"] is False
+    assert r["gradient_steps"] == 4  # overrides reach every stage
+    assert r["update"]["env_steps_per_s"] == pytest.approx(r["update"]["rate"] * 8 / 4)
+    alone = {name: r[name]["env_steps_per_s"] for name in ("env", "update")}
+    assert r["slowest_stage"] == min(alone, key=alone.get)
+    assert r["pipeline_efficiency"] == pytest.approx(
+        r["end_to_end_env_steps_per_s"] / min(alone.values()))
+    assert r["projection"]["frames_to_score"] == 0 and "score" not in r["projection"][
+        "stage_hours"]
+    assert r["sb3_update_ratio"] is None
+    table = bench.table(results)
+    assert "pip install vlmrm[bench]" in table and "skipped" in table
