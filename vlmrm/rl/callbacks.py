@@ -106,6 +106,8 @@ class VideoRecorder(L.Callback):
 
     def record(self, trainer: L.Trainer, module: SACModule) -> Path:
         reward_model = module.data.reward_model if module.data is not None else None
+        if module.data is not None:
+            module.data.pause()  # the reward model is not shared with the collection thread
         episode = run_episode(self._get_env(module, reward_model), module.actor, reward_model,
                               max_steps=episode_cap(module.cfg.env), keep_frames=True)
         frames = episode_video([episode], has_vlm=reward_model is not None)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -235,12 +236,20 @@ class Collection:
         self.steps = steps
         self.random_batches = random_batches
         self.overlap = overlap
+        #: Applied to each batch where it is collected, with the seconds collecting took
+        #: (the data pipeline scores there); None hands out the raw batch.
+        self.after: Callable[[TensorDictBase, float], Any] | None = None
         #: Batches started so far (the first ``random_batches`` use uniform random actions).
         self.started = 0
         self._background = BackgroundCollection(self._collect) if overlap else None
+        self._ready: Any = None  # a finished batch that :meth:`pause` took off the thread
 
-    def _collect(self, random: bool) -> TensorDictBase:
-        return self.loop.rollout(self.steps, random)
+    def _collect(self, random: bool) -> Any:
+        t0 = time.perf_counter()
+        batch = self.loop.rollout(self.steps, random)
+        if self.after is None:
+            return batch
+        return self.after(batch, time.perf_counter() - t0)
 
     def _take_random(self) -> bool:
         random = self.started < self.random_batches
@@ -251,21 +260,27 @@ class Collection:
     def in_flight(self) -> bool:
         return self._background is not None and self._background.in_flight
 
-    def next(self, actor: nn.Module, prefetch: bool = True) -> TensorDictBase:
+    def next(self, actor: nn.Module, prefetch: bool = True) -> Any:
         """The next batch; with overlap, also start the one after unless ``prefetch`` is
         False (before a checkpoint or the end, when nothing may be left in flight)."""
         sampler = self.loop.sampler
         if self._background is None:
             sampler.sync(actor)
             return self._collect(self._take_random())
-        if self._background.in_flight:
-            batch = self._background.wait()
-        else:
+        self.pause()
+        batch, self._ready = self._ready, None
+        if batch is None:
             batch = self._collect(self._take_random())
         sampler.sync(actor)
         if prefetch:
             self._background.start(self._take_random())
         return batch
+
+    def pause(self) -> None:
+        """Wait for the batch in flight (kept for the next :meth:`next`), so the caller may
+        use the envs, the reward model or the random state meanwhile."""
+        if self.in_flight:
+            self._ready = self._background.wait()
 
     def close(self) -> None:
         if self._background is not None:

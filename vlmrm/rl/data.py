@@ -6,6 +6,7 @@ would otherwise land in checkpoints and DDP.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,8 @@ from vlmrm.keys import DONE, GT_REWARD, NEXT, PIXELS, REPLAY_KEYS, REWARD, SUCCE
 from vlmrm.reward.model import VLMRewardModel
 from vlmrm.reward.transform import VLMRewardTransform
 from vlmrm.rl.collect import Collection
-from vlmrm.rl.nonfinite import check_rewards
+from vlmrm.rl.nonfinite import NonFiniteBatch, check_rewards
+from vlmrm.rl.schedule import crossed
 
 
 def make_replay_buffer(size: int, batch_size: int, device: torch.device) -> TensorDictReplayBuffer:
@@ -89,13 +91,31 @@ class EpisodeTracker:
 
 
 @dataclass
+class ScoredBatch:
+    """One collected batch after scoring: on the collection thread when collection overlaps
+    the learner, so everything the main thread needs of it travels here."""
+
+    #: ``[num_envs, train_freq]``, ``reward`` the reward model's (the env's in gt_reward).
+    batch: TensorDictBase
+    collect_s: float
+    score_s: float
+    #: A non-finite reward found in it (the batch must then never be stored).
+    problem: NonFiniteBatch | None = None
+    #: What the reward monitor watches (``DataPipeline.watch``), and the top frames.
+    watched: TensorDictBase | None = None
+    top: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+@dataclass
 class DataPipeline:
     """The data side of training for one rank.
 
-    ``collect`` yields ``[num_envs, train_freq]`` batches, ``score`` makes their ``reward``
-    the reward model's (the env's own kept as ``gt_reward``), ``store`` tracks episodes and
-    fills the replay buffer. ``batches`` is a :class:`~vlmrm.rl.collect.Collection` (the
-    env step loop), or any iterable of batches (tests script the data side this way).
+    ``next_batch`` collects ``[num_envs, train_freq]`` env steps and scores them (the reward
+    model's ``reward``, the env's own kept as ``gt_reward``) — with overlap, one batch ahead
+    on the collection thread; ``accept`` hands a scored batch to the main thread; ``store``
+    tracks episodes and fills the replay buffer. ``batches`` is a
+    :class:`~vlmrm.rl.collect.Collection` (the env step loop), or any iterable of batches
+    (tests script the data side this way).
     """
 
     batches: Collection | Iterable[TensorDictBase]
@@ -112,43 +132,74 @@ class DataPipeline:
     #: Env steps this rank has scored (names a bad batch by its step range).
     steps_scored: int = field(default=0, init=False)
     #: Set by the reward monitor (:mod:`vlmrm.rl.monitor`): ``watch`` keeps each scored
-    #: batch's rewards, ground truth and episode ends in ``last_scored``; ``keep_frames > 0``
-    #: also keeps that many of its highest-reward frames (and rewards) in ``top_frames``.
+    #: batch's rewards, ground truth and episode ends in ``last_scored``; ``keep_frames`` of
+    #: the highest-reward frames (and rewards) go to ``top_frames`` from each batch that
+    #: crosses a multiple of ``keep_frames_every`` env steps (all ranks counted).
     watch: bool = False
     keep_frames: int = 0
+    keep_frames_every: int = 0
     last_scored: TensorDictBase | None = field(default=None, init=False)
     top_frames: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False)
     _iterator: Iterator[TensorDictBase] = field(init=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.batches, Collection):
+        if isinstance(self.batches, Collection):
+            self.batches.after = self.score_batch
+        else:
             self._iterator = iter(self.batches)
 
-    def collect(self, actor: torch.nn.Module, prefetch: bool = True) -> TensorDictBase:
-        """The next batch of env steps, with pixels (scoring drops them); see
-        :meth:`Collection.next` for ``prefetch``."""
+    def next_batch(self, actor: torch.nn.Module, prefetch: bool = True) -> ScoredBatch:
+        """The next scored batch; see :meth:`Collection.next` for ``prefetch``."""
         if isinstance(self.batches, Collection):
             return self.batches.next(actor, prefetch)
-        return next(self._iterator)
+        t0 = time.perf_counter()
+        batch = next(self._iterator)
+        return self.score_batch(batch, time.perf_counter() - t0)
 
-    def score(self, batch: TensorDictBase) -> TensorDictBase:
-        """VLM rewards for the whole batch in one pass; the env's reward kept as gt_reward.
+    def pause(self) -> None:
+        """Let a batch in flight finish before the main thread uses the reward model (or
+        the envs) itself; it is handed out by the next :meth:`next_batch`."""
+        if isinstance(self.batches, Collection):
+            self.batches.pause()
 
-        A NaN or infinite reward raises :class:`~vlmrm.rl.nonfinite.NonFiniteBatch` here,
-        before the batch can reach the replay buffer, with its frames saved to
-        ``evidence_dir``.
-        """
+    def score_batch(self, batch: TensorDictBase, collect_s: float) -> ScoredBatch:
+        """VLM rewards for the whole batch in one pass, checked finite (a NaN or infinite
+        reward is reported in ``problem``, with the frames saved to ``evidence_dir``)."""
+        t0 = time.perf_counter()
         frames = batch.get((NEXT, PIXELS), None)  # held here: scoring drops them from the batch
         scored = self.reward_transform(batch)
         first = self.steps_scored + 1
         self.steps_scored += scored.numel()
-        check_rewards(scored, (NEXT, REWARD), frames, first, self.rank, self.world_size,
-                      self.evidence_dir)
+        out = ScoredBatch(scored, collect_s, 0.0)
+        try:
+            check_rewards(scored, (NEXT, REWARD), frames, first, self.rank, self.world_size,
+                          self.evidence_dir)
+        except NonFiniteBatch as problem:
+            out.problem = problem
         if self.watch:
-            self.last_scored = scored.select(*WATCHED, strict=False).clone()
-        if self.keep_frames and frames is not None:
-            self.top_frames = top_frames(frames, scored.get((NEXT, REWARD)), self.keep_frames)
-        return scored
+            out.watched = scored.select(*WATCHED, strict=False).clone()
+        if frames is not None and self._keeps_frames(first - 1, scored.numel()):
+            out.top = top_frames(frames, scored.get((NEXT, REWARD)), self.keep_frames)
+        out.score_s = time.perf_counter() - t0
+        return out
+
+    def _keeps_frames(self, scored_before: int, size: int) -> bool:
+        """Whether the batch after ``scored_before`` of this rank's steps crosses a multiple
+        of ``keep_frames_every`` env steps of all ranks."""
+        if not (self.keep_frames and self.keep_frames_every):
+            return False
+        before = scored_before * self.world_size
+        return crossed(self.keep_frames_every, before, before + size * self.world_size)
+
+    def accept(self, got: ScoredBatch) -> TensorDictBase:
+        """The scored batch for the main thread; raises its non-finite problem, if any."""
+        if got.watched is not None:
+            self.last_scored = got.watched
+        if got.top is not None:
+            self.top_frames = got.top
+        if got.problem is not None:
+            raise got.problem
+        return got.batch
 
     def store(self, batch: TensorDictBase) -> dict[str, list[float]]:
         """Add a scored batch to the replay buffer; return the episodes it finished."""

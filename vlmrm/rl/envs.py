@@ -165,7 +165,7 @@ def make_env(cfg: EnvConfig, render_size: tuple[int, int] | None, from_pixels: b
              seed: int) -> EnvBase:
     """``cfg.num_envs`` envs batched as one (serially or in worker processes)."""
     factory = functools.partial(make_base_env, cfg, render_size, from_pixels)
-    if cfg.num_envs == 1:
+    if cfg.num_envs == 1 and not cfg.parallel:
         return factory(seed)
     batched_cls = ParallelEnv if cfg.parallel else SerialEnv
     env = batched_cls(cfg.num_envs, factory)

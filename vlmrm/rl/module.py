@@ -13,14 +13,13 @@ from typing import Any
 import lightning as L
 import torch
 from omegaconf import OmegaConf
-from tensordict import TensorDictBase
 from torch import nn
 from torch.utils.data import DataLoader
 from torchrl.data import TensorSpec
 
 from vlmrm.config.schema import Config
 from vlmrm.rl.agent import make_agent, make_loss
-from vlmrm.rl.data import DataPipeline
+from vlmrm.rl.data import DataPipeline, ScoredBatch
 from vlmrm.rl.evaluate import evaluate
 from vlmrm.rl.nonfinite import NonFiniteBatch, agree_to_stop, check_losses
 from vlmrm.rl.schedule import crossed
@@ -127,14 +126,11 @@ class SACModule(L.LightningModule):
     # -- the training loop --------------------------------------------------------------
     def training_step(self, batch: int, batch_idx: int) -> None:
         data = self.data
-        t0 = time.perf_counter()
-        steps = data.collect(self.actor, prefetch=self._may_prefetch())  # with pixels
-        t1 = time.perf_counter()
-        scored = self._score(steps)                      # VLM reward; env's kept as gt_reward
-        t2 = time.perf_counter()
+        got = data.next_batch(self.actor, prefetch=self._may_prefetch())  # collected, scored
         before = self.env_steps
-        self.env_steps += steps.numel() * self.trainer.world_size
+        self.env_steps += got.batch.numel() * self.trainer.world_size
         # A batch with a non-finite reward is never stored (the run stops below).
+        scored = self._record(data.accept, got)
         metrics = {} if scored is None else self._episode_metrics(data.store(scored))
         if self.learning_started:
             losses = self.update(self.cfg.agent.gradient_steps)
@@ -143,9 +139,9 @@ class SACModule(L.LightningModule):
         # Every rank passes here once per iteration: where all ranks agree to stop, together.
         agree_to_stop(self._problem, self.trainer.world_size, self.all_gather, self.device,
                       data.evidence_dir)
-        t3 = time.perf_counter()
-        metrics.update(self._rates(steps.numel(), t1 - t0, t2 - t1, t3 - self._clock))
-        self._clock = t3
+        now = time.perf_counter()
+        metrics.update(self._rates(got, now - self._clock))
+        self._clock = now
         if self._next_eval is not None and self.env_steps >= self._next_eval:
             metrics.update(self.run_evaluation())
             self._next_eval += self.cfg.agent.eval_every
@@ -159,10 +155,6 @@ class SACModule(L.LightningModule):
         every = self.cfg.logging.checkpoint_every
         return (after < self.cfg.agent.total_env_steps
                 and not (every and crossed(every, self.env_steps, after)))
-
-    def _score(self, steps: TensorDictBase) -> TensorDictBase | None:
-        """The scored batch, or None when its rewards are non-finite (problem recorded)."""
-        return self._record(self.data.score, steps)
 
     def _record(self, check: Callable[..., Any], *args: Any) -> Any:
         """``check(*args)``, keeping a :class:`NonFiniteBatch` it raises for
@@ -195,6 +187,7 @@ class SACModule(L.LightningModule):
         data = self.data
         if data is None or data.eval_env is None:
             return {}
+        data.pause()  # the reward model is not shared with the collection thread
         result = evaluate(data.eval_env, self.actor, data.reward_model,
                           self.cfg.agent.eval_episodes)
         self.last_eval = {f"eval/{k}": v for k, v in result.items()}
@@ -205,12 +198,14 @@ class SACModule(L.LightningModule):
     def _episode_metrics(finished: dict[str, list[float]]) -> dict[str, float]:
         return {f"train/episode_{k}": sum(v) / len(v) for k, v in finished.items() if v}
 
-    def _rates(self, frames: int, collect_s: float, score_s: float, step_s: float
-               ) -> dict[str, float]:
-        out = {"perf/env_steps_per_s": frames / max(collect_s, 1e-9),
-               "perf/iteration_env_steps_per_s": frames / max(step_s, 1e-9)}
+    def _rates(self, got: ScoredBatch, iteration_s: float) -> dict[str, float]:
+        """Collection and scoring rates (where they ran: on the collection thread with
+        overlap) and the iteration's, in env steps of this rank per second."""
+        frames = got.batch.numel()
+        out = {"perf/env_steps_per_s": frames / max(got.collect_s, 1e-9),
+               "perf/iteration_env_steps_per_s": frames / max(iteration_s, 1e-9)}
         if self.data.reward_model is not None:
-            out["perf/vlm_frames_per_s"] = frames / max(score_s, 1e-9)
+            out["perf/vlm_frames_per_s"] = frames / max(got.score_s, 1e-9)
         return out
 
     def _log(self, metrics: dict[str, float]) -> None:

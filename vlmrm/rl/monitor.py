@@ -35,7 +35,6 @@ from vlmrm.keys import GT_REWARD, NEXT, REWARD
 from vlmrm.media import grid_image, write_png
 from vlmrm.reward.metrics import spearman
 from vlmrm.rl.data import DataPipeline, EpisodeTracker
-from vlmrm.rl.schedule import crossed
 
 if TYPE_CHECKING:
     from vlmrm.rl.module import SACModule
@@ -75,16 +74,9 @@ class RewardMonitor(L.Callback):
         data = self._data(module)
         if data is not None:
             data.watch = True
+            # Frames are only copied out of the batches that will reach the next picture.
+            data.keep_frames, data.keep_frames_every = self.frames, self.every
             self._episodes = EpisodeTracker(data.episodes.num_envs)  # this rank's envs
-
-    def on_train_batch_start(self, trainer: L.Trainer, module: SACModule, *args) -> None:
-        data = self._data(module)
-        if data is None or not self.every:
-            return
-        per_batch = module.cfg.agent.train_freq * data.episodes.num_envs * trainer.world_size
-        after = module.env_steps + per_batch
-        # Frames are only copied out of the batches that will reach the next picture.
-        data.keep_frames = self.frames if crossed(self.every, module.env_steps, after) else 0
 
     def on_train_batch_end(self, trainer: L.Trainer, module: SACModule, *args) -> None:
         data = self._data(module)
