@@ -37,6 +37,17 @@ def param_groups(loss: LossModule) -> list[dict[str, list[Tensor]]]:
     return [{"params": g} for g in groups]
 
 
+class CPUAdam(torch.optim.Adam):
+    """Adam that skips the CUDA-graph capture check when no parameter is on a GPU.
+
+    On a CUDA build of torch without a GPU, that check (run by every ``step``) probes NVML
+    for devices each time: 0.3 ms per step here, about 5 % of a small SAC update."""
+
+    def _accelerator_graph_capture_health_check(self) -> None:
+        if any(p.device.type != "cpu" for g in self.param_groups for p in g["params"]):
+            super()._accelerator_graph_capture_health_check()
+
+
 def make_optimizer(loss: LossModule, lr: float, loss_impl: str) -> torch.optim.Adam:
     """``torchrl``: Adam as it always was (torch's default: a per-tensor loop on CPU).
     ``fast``: ``fused=True``, one kernel for all tensors of a group: 3-4 % more updates/s
@@ -45,7 +56,7 @@ def make_optimizer(loss: LossModule, lr: float, loss_impl: str) -> torch.optim.A
     to the loop)."""
     if loss_impl == "torchrl":
         return torch.optim.Adam(param_groups(loss), lr=lr)
-    return torch.optim.Adam(param_groups(loss), lr=lr, fused=True)
+    return CPUAdam(param_groups(loss), lr=lr, fused=True)
 
 
 def replay_seed(seed: int, rank: int) -> int:
