@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from tensordict import TensorDictBase
-from torchrl.envs import DoubleToFloat, EnvBase, GymWrapper, TransformedEnv
+from torchrl.envs import DoubleToFloat, EnvBase, GymWrapper, SerialEnv, TransformedEnv
 
 from vlmrm.config.schema import EnvConfig
 from vlmrm.rl.envs import make_env
@@ -141,14 +142,25 @@ def test_state_holds_only_plain_values():
 
 
 def test_unknown_env_is_refused():
-    env = TransformedEnv(GymWrapper(gym.make("Acrobot-v1", render_mode="rgb_array")),
-                         DoubleToFloat())
+    env = gym_env("Acrobot-v1")
     try:
         env.reset()
         with pytest.raises(ValueError, match="Acrobot-v1.*AcrobotEnv"):
             env_state(env)
     finally:
         env.close()
+
+
+def test_batched_env_of_other_envs_is_refused():
+    env = SerialEnv(2, functools.partial(gym_env, "Pendulum-v1"))
+    with pytest.raises(ValueError, match="build it with vlmrm.rl.envs.make_env"):
+        env_state(env)
+    assert env.is_closed  # refused before any worker env was made
+
+
+def gym_env(env_id: str) -> EnvBase:
+    return TransformedEnv(GymWrapper(gym.make(env_id, render_mode="rgb_array")),
+                          DoubleToFloat())
 
 
 def test_state_of_another_env_is_refused():

@@ -28,7 +28,7 @@ from gymnasium.wrappers import AddRenderObservation, OrderEnforcing, PassiveEnvC
 from torchrl.envs import EnvBase, GymWrapper, TransformedEnv
 from torchrl.envs.batched_envs import BatchedEnvBase
 
-from vlmrm.rl.envs import EpisodeEndIsTerminal, NoEarlyTermination
+from vlmrm.rl.envs import EpisodeEndIsTerminal, NoEarlyTermination, make_base_env
 from vlmrm.scenes.cartpole import PaperCartPoleEnv
 from vlmrm.scenes.mountaincar import PaperMountainCarEnv
 
@@ -85,17 +85,20 @@ def load_env_state(env: EnvBase, state: dict[str, Any]) -> None:
 
 
 def _start(env: BatchedEnvBase) -> None:
+    # Checked before any call reaches a worker: a ParallelEnv worker dies on a missing method
+    # and the parent would wait for its answer for ever.
+    for fn in env.create_env_fn:
+        if getattr(fn, "func", fn) is not make_base_env:
+            raise ValueError(f"cannot capture the state of a {type(env).__name__} whose envs "
+                             f"come from {fn!r}: build it with vlmrm.rl.envs.make_env")
     if env.is_closed:
         env.start()
 
 
 def _dispatch(env: BatchedEnvBase, method: str, *args: Any) -> list[Any]:
-    """Call ``method`` on each worker env (SerialEnv: in turn; ParallelEnv: in its process)."""
-    try:
-        return getattr(env, method)(*args)
-    except AttributeError as err:
-        raise ValueError(f"the worker envs of this {type(env).__name__} have no {method}(): "
-                         "build them with vlmrm.rl.envs.make_base_env") from err
+    """Call ``method`` on each worker env (SerialEnv: in turn; ParallelEnv: in its process);
+    the methods are :class:`vlmrm.rl.envs.ResumableEnv`'s."""
+    return getattr(env, method)(*args)
 
 
 def _gym_env(env: EnvBase) -> gym.Env:
