@@ -145,6 +145,21 @@ def emits_success(env_id: str) -> bool:
     return env_id in SCENES and SCENES[env_id].success
 
 
+class ResumableEnv(TransformedEnv):
+    """A TransformedEnv whose Gymnasium state a batched parent can read and set: a
+    ParallelEnv dispatches calls of these methods to its worker processes."""
+
+    def gym_state(self) -> dict[str, Any]:
+        from vlmrm.rl.envstate import gym_state  # envstate imports this module
+
+        return gym_state(self.base_env._env)
+
+    def load_gym_state(self, state: dict[str, Any]) -> None:
+        from vlmrm.rl.envstate import load_gym_state
+
+        load_gym_state(self.base_env._env, state)
+
+
 def make_base_env(cfg: EnvConfig, render_size: tuple[int, int] | None, from_pixels: bool,
                   seed: int | None = None) -> EnvBase:
     """One TorchRL env: ``observation`` (float32), ``pixels`` (uint8 [H, W, 3]) if asked,
@@ -155,7 +170,7 @@ def make_base_env(cfg: EnvConfig, render_size: tuple[int, int] | None, from_pixe
         # Scalar per step, like the info value (a (1,)-shaped spec makes stacking resize).
         spec = {SUCCESS: Categorical(n=2, shape=(), dtype=torch.bool)}
         env.set_info_dict_reader(default_info_dict_reader([SUCCESS], spec=spec))
-    env = TransformedEnv(env, DoubleToFloat())
+    env = ResumableEnv(env, DoubleToFloat())
     if seed is not None:
         env.set_seed(seed)
     return env
