@@ -202,6 +202,12 @@ def make_run_dir(cfg: Config, config_path: str | os.PathLike | None) -> Path:
     return run_dir
 
 
+def use_run_dir(run_dir: Path) -> Path:
+    """An existing run's directory, for a resumed run (shared with DDP worker processes)."""
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    return run_dir
+
+
 def _launcher_rank() -> int:
     """The global rank an external launcher gave this process (0 without one)."""
     for var in ("RANK", "SLURM_PROCID"):
@@ -266,15 +272,16 @@ def make_callbacks(cfg: Config, run_dir: Path) -> list[L.Callback]:
     return callbacks
 
 
-def make_trainer(cfg: Config, run_dir: Path, extra_callbacks: Sequence[L.Callback] = ()
-                 ) -> L.Trainer:
-    """The Lightning trainer; settings Lightning rejects are a :class:`ConfigError`."""
+def make_trainer(cfg: Config, run_dir: Path, extra_callbacks: Sequence[L.Callback] = (),
+                 max_epochs: int = 1) -> L.Trainer:
+    """The Lightning trainer; settings Lightning rejects are a :class:`ConfigError`.
+    The run is one epoch (``max_epochs`` counts a resumed run's finished epoch too)."""
     t = cfg.trainer
     try:
         return L.Trainer(
             accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
             num_nodes=t.num_nodes, precision=t.precision,
-            enable_progress_bar=t.enable_progress_bar, max_epochs=1,
+            enable_progress_bar=t.enable_progress_bar, max_epochs=max_epochs,
             logger=TensorBoardLogger(save_dir=str(run_dir), name="", version=""),
             callbacks=[*make_callbacks(cfg, run_dir), *extra_callbacks],
             plugins=[AtomicCheckpointIO()],

@@ -13,19 +13,29 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from vlmrm.errors import VLMRMError
+from vlmrm.errors import ConfigError, VLMRMError
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from vlmrm.config import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    if args.resume is None:
+        if args.config is None:
+            raise ConfigError("vlmrm fit needs --config FILE (or --resume RUN_DIR to continue "
+                              "a run), e.g. vlmrm fit --config configs/quickstart.yaml.")
+        cfg, resume = load_config(args.config, args.overrides), None
+    else:
+        from vlmrm.resume import plan_resume
+
+        resume = plan_resume(args.resume, args.config, args.overrides)
+        cfg = resume.cfg
+    from vlmrm.rl.interrupt import EXIT_INTERRUPTED
     from vlmrm.train import fit
 
-    result = fit(cfg, config_path=args.config)
+    result = fit(cfg, config_path=args.config, resume=resume)
     if result.primary:
         print(result.report())
-    return 0
+    return EXIT_INTERRUPTED if result.interrupted else 0
 
 
 def _cmd_backends(args: argparse.Namespace) -> int:
@@ -200,7 +210,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
     fit = sub.add_parser("fit", help="train an agent from a config file",
                          formatter_class=argparse.RawDescriptionHelpFormatter,
                          epilog="config keys (defaults from vlmrm/config/schema.py):\n" + describe_schema())
-    fit.add_argument("--config", required=True, help="YAML config, e.g. configs/cartpole.yaml")
+    fit.add_argument("--config", default=None,
+                     help="YAML config, e.g. configs/cartpole.yaml (optional with --resume)")
+    fit.add_argument("--resume", default=None, metavar="RUN_DIR|last",
+                     help="continue a stopped run exactly where its newest checkpoint left it "
+                          "(RUN_DIR, or 'last': the newest run of --config); overrides may "
+                          "change only run length, intervals and logging")
     fit.add_argument("overrides", nargs="*", metavar="key=value",
                      help="config overrides, e.g. agent.total_env_steps=2000")
     backends = sub.add_parser("backends", help="list reward backends and how to name their models")
@@ -240,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     except VLMRMError as err:
         print(f"vlmrm: error: {err}", file=sys.stderr)
         return err.exit_code
+    except KeyboardInterrupt:  # a second Ctrl-C during fit, or Ctrl-C in another command
+        print("vlmrm: interrupted at once; a run resumes from its newest checkpoint "
+              "(vlmrm fit --resume RUN_DIR).", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

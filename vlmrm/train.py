@@ -20,11 +20,13 @@ from vlmrm.build import (
     make_reward_model,
     make_run_dir,
     make_trainer,
+    use_run_dir,
 )
 from vlmrm.config import Config, to_yaml
 from vlmrm.config.checks import check_global_split
 from vlmrm.errors import ConfigError, NonFiniteError
 from vlmrm.fileio import write_text
+from vlmrm.resume import Resume
 
 
 @dataclass
@@ -36,6 +38,8 @@ class RunResult:
     last_eval: dict[str, float] = field(default_factory=dict)
     #: False in DDP worker processes, which should not report the run a second time.
     primary: bool = True
+    #: Stopped early by SIGINT/SIGTERM, after writing last.ckpt (resume it).
+    interrupted: bool = False
 
     @property
     def checkpoint(self) -> Path:
@@ -43,6 +47,10 @@ class RunResult:
 
     def report(self) -> str:
         """What the user needs after a run: where it is, how it did, what to run next."""
+        if self.interrupted:
+            return (f"vlmrm: run interrupted after {self.env_steps} env steps; its checkpoint "
+                    f"{self.checkpoint} holds everything needed to continue exactly:\n"
+                    f"  vlmrm fit --resume {shlex.quote(str(self.run_dir))}")
         lines = [f"vlmrm: run finished after {self.env_steps} env steps: {self.run_dir}"]
         if self.last_eval:
             figures = "  ".join(f"{k.removeprefix('eval/')} {v:.3f}"
@@ -71,13 +79,16 @@ def _drop_lightning_chatter(record: logging.LogRecord) -> bool:
 
 
 def fit(cfg: Config, config_path: str | os.PathLike | None = None,
-        callbacks: Sequence[L.Callback] = ()) -> RunResult:
-    """Train an agent as configured; ``callbacks`` are added to the trainer's own.
+        callbacks: Sequence[L.Callback] = (), resume: Resume | None = None) -> RunResult:
+    """Train an agent as configured (or continue ``resume``'s run, whose ``cfg`` is then
+    the config); ``callbacks`` are added to the trainer's own.
 
     Raises :class:`~vlmrm.errors.NonFiniteError` when training meets a NaN/inf (on rank 0;
     DDP worker ranks, which stop at the same iteration, return quietly and leave the
     report to rank 0).
     """
+    if resume is not None:
+        cfg = resume.cfg
     if cfg.agent.num_threads:
         torch.set_num_threads(cfg.agent.num_threads)
     quiet_third_party()
@@ -85,24 +96,30 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None,
     # Load the reward model before anything is written: a missing model leaves no run dir.
     reward_model = make_reward_model(cfg)
     module = make_module(cfg, reward_model)
-    run_dir = make_run_dir(cfg, config_path)
+    run_dir = make_run_dir(cfg, config_path) if resume is None else use_run_dir(resume.run_dir)
     try:
-        trainer = make_trainer(cfg, run_dir, extra_callbacks=callbacks)
+        trainer = make_trainer(cfg, run_dir, extra_callbacks=callbacks,
+                               max_epochs=1 if resume is None else resume.epochs_done + 1)
         check_global_split(cfg, trainer.world_size)  # "auto" devices are known only now
     except ConfigError:
-        discard_run_dir(run_dir)
+        if resume is None:
+            discard_run_dir(run_dir)
         raise
     if trainer.is_global_zero:
         write_text(run_dir / "config.yaml", to_yaml(cfg))
     try:
-        trainer.fit(module)
+        trainer.fit(module, ckpt_path=None if resume is None else resume.checkpoint)
     except NonFiniteError:
         # Lightning's launcher kills every rank when a worker exits non-zero, which could cut
         # rank 0's report short: workers leave the report (and the exit code) to rank 0.
         if trainer.is_global_zero:
             raise
         return RunResult(run_dir, module.env_steps, primary=False)
+    except SystemExit:  # Lightning's answer to a KeyboardInterrupt (our second Ctrl-C)
+        if module.stop_request.requested:
+            raise KeyboardInterrupt from None
+        raise
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
     return RunResult(run_dir, module.env_steps, dict(module.last_eval),
-                     primary=trainer.is_global_zero)
+                     primary=trainer.is_global_zero, interrupted=module.interrupted)

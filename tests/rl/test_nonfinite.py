@@ -128,7 +128,7 @@ def test_diverging_run_exits_3_with_one_message(tmp_path, capsys):
 @pytest.mark.parametrize("rank", [0, 1])
 def test_ranks_agree_to_stop_whichever_rank_met_the_problem(rank, tmp_path):
     """DDP's exchange, with a stand-in for the all-gather: rank 1 met a NaN reward."""
-    table = torch.tensor([[0, 0, 0], [REWARD, 9, 16]])
+    table = torch.tensor([[0, 0, 0, 0], [REWARD, 9, 16, 0]])
     own = NonFiniteBatch("rank 1's own message", REWARD, 9, 16) if rank == 1 else None
     with pytest.raises(NonFiniteBatch) as caught:
         agree_to_stop(own, 2, lambda mine: table, torch.device("cpu"), tmp_path)
@@ -138,11 +138,26 @@ def test_ranks_agree_to_stop_whichever_rank_met_the_problem(rank, tmp_path):
         assert str(caught.value).startswith("Rank 1 met a non-finite reward for the batch of "
                                             "rank 1's env steps 9-16")
         assert str(tmp_path / "rank1-steps-9-16") in str(caught.value)
-    agree_to_stop(None, 2, lambda mine: torch.zeros(2, 3, dtype=torch.int64),
-                  torch.device("cpu"))  # nobody met one: no stop
+    assert not agree_to_stop(None, 2, lambda mine: torch.zeros(2, 4, dtype=torch.int64),
+                             torch.device("cpu"))  # nobody met one: no stop
     with pytest.raises(NonFiniteBatch, match="non-finite SAC loss"):
-        agree_to_stop(None, 2, lambda mine: torch.tensor([[LOSS, 1, 8], [0, 0, 0]]),
+        agree_to_stop(None, 2, lambda mine: torch.tensor([[LOSS, 1, 8, 0], [0, 0, 0, 1]]),
                       torch.device("cpu"))
+
+
+def test_ranks_agree_to_stop_when_any_rank_got_a_signal():
+    """A signal that reached only rank 1 stops rank 0 at the same iteration."""
+    sent = []
+
+    def gather(mine):
+        sent.append(mine.tolist())
+        return torch.stack([mine, torch.tensor([0, 0, 0, 1])])
+
+    assert agree_to_stop(None, 2, gather, torch.device("cpu"), stop_requested=False)
+    assert sent == [[0, 0, 0, 0]]
+    assert not agree_to_stop(None, 2, lambda mine: torch.zeros(2, 4, dtype=torch.int64),
+                             torch.device("cpu"), stop_requested=False)
+    assert agree_to_stop(None, 1, gather, torch.device("cpu"), stop_requested=True)
 
 
 @pytest.mark.slow

@@ -48,6 +48,12 @@ class EnvStepCheckpoint(L.Callback):
         if trainer.is_global_zero:
             remove_partials(self.dirpath)
 
+    def state_dict(self) -> dict[str, int]:
+        return {"saved_at": self._saved_at}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._saved_at = state["saved_at"]
+
     def on_train_batch_end(self, trainer: L.Trainer, module: SACModule, *args) -> None:
         steps = module.env_steps
         if crossed(self.every, self._saved_at, steps):
@@ -71,6 +77,8 @@ class EnvStepCheckpoint(L.Callback):
                 f"({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}), so "
                 f"{name} was not written. Lower agent.learning_rate, or check the reward scale.")
         path = self.dirpath / name
+        module.save_data_state(self.dirpath)
+        trainer.strategy.barrier("vlmrm.data_state")  # every rank's folder before the file
         trainer.save_checkpoint(path, weights_only=False)
         self.last_saved = path
         return path
@@ -96,6 +104,12 @@ class VideoRecorder(L.Callback):
         self.every = every
         self._recorded_at = 0
         self._env: EnvBase | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        return {"recorded_at": self._recorded_at}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._recorded_at = state["recorded_at"]
 
     def on_train_batch_end(self, trainer: L.Trainer, module: SACModule, *args) -> None:
         steps = module.env_steps

@@ -109,9 +109,12 @@ def remove_partials(dirpath: Path) -> list[Path]:
         return []
     mine = str(os.getpid())
     stale = [p for p in dirpath.iterdir()
-             if (m := _PARTIAL.match(p.name)) and m.group(1) != mine and p.is_file()]
-    for path in stale:
-        path.unlink(missing_ok=True)
+             if (m := _PARTIAL.match(p.name)) and m.group(1) != mine]
+    for path in stale:  # files of torch.save, folders of a rank's data state
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return stale
 
 

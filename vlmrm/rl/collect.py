@@ -260,6 +260,12 @@ class Collection:
     def in_flight(self) -> bool:
         return self._background is not None and self._background.in_flight
 
+    @property
+    def holds_batch(self) -> bool:
+        """A batch in flight or taken off the thread and not yet handed out: the envs and
+        the sampler are then ahead of the batches handed out."""
+        return self.in_flight or self._ready is not None
+
     def next(self, actor: nn.Module, prefetch: bool = True) -> Any:
         """The next batch; with overlap, also start the one after unless ``prefetch`` is
         False (before a checkpoint or the end, when nothing may be left in flight)."""

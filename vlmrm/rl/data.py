@@ -89,6 +89,15 @@ class EpisodeTracker:
                     acc[ended] = 0
         return out
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The running sums of unfinished episodes (for an exact resume)."""
+        return {"vlm": self._vlm.clone(), "gt": self._gt.clone(),
+                "success": self._success.clone(), "length": self._length.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self._vlm, self._gt = state["vlm"].clone(), state["gt"].clone()
+        self._success, self._length = state["success"].clone(), state["length"].clone()
+
 
 @dataclass
 class ScoredBatch:
@@ -155,6 +164,10 @@ class DataPipeline:
         t0 = time.perf_counter()
         batch = next(self._iterator)
         return self.score_batch(batch, time.perf_counter() - t0)
+
+    def batches_in_flight(self) -> bool:
+        """Whether a batch is being collected (or is collected and not yet handed out)."""
+        return isinstance(self.batches, Collection) and self.batches.holds_batch
 
     def pause(self) -> None:
         """Let a batch in flight finish before the main thread uses the reward model (or

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -21,7 +22,9 @@ from vlmrm.config.schema import Config
 from vlmrm.rl.agent import make_agent, make_loss
 from vlmrm.rl.data import DataPipeline, ScoredBatch
 from vlmrm.rl.evaluate import evaluate
+from vlmrm.rl.interrupt import StopRequest
 from vlmrm.rl.nonfinite import NonFiniteBatch, agree_to_stop, check_losses
+from vlmrm.rl.runstate import data_dir_name, load_data_state, save_data_state
 from vlmrm.rl.schedule import crossed
 from vlmrm.rl.update import make_optimizer, make_update, replay_seed
 
@@ -65,6 +68,14 @@ class SACModule(L.LightningModule):
         self._clock = time.perf_counter()
         #: The reward formula's state from a resumed checkpoint, applied once data exists.
         self._restored_formula: dict[str, Any] | None = None
+        #: SIGINT/SIGTERM handling while training (see :mod:`vlmrm.rl.interrupt`).
+        self.stop_request = StopRequest()
+        #: True once the run stopped early on a signal (its last.ckpt resumes it).
+        self.interrupted = False
+        self._draining = False
+        #: ``step-N``: the data-side state folders of the checkpoint being written or
+        #: restored (:mod:`vlmrm.rl.runstate`).
+        self.data_state_stem: str | None = None
 
     # -- Lightning plumbing -------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -83,9 +94,10 @@ class SACModule(L.LightningModule):
         return self.updater.loss_forward
 
     def train_dataloader(self) -> DataLoader:
+        """One item per iteration still to run (fewer after a resume)."""
         a, e = self.cfg.agent, self.cfg.env
         per_iteration = a.train_freq * e.num_envs  # num_envs counts all ranks
-        iterations = -(-a.total_env_steps // per_iteration)
+        iterations = max(0, -(-(a.total_env_steps - self.env_steps) // per_iteration))
         return DataLoader(range(iterations), batch_size=None)
 
     def on_fit_start(self) -> None:
@@ -94,6 +106,13 @@ class SACModule(L.LightningModule):
         self.data = self.data_factory(self)
         if self._restored_formula is not None and self.data.reward_model is not None:
             self.data.reward_model.formula.load_state_dict(self._restored_formula)
+        if self.data_state_stem is not None:  # resuming: the data side continues exactly
+            self._load_data_state(Path(self.trainer.ckpt_path).parent)
+
+    def on_train_start(self) -> None:
+        launcher = self.trainer.strategy.launcher
+        self.stop_request.forward = launcher.kill if launcher is not None else None
+        self.stop_request.install()
 
     def on_train_end(self) -> None:
         if self.trainer.world_size > 1:
@@ -109,19 +128,41 @@ class SACModule(L.LightningModule):
             raise RuntimeError(f"DDP ranks diverged: parameter checksums differ by {spread}")
 
     def on_fit_end(self) -> None:
+        self.stop_request.uninstall()
         if self.data is not None:
             self.data.close()
 
+    # -- checkpoints: Lightning saves the networks; each rank saves its data side ---------
+    def save_data_state(self, dirpath: Path) -> None:
+        """Write this rank's data side for a checkpoint at the current env step (every rank
+        calls this before rank 0 writes the checkpoint file)."""
+        self.data_state_stem = f"step-{self.env_steps}"
+        path = dirpath / data_dir_name(self.data_state_stem, self.global_rank)
+        if not path.exists():  # last.ckpt at a step that has its step checkpoint too
+            extra = {"next_eval": self._next_eval, "last_eval": dict(self.last_eval),
+                     "replay_generator": self.replay_generator.get_state()}
+            save_data_state(self.data, path, extra)
+
+    def _load_data_state(self, dirpath: Path) -> None:
+        extra = load_data_state(self.data, dirpath / data_dir_name(self.data_state_stem,
+                                                                   self.global_rank))
+        self._next_eval, self.last_eval = extra["next_eval"], dict(extra["last_eval"])
+        self.replay_generator.set_state(extra["replay_generator"])
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["vlmrm"] = {"config": OmegaConf.to_container(OmegaConf.structured(self.cfg)),
-                               "env_steps": self.env_steps}
+                               "env_steps": self.env_steps,
+                               "world_size": self.trainer.world_size,
+                               "data_state": self.data_state_stem}
         reward_model = self.data.reward_model if self.data is not None else None
         if reward_model is not None:  # running_norm's statistics (empty for stateless chains)
             checkpoint["vlmrm"]["reward_formula"] = reward_model.formula.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.env_steps = checkpoint.get("vlmrm", {}).get("env_steps", 0)
-        self._restored_formula = checkpoint.get("vlmrm", {}).get("reward_formula")
+        saved = checkpoint.get("vlmrm", {})
+        self.env_steps = saved.get("env_steps", 0)
+        self._restored_formula = saved.get("reward_formula")
+        self.data_state_stem = saved.get("data_state")
 
     # -- the training loop --------------------------------------------------------------
     def training_step(self, batch: int, batch_idx: int) -> None:
@@ -137,8 +178,9 @@ class SACModule(L.LightningModule):
             self._record(check_losses, losses, before + 1, self.env_steps)
             metrics.update(losses)
         # Every rank passes here once per iteration: where all ranks agree to stop, together.
-        agree_to_stop(self._problem, self.trainer.world_size, self.all_gather, self.device,
-                      data.evidence_dir)
+        if agree_to_stop(self._problem, self.trainer.world_size, self.all_gather, self.device,
+                         data.evidence_dir, self.stop_request.requested) or self._draining:
+            self._stop_gracefully()
         now = time.perf_counter()
         metrics.update(self._rates(got, now - self._clock))
         self._clock = now
@@ -147,9 +189,21 @@ class SACModule(L.LightningModule):
             self._next_eval += self.cfg.agent.eval_every
         self._log(metrics)
 
+    def _stop_gracefully(self) -> None:
+        """Stop after this iteration (last.ckpt is written as the run ends); with a batch
+        already being collected, after the next one, which learns from it first."""
+        if self.data.batches_in_flight() and not self._draining:
+            self._draining = True
+            return
+        self.interrupted = True
+        self.trainer.should_stop = True
+
     def _may_prefetch(self) -> bool:
         """Whether collection may run ahead into the next iteration: not when this iteration
-        ends the run or writes a checkpoint, which must hold no batch in flight."""
+        ends the run, writes a checkpoint or finishes a graceful stop, which must hold no
+        batch in flight."""
+        if self._draining:
+            return False
         per_iteration = self.cfg.agent.train_freq * self.cfg.env.num_envs  # all ranks
         after = self.env_steps + per_iteration
         every = self.cfg.logging.checkpoint_every

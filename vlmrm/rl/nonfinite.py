@@ -106,18 +106,20 @@ def check_losses(losses: Mapping[str, float], first: int, last: int) -> None:
 
 def agree_to_stop(problem: NonFiniteBatch | None, world_size: int,
                   all_gather: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
-                  evidence_dir: Path | None = None) -> None:
-    """Raise on every rank if any rank met a problem this iteration; call it at the same
-    point of every iteration on all ranks (one small all-gather under DDP)."""
+                  evidence_dir: Path | None = None, stop_requested: bool = False) -> bool:
+    """Raise on every rank if any rank met a problem this iteration; otherwise return
+    whether any rank was asked to stop (a signal). Call it at the same point of every
+    iteration on all ranks (one small all-gather under DDP)."""
     if world_size == 1:
         if problem is not None:
             raise problem
-        return
+        return stop_requested
     mine = [problem.kind, problem.first_step, problem.last_step] if problem else [0, 0, 0]
-    table = all_gather(torch.tensor(mine, device=device, dtype=torch.int64)).reshape(-1, 3)
-    failed = [(rank, *row) for rank, row in enumerate(table.tolist()) if row[0]]
+    mine.append(int(stop_requested))
+    table = all_gather(torch.tensor(mine, device=device, dtype=torch.int64)).reshape(-1, 4)
+    failed = [(rank, *row[:3]) for rank, row in enumerate(table.tolist()) if row[0]]
     if not failed:
-        return
+        return bool(table[:, 3].any())
     if problem is not None:
         raise problem
     raise _seen_elsewhere(*failed[0], world_size, evidence_dir)

@@ -1,0 +1,143 @@
+"""``vlmrm fit --resume RUN_DIR|last``: which run, which checkpoint, and which config.
+
+A run resumes from its newest complete checkpoint whose data-side folders
+(:mod:`vlmrm.rl.runstate`) are all there. Its config is the one saved in that checkpoint;
+a config file or overrides given on resume may change only :data:`SAFE_TO_CHANGE`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from vlmrm.config import Config, load_config
+from vlmrm.errors import ConfigError
+from vlmrm.rl.checkpoints import LAST, step_checkpoints
+from vlmrm.rl.runstate import data_dir_name
+
+#: Keys a resumed run may change: they decide how long it runs and what it writes, never
+#: what it computes. Everything else (the model, prompts, envs, seeds, the number of ranks,
+#: whose envs and replay buffers are saved per rank) must match the checkpoint.
+SAFE_TO_CHANGE = frozenset({
+    "agent.total_env_steps", "agent.eval_every", "agent.eval_episodes", "agent.num_threads",
+    "logging.checkpoint_every", "logging.video_every", "logging.keep_checkpoints",
+    "logging.output_dir", "logging.run_name", "trainer.enable_progress_bar",
+})
+
+
+@dataclass
+class Resume:
+    """Where a resumed run continues: its directory, checkpoint and (checked) config."""
+
+    run_dir: Path
+    checkpoint: Path
+    cfg: Config
+    #: Epochs Lightning had completed (1 when the run had reached its end).
+    epochs_done: int
+
+
+def find_run(spec: str, config_path: str | None, output_dir: str) -> Path:
+    """``spec`` is a run directory, or ``last``: the newest run of ``config_path`` (by the
+    time its newest checkpoint was written) under ``output_dir``."""
+    if spec != "last":
+        run_dir = Path(spec).expanduser()
+        if not (run_dir / "checkpoints").is_dir():
+            raise ConfigError(f"--resume {spec!r}: no checkpoints folder in that directory. "
+                              "Give a run directory (e.g. runs/quickstart-20260101-120000) or "
+                              "--resume last with --config.")
+        return run_dir
+    if config_path is None:
+        raise ConfigError("--resume last needs --config: it resumes the newest run of that "
+                          "config. Add --config FILE, or give the run directory instead.")
+    stem = Path(config_path).stem
+    runs = [d for d in Path(output_dir).expanduser().glob(f"{stem}-*")
+            if resumable_checkpoint(d / "checkpoints") is not None]
+    if not runs:
+        raise ConfigError(f"--resume last: no run of {stem!r} with a checkpoint to resume under "
+                          f"{output_dir!r}. Start one with vlmrm fit --config {config_path}.")
+    return max(runs, key=lambda d: resumable_checkpoint(d / "checkpoints").stat().st_mtime_ns)
+
+
+def resumable_checkpoint(dirpath: Path) -> Path | None:
+    """The most recently completed checkpoint whose data folders are all complete."""
+    candidates = step_checkpoints(dirpath) + ([dirpath / LAST] if (dirpath / LAST).is_file()
+                                              else [])
+    for path in sorted(candidates, key=lambda p: p.stat().st_mtime_ns, reverse=True):
+        meta = read_meta(path)
+        stem, world = meta.get("data_state"), meta.get("world_size", 1)
+        if stem and all((dirpath / data_dir_name(stem, r)).is_dir() for r in range(world)):
+            return path
+    return None
+
+
+def read_meta(checkpoint: Path) -> dict[str, Any]:
+    """The ``vlmrm`` part of a checkpoint plus Lightning's epoch count ({} if unreadable)."""
+    try:
+        data = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception:  # a foreign or damaged file: not a checkpoint to resume from
+        return {}
+    meta = dict(data.get("vlmrm", {}))
+    meta["epochs_done"] = int(data.get("epoch", 0)) + _epoch_finished(data)
+    return meta
+
+
+def _epoch_finished(data: dict[str, Any]) -> int:
+    try:
+        progress = data["loops"]["fit_loop"]["epoch_progress"]["current"]
+        return int(progress["completed"] > data.get("epoch", 0))
+    except (KeyError, TypeError):
+        return 0
+
+
+def plan_resume(spec: str, config_path: str | None, overrides: list[str]) -> Resume:
+    """The run, checkpoint and config to resume, or a :class:`ConfigError` saying why not."""
+    output_dir = load_config(config_path, overrides).logging.output_dir if config_path else "runs"
+    run_dir = find_run(spec, config_path, output_dir)
+    checkpoint = resumable_checkpoint(run_dir / "checkpoints")
+    if checkpoint is None:
+        raise ConfigError(f"--resume {spec!r}: {run_dir} has no complete checkpoint with its "
+                          "replay buffer and env state (written by vlmrm fit since resume "
+                          "existed). Start a new run instead.")
+    meta = read_meta(checkpoint)
+    saved = load_config(None, base=meta["config"])
+    cfg = load_config(config_path, overrides, base=meta["config"])
+    check_changes(saved, cfg)
+    cfg.logging.output_dir, cfg.logging.run_name = saved.logging.output_dir, run_dir.name
+    if meta["env_steps"] >= cfg.agent.total_env_steps:
+        raise ConfigError(
+            f"--resume: the run already has {meta['env_steps']} env steps, "
+            f"agent.total_env_steps={cfg.agent.total_env_steps}. To train longer, give a larger "
+            "agent.total_env_steps=N.")
+    return Resume(run_dir, checkpoint, cfg, meta["epochs_done"])
+
+
+def check_changes(saved: Config, new: Config) -> None:
+    """Refuse a config that differs from the checkpoint's outside :data:`SAFE_TO_CHANGE`."""
+    before, after = _flat(saved), _flat(new)
+    changed = sorted(k for k in before.keys() | after.keys()
+                     if before.get(k) != after.get(k) and k not in SAFE_TO_CHANGE)
+    if changed:
+        shown = ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed[:4])
+        raise ConfigError(
+            f"--resume: the config differs from the checkpoint's in {shown}"
+            f"{' ...' if len(changed) > 4 else ''}. A resumed run must compute what the "
+            f"original would have; only {', '.join(sorted(SAFE_TO_CHANGE))} may change. Drop "
+            "those overrides, or start a new run.")
+
+
+def _flat(cfg: Config) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node and prefix.count(".") < 1:
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(OmegaConf.structured(cfg)), "")
+    return out

@@ -1,0 +1,133 @@
+"""The data side of a checkpoint: what one rank needs, beyond the networks and optimizer
+Lightning saves, to continue a run exactly where it stopped.
+
+Each rank writes a folder of its own beside the checkpoint, ``step-<env steps>.data-r<rank>``
+(Lightning writes the ``.ckpt`` on rank 0 only): ``state.pt`` (plain tensors, numbers,
+strings, lists and dicts, loaded with ``torch.load(weights_only=True)``) and ``replay/``
+(:mod:`vlmrm.rl.replay_state`, memory-mapped, no pickle). The folder is written under a
+temporary name and renamed when complete; every rank's folder is complete before rank 0
+writes the checkpoint, so a checkpoint file never points at a partial folder.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from tensordict import TensorDict
+
+from vlmrm.fileio import atomic_dir
+from vlmrm.keys import PIXELS
+from vlmrm.rl.collect import Collection
+from vlmrm.rl.envstate import env_state, load_env_state
+from vlmrm.rl.replay_state import load_replay, save_replay
+
+if TYPE_CHECKING:
+    from vlmrm.rl.data import DataPipeline
+
+#: Bumped when the layout of ``state.pt`` changes.
+FORMAT = 1
+STATE = "state.pt"
+REPLAY = "replay"
+
+
+def data_dir_name(stem: str, rank: int) -> str:
+    """``<stem>.data-r<rank>``, e.g. ``step-4000.data-r0``."""
+    return f"{stem}.data-r{rank}"
+
+
+def save_data_state(data: DataPipeline, path: Path, extra: dict[str, Any]) -> None:
+    """Write this rank's data-side state to the folder ``path`` (atomically); ``extra``
+    holds the module's own plain values (RNG states it owns, schedules)."""
+    if data.batches_in_flight():
+        raise RuntimeError("a batch is still being collected: checkpoints are written only "
+                           "between iterations with nothing in flight")
+    state = {"format": FORMAT, "data": pipeline_state(data), "rng": global_rng_state(),
+             "extra": extra}
+    with atomic_dir(path) as tmp:
+        torch.save(state, tmp / STATE)
+        save_replay(data.replay_buffer, tmp / REPLAY)
+
+
+def load_data_state(data: DataPipeline, path: Path) -> dict[str, Any]:
+    """Restore what :func:`save_data_state` wrote into a freshly built pipeline (the
+    global random generators included); returns its ``extra``."""
+    state = torch.load(path / STATE, weights_only=True)
+    if state.get("format") != FORMAT:
+        raise ValueError(f"{path / STATE} has format {state.get('format')!r}; this vlmrm "
+                         f"reads format {FORMAT}")
+    load_pipeline_state(data, state["data"])
+    load_replay(data.replay_buffer, path / REPLAY)
+    load_global_rng_state(state["rng"])
+    return state["extra"]
+
+
+# -- the pipeline ----------------------------------------------------------------------
+def pipeline_state(data: DataPipeline) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "steps_scored": data.steps_scored,
+        "episodes": data.episodes.state_dict(),
+        "formula": (data.reward_model.formula.state_dict()
+                    if data.reward_model is not None else None),
+    }
+    if isinstance(data.batches, Collection):
+        out["collection"] = collection_state(data.batches)
+    return out
+
+
+def load_pipeline_state(data: DataPipeline, state: dict[str, Any]) -> None:
+    data.steps_scored = state["steps_scored"]
+    data.episodes.load_state_dict(state["episodes"])
+    if data.reward_model is not None and state["formula"] is not None:
+        data.reward_model.formula.load_state_dict(state["formula"])
+    if isinstance(data.batches, Collection):
+        load_collection_state(data.batches, state["collection"])
+
+
+def collection_state(collection: Collection) -> dict[str, Any]:
+    """Batches started, the exploration sampler (generator, noise, policy snapshot), the
+    step loop's next input and its envs' own state."""
+    loop, sampler = collection.loop, collection.loop.sampler
+    return {"started": collection.started, "sampler": sampler.state(),
+            "snapshot": {k: v.clone() for k, v in sampler.network.state_dict().items()},
+            "root": loop.root.exclude(PIXELS).to_dict(), "starts": loop.starts.clone(),
+            "env": env_state(loop.env)}
+
+
+def load_collection_state(collection: Collection, state: dict[str, Any]) -> None:
+    loop, sampler = collection.loop, collection.loop.sampler
+    collection.started = state["started"]
+    sampler.load_state(state["sampler"])
+    sampler.network.load_state_dict(state["snapshot"])
+    load_env_state(loop.env, state["env"])
+    loop.root = TensorDict(state["root"], batch_size=loop.env.batch_size)
+    loop.starts = state["starts"].clone()
+
+
+# -- global random generators ------------------------------------------------------------
+def global_rng_state() -> dict[str, Any]:
+    """torch's CPU (and CUDA) generators, numpy's and Python's global ones, as plain values."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    out: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": [np_name, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos),
+                  int(np_has_gauss), float(np_gauss)],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def load_global_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, py_state, gauss = state["python"]
+    random.setstate((version, tuple(py_state), gauss))
+    name, keys, pos, has_gauss, gauss_np = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss_np))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
