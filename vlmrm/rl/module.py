@@ -24,7 +24,12 @@ from vlmrm.rl.data import DataPipeline, ScoredBatch
 from vlmrm.rl.evaluate import evaluate
 from vlmrm.rl.interrupt import StopRequest
 from vlmrm.rl.nonfinite import NonFiniteBatch, agree_to_stop, check_losses
-from vlmrm.rl.runstate import data_dir_name, load_data_state, save_data_state
+from vlmrm.rl.runstate import (
+    data_dir_name,
+    load_data_state,
+    load_global_rng_state,
+    save_data_state,
+)
 from vlmrm.rl.schedule import crossed
 from vlmrm.rl.update import make_optimizer, make_update, replay_seed
 
@@ -76,6 +81,7 @@ class SACModule(L.LightningModule):
         #: ``step-N``: the data-side state folders of the checkpoint being written or
         #: restored (:mod:`vlmrm.rl.runstate`).
         self.data_state_stem: str | None = None
+        self._restored_rng: dict[str, Any] | None = None
 
     # -- Lightning plumbing -------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -144,8 +150,8 @@ class SACModule(L.LightningModule):
             save_data_state(self.data, path, extra)
 
     def _load_data_state(self, dirpath: Path) -> None:
-        extra = load_data_state(self.data, dirpath / data_dir_name(self.data_state_stem,
-                                                                   self.global_rank))
+        extra, self._restored_rng = load_data_state(
+            self.data, dirpath / data_dir_name(self.data_state_stem, self.global_rank))
         self._next_eval, self.last_eval = extra["next_eval"], dict(extra["last_eval"])
         self.replay_generator.set_state(extra["replay_generator"])
 
@@ -166,6 +172,9 @@ class SACModule(L.LightningModule):
 
     # -- the training loop --------------------------------------------------------------
     def training_step(self, batch: int, batch_idx: int) -> None:
+        if self._restored_rng is not None:  # resumed: the draws continue where they stopped
+            load_global_rng_state(self._restored_rng)
+            self._restored_rng = None
         data = self.data
         got = data.next_batch(self.actor, prefetch=self._may_prefetch())  # collected, scored
         before = self.env_steps

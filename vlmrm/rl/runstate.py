@@ -52,17 +52,18 @@ def save_data_state(data: DataPipeline, path: Path, extra: dict[str, Any]) -> No
         save_replay(data.replay_buffer, tmp / REPLAY)
 
 
-def load_data_state(data: DataPipeline, path: Path) -> dict[str, Any]:
-    """Restore what :func:`save_data_state` wrote into a freshly built pipeline (the
-    global random generators included); returns its ``extra``."""
+def load_data_state(data: DataPipeline, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Restore what :func:`save_data_state` wrote into a freshly built pipeline; returns
+    its ``extra`` and the global random generators' state, which the caller restores with
+    :func:`load_global_rng_state` right before the next iteration (building a dataloader
+    iterator, for one, draws from torch's generator)."""
     state = torch.load(path / STATE, weights_only=True)
     if state.get("format") != FORMAT:
         raise ValueError(f"{path / STATE} has format {state.get('format')!r}; this vlmrm "
                          f"reads format {FORMAT}")
     load_pipeline_state(data, state["data"])
     load_replay(data.replay_buffer, path / REPLAY)
-    load_global_rng_state(state["rng"])
-    return state["extra"]
+    return state["extra"], state["rng"]
 
 
 # -- the pipeline ----------------------------------------------------------------------
