@@ -137,7 +137,7 @@ def make_collection(cfg: Config, module: SACModule, env: EnvBase, rank: int, wor
     a = cfg.agent
     generator = (torch.Generator().manual_seed(env_seed(cfg.seed, SeedOffset.COLLECT, rank))
                  if a.overlap else torch.default_generator)
-    sampler = ExplorationSampler(module.actor, env.action_spec, a, generator)
+    sampler = ExplorationSampler(module.actor, env.action_spec_unbatched, a, generator)
     return Collection(StepLoop(env, sampler), a.train_freq,
                       random_batches(a.learning_starts // world, a.train_freq * env.numel()),
                       a.overlap)
