@@ -130,14 +130,12 @@ def check_changes(saved: Config, new: Config) -> None:
 
 
 def _flat(cfg: Config) -> dict[str, Any]:
+    """``{"seed": ..., "agent.total_env_steps": ..., ...}``: sections one level deep (values
+    such as ``env.kwargs`` compare whole)."""
     out: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict) and node and prefix.count(".") < 1:
-            for k, v in node.items():
-                walk(v, f"{prefix}{k}.")
+    for key, value in OmegaConf.to_container(OmegaConf.structured(cfg)).items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
         else:
-            out[prefix[:-1]] = node
-
-    walk(OmegaConf.to_container(OmegaConf.structured(cfg)), "")
+            out[key] = value
     return out

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tests.helpers import CONFIGS, QUIET, cli_exit, preloaded_processes
+from vlmrm.resume import plan_resume, resumable_checkpoint
 from vlmrm.rl.checkpoints import (
     AtomicCheckpointIO,
     newest_checkpoint,
@@ -19,6 +20,7 @@ from vlmrm.rl.checkpoints import (
     remove_partials,
     step_checkpoints,
 )
+from vlmrm.train import fit
 
 KILLS = 6
 #: Big enough networks that writing a checkpoint (~12 MB) takes most of each iteration.
@@ -77,22 +79,34 @@ def _kill_during_next_write(proc, ckpts: Path, delay: float) -> str:
 
 
 def _check_every_visible_checkpoint_loads(ckpts: Path) -> Path | None:
-    """Every file under a final checkpoint name is complete; returns the newest."""
+    """Every file under a final checkpoint name is complete, and so is every data-state
+    folder under a final name; returns the newest checkpoint a run can resume from."""
     for path in [*step_checkpoints(ckpts), *ckpts.glob("last.ckpt")]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         assert ckpt["vlmrm"]["env_steps"] == int(path.stem.removeprefix("step-"))
         assert any(k.startswith("actor.") for k in ckpt["state_dict"])
-    newest = newest_checkpoint(ckpts)
-    if newest is not None:
-        # Part B adds: resume from `newest` and continue the run.
-        assert newest == step_checkpoints(ckpts)[-1]
+    for folder in ckpts.glob("step-*.data-r0"):
+        assert (folder / "state.pt").is_file() and (folder / "replay" / "meta.json").is_file()
+    newest = resumable_checkpoint(ckpts)
+    assert newest == newest_checkpoint(ckpts) or newest is None
     return newest
+
+
+def _resume_and_continue(run_dir: Path, newest: Path) -> None:
+    """Resume the killed run from ``newest`` and train two more iterations."""
+    steps = torch.load(newest, map_location="cpu", weights_only=True)["vlmrm"]["env_steps"]
+    plan = plan_resume(str(run_dir), None, [f"agent.total_env_steps={steps + 16}",
+                                            "logging.checkpoint_every=1000000"])
+    assert plan.checkpoint == newest
+    result = fit(None, resume=plan)
+    assert result.env_steps == steps + 16 and not result.interrupted
 
 
 def test_sigkill_during_checkpoint_writes_leaves_the_newest_complete_checkpoint_loadable(
         tmp_path):
     """Real `vlmrm fit` writers (see :func:`preloaded_processes`), each SIGKILLed at a
-    random moment of a checkpoint write (after 0-3 complete writes)."""
+    random moment of a checkpoint write (its data-state folder or its file, after 0-3
+    complete writes); the newest complete checkpoint then resumes and trains on."""
     ctx = preloaded_processes()
     rng = random.Random(12)
     durations: list[float] = []
@@ -113,8 +127,11 @@ def test_sigkill_during_checkpoint_writes_leaves_the_newest_complete_checkpoint_
                 proc.kill()
         left = _entries(ckpts)
         mid_write += entry in left and entry.startswith(".")  # killed before the rename
-        assert not any(n.startswith("step-") and not n.endswith(".ckpt") for n in left)
+        assert not any(n.startswith("step-") and not n.endswith((".ckpt", ".data-r0"))
+                       for n in left)
         newest = _check_every_visible_checkpoint_loads(ckpts)
+        if newest is not None:
+            _resume_and_continue(out / name, newest)
         assert len(step_checkpoints(ckpts)) <= 3  # keep 2, plus one not yet pruned
         print(f"kill {k}: during the write of {entry!r} (typical write {typical:.3f} s); "
               f"newest complete checkpoint: {newest.name if newest else None}")

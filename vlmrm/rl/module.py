@@ -100,11 +100,15 @@ class SACModule(L.LightningModule):
         return self.updater.loss_forward
 
     def train_dataloader(self) -> DataLoader:
-        """One item per iteration still to run (fewer after a resume)."""
+        """One item per iteration of this epoch. A resumed run continues where its epoch
+        stopped: Lightning skips the items its restored progress counts as done."""
         a, e = self.cfg.agent, self.cfg.env
         per_iteration = a.train_freq * e.num_envs  # num_envs counts all ranks
-        iterations = max(0, -(-(a.total_env_steps - self.env_steps) // per_iteration))
-        return DataLoader(range(iterations), batch_size=None)
+        left = max(0, -(-(a.total_env_steps - self.env_steps) // per_iteration))
+        loop = self.trainer.fit_loop
+        epoch = loop.epoch_progress.current
+        done = loop.epoch_loop.batch_progress.current.ready if epoch.ready > epoch.completed else 0
+        return DataLoader(range(done + left), batch_size=None)
 
     def on_fit_start(self) -> None:
         if self.data_factory is None:
