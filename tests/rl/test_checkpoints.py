@@ -119,7 +119,8 @@ def test_sigkill_during_checkpoint_writes_leaves_the_newest_complete_checkpoint_
                                                    f"logging.run_name={name}"],))
         proc.start()
         try:
-            durations += _time_writes(proc, ckpts, rng.randint(0 if durations else 1, 3))
+            # Each checkpoint is two writes (its data-state folder, then its file).
+            durations += _time_writes(proc, ckpts, rng.randint(2, 6))
             typical = sorted(durations)[len(durations) // 2]
             entry = _kill_during_next_write(proc, ckpts, rng.uniform(0, 0.8 * typical))
         finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 from torchrl.envs import EnvBase
@@ -19,6 +19,7 @@ from vlmrm.rl.checkpoints import (
     remove_partials,
 )
 from vlmrm.rl.envs import SeedOffset, env_seed, episode_cap, make_base_env
+from vlmrm.rl.envstate import env_state, load_env_state
 from vlmrm.rl.evaluate import episode_video, run_episode
 from vlmrm.rl.schedule import crossed
 
@@ -104,12 +105,15 @@ class VideoRecorder(L.Callback):
         self.every = every
         self._recorded_at = 0
         self._env: EnvBase | None = None
+        self._restored_env: dict[str, Any] | None = None
 
-    def state_dict(self) -> dict[str, int]:
-        return {"recorded_at": self._recorded_at}
+    def state_dict(self) -> dict[str, Any]:
+        return {"recorded_at": self._recorded_at,
+                "env": None if self._env is None else env_state(self._env)}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self._recorded_at = state["recorded_at"]
+        self._restored_env = state["env"]  # applied when the env is made
 
     def on_train_batch_end(self, trainer: L.Trainer, module: SACModule, *args) -> None:
         steps = module.env_steps
@@ -136,6 +140,9 @@ class VideoRecorder(L.Callback):
             self._env = make_base_env(module.cfg.env, input_size(reward_model),
                                       from_pixels=True,
                                       seed=env_seed(module.cfg.seed, SeedOffset.VIDEO))
+            if self._restored_env is not None:
+                load_env_state(self._env, self._restored_env)
+                self._restored_env = None
         return self._env
 
     def on_train_end(self, trainer: L.Trainer, module: SACModule) -> None:

@@ -76,6 +76,8 @@ def pipeline_state(data: DataPipeline) -> dict[str, Any]:
     }
     if isinstance(data.batches, Collection):
         out["collection"] = collection_state(data.batches)
+    if data.eval_env is not None:  # its episodes' reset noise continues too
+        out["eval_env"] = env_state(data.eval_env)
     return out
 
 
@@ -86,6 +88,8 @@ def load_pipeline_state(data: DataPipeline, state: dict[str, Any]) -> None:
         data.reward_model.formula.load_state_dict(state["formula"])
     if isinstance(data.batches, Collection):
         load_collection_state(data.batches, state["collection"])
+    if data.eval_env is not None:
+        load_env_state(data.eval_env, state["eval_env"])
 
 
 def collection_state(collection: Collection) -> dict[str, Any]:

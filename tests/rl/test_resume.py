@@ -1,0 +1,143 @@
+"""Exact resume: a run stopped by SIGTERM and resumed equals the run that never stopped
+(step counter, replay buffer, every parameter and optimizer state, and the TensorBoard
+curves, which continue in the same run directory)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import lightning as L
+import pytest
+import torch
+
+from tests.helpers import CONFIGS, QUIET, scalars
+from vlmrm.config import load_config
+from vlmrm.errors import ConfigError
+from vlmrm.resume import SAFE_TO_CHANGE, check_changes, plan_resume
+from vlmrm.rl.interrupt import EXIT_INTERRUPTED, StopRequest
+from vlmrm.train import fit
+
+SHORT = ("agent.total_env_steps=2000", "agent.learning_starts=200", "agent.eval_every=500",
+         "agent.eval_episodes=1", "logging.checkpoint_every=100000", *QUIET)
+
+
+class SigtermAt(L.Callback):
+    """Sends this process SIGTERM once the run has ``at`` env steps (a cluster's
+    pre-emption, as the run sees it)."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.sent = at, False
+
+    def on_train_batch_end(self, trainer, module, *args) -> None:
+        if module.env_steps >= self.at and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+class FinalState(L.Callback):
+    """Everything the two runs must agree on, taken as training ends."""
+
+    def on_train_end(self, trainer, module) -> None:
+        self.env_steps = module.env_steps
+        self.params = {k: v.clone() for k, v in module.loss_module.state_dict().items()}
+        optimizer = trainer.optimizers[0].state_dict()["state"]
+        self.optimizer = {(i, k): v.clone() for i, s in optimizer.items() for k, v in s.items()}
+        self.replay = module.data.replay_buffer[:].clone()
+
+
+def _run(config: str, overrides: list[str], name: str, callbacks) -> object:
+    return fit(load_config(CONFIGS / config, [*overrides, f"logging.run_name={name}"]),
+               callbacks=callbacks)
+
+
+@pytest.mark.parametrize("config,extra", [
+    ("quickstart.yaml", []),  # VLM reward, discrete actions, overlapped collection
+    ("mountaincar.yaml", ["reward.backend=ground_truth", "agent.overlap=false",
+                          "env.num_envs=2", "agent.train_freq=4"]),  # continuous, OU noise
+], ids=["quickstart", "mountaincar-2envs-sequential"])
+def test_sigterm_then_resume_equals_the_straight_run(config, extra, tmp_path):
+    overrides = [*SHORT, *extra, f"logging.output_dir={tmp_path}"]
+    straight = FinalState()
+    _run(config, overrides, "straight", [straight])
+    stopped = _run(config, overrides, "split", [SigtermAt(1000)])
+    assert stopped.interrupted and 1000 <= stopped.env_steps < 2000
+    assert "vlmrm fit --resume" in stopped.report()
+
+    resumed = FinalState()
+    result = fit(None, resume=plan_resume(str(stopped.run_dir), None, []), callbacks=[resumed])
+    assert result.run_dir == stopped.run_dir and not result.interrupted
+    assert resumed.env_steps == straight.env_steps == 2000
+    keys = set(straight.replay.keys(True, True))
+    assert set(resumed.replay.keys(True, True)) == keys
+    for key in keys:
+        assert torch.equal(resumed.replay[key], straight.replay[key]), key
+    for name, value in straight.params.items():
+        assert torch.equal(resumed.params[name], value), name
+    assert straight.optimizer.keys() == resumed.optimizer.keys()
+    for key, value in straight.optimizer.items():
+        assert torch.equal(resumed.optimizer[key], value), key
+
+    # One run directory, one continuous curve: the same points as the straight run's.
+    ours, theirs = scalars(stopped.run_dir), scalars(tmp_path / "straight")
+    for tag in ("loss/critic", "train/episode_gt_return", "eval/gt_return"):
+        steps = [s for s, _ in ours[tag]]
+        assert steps == sorted(set(steps)), f"{tag}: steps repeat or go back"
+        assert ours[tag] == theirs[tag], tag
+
+
+def test_resume_refuses_a_changed_config_and_allows_a_longer_run(tmp_path):
+    saved = load_config(CONFIGS / "quickstart.yaml")
+    longer = load_config(CONFIGS / "quickstart.yaml", ["agent.total_env_steps=99999",
+                                                       "logging.checkpoint_every=5"])
+    check_changes(saved, longer)  # only safe keys differ
+    for bad in ("agent.learning_rate=0.001", "reward.alpha=0.5", "env.num_envs=2", "seed=3"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            check_changes(saved, load_config(CONFIGS / "quickstart.yaml", [bad]))
+    assert "agent.total_env_steps" in SAFE_TO_CHANGE and "agent.learning_rate" not in SAFE_TO_CHANGE
+
+
+def test_stop_request_records_the_first_signal_and_a_second_ctrl_c_exits_at_once():
+    forwarded = []
+    request = StopRequest(forward=forwarded.append)
+    request.install()
+    try:
+        assert signal.getsignal(signal.SIGTERM) == request._handle
+        request._handle(signal.SIGTERM, None)
+        assert request.requested and request.signal == signal.SIGTERM and forwarded == [15]
+        request._handle(signal.SIGTERM, None)  # repeated: still one request, not forwarded
+        assert forwarded == [15]
+        with pytest.raises(KeyboardInterrupt):
+            request._handle(signal.SIGINT, None)
+    finally:
+        request.uninstall()
+    assert signal.getsignal(signal.SIGTERM) != request._handle
+
+
+@pytest.mark.slow
+def test_cli_sigterm_exits_interrupted_and_resume_last_finishes_the_run(tmp_path):
+    """The command line as a cluster job sees it: SIGTERM from outside, exit code 130 and
+    the resume command; then `vlmrm fit --resume last` continues to the end."""
+    args = ["--config", str(CONFIGS / "quickstart.yaml"), *SHORT, "agent.eval_every=0",
+            f"logging.output_dir={tmp_path}"]
+    proc = subprocess.Popen([sys.executable, "-m", "vlmrm", "fit", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = tmp_path
+    # Wait until training runs (its TensorBoard file exists), then pre-empt it.
+    while proc.poll() is None and not list(runs.glob("quickstart-*/events.out.tfevents.*")):
+        pass
+    os.kill(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == EXIT_INTERRUPTED, err[-2000:]
+    assert "SIGTERM received" in err and "vlmrm fit --resume" in out
+
+    bad = subprocess.run([sys.executable, "-m", "vlmrm", "fit", "--resume", "last", *args,
+                          "agent.gamma=0.5"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "agent.gamma" in bad.stderr
+    done = subprocess.run([sys.executable, "-m", "vlmrm", "fit", "--resume", "last", *args],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "run finished after 2000 env steps" in done.stdout
+    assert len(list(runs.glob("quickstart-*"))) == 1  # the same run directory
