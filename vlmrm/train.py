@@ -107,6 +107,7 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None,
         raise
     if trainer.is_global_zero:
         write_text(run_dir / "config.yaml", to_yaml(cfg))
+    module.stop_request.install()  # from here on, a signal stops the run gracefully
     try:
         trainer.fit(module, ckpt_path=None if resume is None else resume.checkpoint)
     except NonFiniteError:
@@ -120,6 +121,7 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None,
             raise KeyboardInterrupt from None
         raise
     finally:
+        module.stop_request.uninstall()
         os.environ.pop(RUN_DIR_ENV, None)
     return RunResult(run_dir, module.env_steps, dict(module.last_eval),
                      primary=trainer.is_global_zero, interrupted=module.interrupted)

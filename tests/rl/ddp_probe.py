@@ -4,12 +4,18 @@ Lightning's DDP launcher re-runs this script for every rank, so each rank writes
 ``<out>/rank<r>.json``: its envs per batch, the global env step of its first policy action
 (before that: random actions), its minibatch size and first update, and a parameter checksum.
 
-    python tests/rl/ddp_probe.py OUT_DIR key=value ...
+    python tests/rl/ddp_probe.py OUT_DIR [--sigterm-at N] [--resume RUN_DIR] key=value ...
+
+``--sigterm-at N`` sends rank 0 SIGTERM once it has N env steps (Lightning's launcher passes
+the signal on to rank 1); the script then exits with the run's code (130: interrupted).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -17,29 +23,37 @@ import lightning as L
 import torch
 
 from vlmrm.config import load_config
+from vlmrm.resume import plan_resume
+from vlmrm.rl.interrupt import EXIT_INTERRUPTED
 from vlmrm.train import fit
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 class Probe(L.Callback):
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, sigterm_at: int | None = None) -> None:
         self.out = out
-        self.record: dict[str, list] = {"envs_per_batch": [], "policy_steps": [],
-                                        "sample_sizes": [], "update_steps": []}
+        self.sigterm_at = sigterm_at
+        self.record: dict[str, list] = {"envs_per_batch": [], "sample_sizes": [],
+                                        "update_steps": []}
 
     def on_train_start(self, trainer, module) -> None:
-        collect = module.data.collect
+        next_batch = module.data.next_batch
 
-        def recording_collect():
-            batch = collect()
-            self.record["envs_per_batch"].append(batch.batch_size[0])
-            return batch
+        def recording_next_batch(*args, **kwargs):
+            got = next_batch(*args, **kwargs)
+            self.record["envs_per_batch"].append(got.batch.batch_size[0])
+            return got
 
-        module.data.collect = recording_collect
-        module.actor.register_forward_hook(
-            lambda *_: self.record["policy_steps"].append(module.env_steps))
+        module.data.next_batch = recording_next_batch
+        self.record["random_batches"] = module.data.batches.random_batches
         module.update_loss.register_forward_hook(self._on_update(module))
+
+    def on_train_batch_end(self, trainer, module, *args) -> None:
+        if (self.sigterm_at is not None and trainer.global_rank == 0
+                and module.env_steps >= self.sigterm_at):
+            self.sigterm_at = None
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def _on_update(self, module):
         def hook(_m, args, _out):
@@ -53,18 +67,30 @@ class Probe(L.Callback):
         params = [p.detach().double() for p in module.loss_module.parameters()]
         self.record["checksum"] = [float(p.sum()) for p in params]
         self.record["world_size"] = trainer.world_size
+        self.record["env_steps"] = module.env_steps
+        self.record["interrupted"] = module.interrupted
+        self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / f"rank{trainer.global_rank}.json"
         path.write_text(json.dumps(self.record))
 
 
-def main() -> None:
-    out = Path(sys.argv[1])
-    cfg = load_config(ROOT / "configs" / "cartpole.yaml", sys.argv[2:])
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--sigterm-at", type=int, default=None)
+    parser.add_argument("--resume", default=None)
+    args, overrides = parser.parse_known_args()
     torch.set_num_threads(1)
-    result = fit(cfg, callbacks=[Probe(out)])
+    probe = Probe(args.out, args.sigterm_at)
+    if args.resume:
+        result = fit(None, resume=plan_resume(args.resume, None, overrides), callbacks=[probe])
+    else:
+        cfg = load_config(ROOT / "configs" / "cartpole.yaml", overrides)
+        result = fit(cfg, callbacks=[probe])
     if result.primary:
         print(result.report())
+    return EXIT_INTERRUPTED if result.interrupted else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -36,10 +36,14 @@ class StopRequest:
         return self.signal is not None
 
     def install(self) -> None:
+        """Handle SIGINT/SIGTERM from now on (again, if something replaced the handlers
+        since; :meth:`uninstall` restores those found at the first call)."""
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
         for sig in SIGNALS:
-            self._previous[sig] = signal.getsignal(sig)
+            previous = signal.getsignal(sig)
+            if sig not in self._previous:
+                self._previous[sig] = previous
             signal.signal(sig, self._handle)
 
     def uninstall(self) -> None:

@@ -120,9 +120,12 @@ class SACModule(L.LightningModule):
             self._load_data_state(Path(self.trainer.ckpt_path).parent)
 
     def on_train_start(self) -> None:
+        # Lightning's own SIGTERM handler (set as fit starts) would end the run without a
+        # checkpoint: ours takes over, forwarding to DDP workers as Lightning's does.
         launcher = self.trainer.strategy.launcher
         self.stop_request.forward = launcher.kill if launcher is not None else None
         self.stop_request.install()
+        self.trainer._signal_connector.received_sigterm = False  # seen by ours already
 
     def on_train_end(self) -> None:
         if self.trainer.world_size > 1:
@@ -138,7 +141,6 @@ class SACModule(L.LightningModule):
             raise RuntimeError(f"DDP ranks diverged: parameter checksums differ by {spread}")
 
     def on_fit_end(self) -> None:
-        self.stop_request.uninstall()
         if self.data is not None:
             self.data.close()
 
