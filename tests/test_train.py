@@ -23,7 +23,7 @@ def test_cartpole_fit_logs_vlm_and_gt_returns_checkpoints_and_config(tiny_opencl
     assert any(abs(gt[s] - vlm[s]) > 1e-3 for s in gt)
     assert max(step for step, _ in tags["env_steps"]) == 400
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
-        "last.ckpt", "step-200.ckpt", "step-400.ckpt"]
+        "last.ckpt", "step-200.ckpt", "step-200.data-r0", "step-400.ckpt", "step-400.data-r0"]
     saved = OmegaConf.load(run / "config.yaml")
     assert saved.agent.total_env_steps == 400 and saved.reward.model == tiny_openclip.reference
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)

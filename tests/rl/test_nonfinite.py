@@ -24,6 +24,9 @@ SMALL = (*QUIET, "reward.backend=toy", "reward.model=random", "reward.pretrained
          "agent.train_freq=8", "agent.gradient_steps=2", "agent.eval_every=0",
          "agent.total_env_steps=160", "logging.checkpoint_every=16", "env.episode_length=20")
 
+#: What the good iterations left: two step checkpoints with their data state, nothing else.
+GOOD = ["step-16.ckpt", "step-16.data-r0", "step-32.ckpt", "step-32.data-r0"]
+
 
 class PoisonedReward(L.Callback):
     """Wraps the run's reward model so that scoring call ``bad_call`` (1-based) returns
@@ -85,7 +88,7 @@ def test_nan_reward_stops_before_the_replay_buffer_and_saves_the_frames(tmp_path
     assert evidence["observation"].shape == (8, 4)
     assert (run / "nonfinite" / "steps-33-40.png").stat().st_size > 0
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
-        "step-16.ckpt", "step-32.ckpt"]  # no last.ckpt of the stopped state
+        *GOOD]  # no last.ckpt of the stopped state
 
 
 def test_nan_loss_stops_and_the_saved_state_is_the_last_good_one(tmp_path):
@@ -96,7 +99,7 @@ def test_nan_loss_stops_and_the_saved_state_is_the_last_good_one(tmp_path):
     assert "The SAC update after env steps 41-48 produced non-finite values" in message
     assert "loss/critic=nan" in message and "agent.learning_rate" in message
     assert f"last good checkpoint is {ckpts / 'step-32.ckpt'}" in message
-    assert sorted(p.name for p in ckpts.iterdir()) == ["step-16.ckpt", "step-32.ckpt"]
+    assert sorted(p.name for p in ckpts.iterdir()) == GOOD
     good = torch.load(ckpts / "step-32.ckpt", weights_only=True)
     assert good["vlmrm"]["env_steps"] == 32
     assert all(torch.isfinite(v).all() for v in good["state_dict"].values()
@@ -110,8 +113,7 @@ def test_a_non_finite_state_is_never_checkpointed(tmp_path):
         fit(_config(tmp_path, "agent.learning_starts=1000"),
             callbacks=[PoisonedCritic(at_step=40)])
     assert "step-48.ckpt was not written" in str(caught.value)
-    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
-        "step-16.ckpt", "step-32.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == GOOD
 
 
 def test_diverging_run_exits_3_with_one_message(tmp_path, capsys):

@@ -58,8 +58,8 @@ class EnvStepCheckpoint(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, module: SACModule, *args) -> None:
         steps = module.env_steps
         if crossed(self.every, self._saved_at, steps):
+            self._saved_at = steps  # before saving: the checkpoint holds this schedule
             self.save(trainer, module, f"step-{steps}.ckpt")
-            self._saved_at = steps
             if trainer.is_global_zero:
                 prune(self.dirpath, self.keep)
 

@@ -242,7 +242,8 @@ class Collection:
         #: Batches started so far (the first ``random_batches`` use uniform random actions).
         self.started = 0
         self._background = BackgroundCollection(self._collect) if overlap else None
-        self._ready: Any = None  # a finished batch that :meth:`pause` took off the thread
+        #: A finished batch that :meth:`pause` took off the thread (handed out next).
+        self.pending: Any = None
 
     def _collect(self, random: bool) -> Any:
         t0 = time.perf_counter()
@@ -264,7 +265,7 @@ class Collection:
     def holds_batch(self) -> bool:
         """A batch in flight or taken off the thread and not yet handed out: the envs and
         the sampler are then ahead of the batches handed out."""
-        return self.in_flight or self._ready is not None
+        return self.in_flight or self.pending is not None
 
     def next(self, actor: nn.Module, prefetch: bool = True) -> Any:
         """The next batch; with overlap, also start the one after unless ``prefetch`` is
@@ -274,7 +275,7 @@ class Collection:
             sampler.sync(actor)
             return self._collect(self._take_random())
         self.pause()
-        batch, self._ready = self._ready, None
+        batch, self.pending = self.pending, None
         if batch is None:
             batch = self._collect(self._take_random())
         sampler.sync(actor)
@@ -286,7 +287,7 @@ class Collection:
         """Wait for the batch in flight (kept for the next :meth:`next`), so the caller may
         use the envs, the reward model or the random state meanwhile."""
         if self.in_flight:
-            self._ready = self._background.wait()
+            self.pending = self._background.wait()
 
     def close(self) -> None:
         if self._background is not None:

@@ -206,6 +206,8 @@ class DataPipeline:
 
     def accept(self, got: ScoredBatch) -> TensorDictBase:
         """The scored batch for the main thread; raises its non-finite problem, if any."""
+        if self.watch and got.watched is None:  # a pending batch restored by a resume
+            got.watched = got.batch.select(*WATCHED, strict=False).clone()
         if got.watched is not None:
             self.last_scored = got.watched
         if got.top is not None:

@@ -29,6 +29,8 @@ from torchrl.envs import (
 from vlmrm.config.schema import EnvConfig
 from vlmrm.errors import ConfigError, one_paragraph
 from vlmrm.keys import SUCCESS
+from vlmrm.rl.gymstate import gym_state, load_gym_state
+from vlmrm.rl.wrappers import EpisodeEndIsTerminal, NoEarlyTermination
 from vlmrm.scenes import SCENES, is_mujoco
 from vlmrm.scenes.mjcf import mujoco_scene_kwargs
 
@@ -58,23 +60,6 @@ def env_seed(seed: int, purpose: SeedOffset, rank: int = 0) -> int:
 def episode_cap(cfg: EnvConfig) -> int:
     """The most steps one episode can take (for rollouts that must end)."""
     return cfg.episode_length or UNLIMITED_EPISODE_CAP
-
-
-class NoEarlyTermination(gym.Wrapper):
-    """Ignore ``terminated`` so every episode lasts until the time limit (the paper's setting)."""
-
-    def step(self, action):
-        obs, reward, _terminated, truncated, info = self.env.step(action)
-        return obs, reward, False, truncated, info
-
-
-class EpisodeEndIsTerminal(gym.Wrapper):
-    """A time-limit truncation becomes a terminal state (no bootstrap from the last state):
-    ``env.episode_end=terminate``, as the paper's envs signalled the end of their episodes."""
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        return obs, reward, terminated or truncated, False, info
 
 
 def make_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None = None) -> gym.Env:
@@ -150,13 +135,9 @@ class ResumableEnv(TransformedEnv):
     ParallelEnv dispatches calls of these methods to its worker processes."""
 
     def gym_state(self) -> dict[str, Any]:
-        from vlmrm.rl.envstate import gym_state  # envstate imports this module
-
         return gym_state(self.base_env._env)
 
     def load_gym_state(self, state: dict[str, Any]) -> None:
-        from vlmrm.rl.envstate import load_gym_state
-
         load_gym_state(self.base_env._env, state)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,11 +22,9 @@ from tensordict import TensorDict
 from vlmrm.fileio import atomic_dir
 from vlmrm.keys import PIXELS
 from vlmrm.rl.collect import Collection
+from vlmrm.rl.data import DataPipeline, ScoredBatch
 from vlmrm.rl.envstate import env_state, load_env_state
 from vlmrm.rl.replay_state import load_replay, save_replay
-
-if TYPE_CHECKING:
-    from vlmrm.rl.data import DataPipeline
 
 #: Bumped when the layout of ``state.pt`` changes.
 FORMAT = 1
@@ -42,9 +40,7 @@ def data_dir_name(stem: str, rank: int) -> str:
 def save_data_state(data: DataPipeline, path: Path, extra: dict[str, Any]) -> None:
     """Write this rank's data-side state to the folder ``path`` (atomically); ``extra``
     holds the module's own plain values (RNG states it owns, schedules)."""
-    if data.batches_in_flight():
-        raise RuntimeError("a batch is still being collected: checkpoints are written only "
-                           "between iterations with nothing in flight")
+    data.pause()  # a batch being collected is finished first, and saved as pending below
     state = {"format": FORMAT, "data": pipeline_state(data), "rng": global_rng_state(),
              "extra": extra}
     with atomic_dir(path) as tmp:
@@ -94,12 +90,19 @@ def load_pipeline_state(data: DataPipeline, state: dict[str, Any]) -> None:
 
 def collection_state(collection: Collection) -> dict[str, Any]:
     """Batches started, the exploration sampler (generator, noise, policy snapshot), the
-    step loop's next input and its envs' own state."""
+    step loop's next input, its envs' own state, and a batch collected and scored ahead
+    but not handed out yet (a run stopped while one was in flight; pixels are dropped by
+    then, so it is small)."""
     loop, sampler = collection.loop, collection.loop.sampler
+    pending = collection.pending
+    if pending is not None and pending.problem is not None:
+        raise pending.problem  # never saved: the run stops on it
     return {"started": collection.started, "sampler": sampler.state(),
             "snapshot": {k: v.clone() for k, v in sampler.network.state_dict().items()},
             "root": loop.root.exclude(PIXELS).to_dict(), "starts": loop.starts.clone(),
-            "env": env_state(loop.env)}
+            "env": env_state(loop.env),
+            "pending": None if pending is None else {
+                "batch": pending.batch.to_dict(), "shape": list(pending.batch.batch_size)}}
 
 
 def load_collection_state(collection: Collection, state: dict[str, Any]) -> None:
@@ -110,6 +113,10 @@ def load_collection_state(collection: Collection, state: dict[str, Any]) -> None
     load_env_state(loop.env, state["env"])
     loop.root = TensorDict(state["root"], batch_size=loop.env.batch_size)
     loop.starts = state["starts"].clone()
+    pending = state["pending"]
+    if pending is not None:
+        collection.pending = ScoredBatch(TensorDict(pending["batch"],
+                                                    batch_size=pending["shape"]), 0.0, 0.0)
 
 
 # -- global random generators ------------------------------------------------------------
