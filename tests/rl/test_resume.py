@@ -37,6 +37,19 @@ class SigtermAt(L.Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+class StopAt(L.Callback):
+    """Stops training the way any Lightning callback may (``trainer.should_stop``), here
+    while a batch is being collected ahead: ``last.ckpt`` then holds it as pending."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_batch_end(self, trainer, module, *args) -> None:
+        if module.env_steps >= self.at:
+            assert module.data.batches_in_flight()
+            trainer.should_stop = True
+
+
 class FinalState(L.Callback):
     """Everything the two runs must agree on, taken as training ends."""
 
@@ -53,18 +66,25 @@ def _run(config: str, overrides: list[str], name: str, callbacks) -> object:
                callbacks=callbacks)
 
 
-@pytest.mark.parametrize("config,extra", [
-    ("quickstart.yaml", []),  # VLM reward, discrete actions, overlapped collection
-    ("mountaincar.yaml", ["reward.backend=ground_truth", "agent.overlap=false",
-                          "env.num_envs=2", "agent.train_freq=4"]),  # continuous, OU noise
-], ids=["quickstart", "mountaincar-2envs-sequential"])
-def test_sigterm_then_resume_equals_the_straight_run(config, extra, tmp_path):
+@pytest.mark.parametrize("config,extra,stop", [
+    # VLM reward, discrete actions, overlapped collection.
+    ("quickstart.yaml", [], "sigterm"),
+    # Continuous actions with OU noise, 2 envs, sequential collection.
+    pytest.param("mountaincar.yaml", ["reward.backend=ground_truth", "agent.overlap=false",
+                                      "env.num_envs=2", "agent.train_freq=4"], "sigterm",
+                 marks=pytest.mark.slow),
+    # Stopped by another callback with a batch in flight: last.ckpt holds it.
+    pytest.param("quickstart.yaml", [], "should_stop", marks=pytest.mark.slow),
+], ids=["quickstart", "mountaincar-2envs-sequential", "quickstart-pending-batch"])
+def test_stop_then_resume_equals_the_straight_run(config, extra, stop, tmp_path):
     overrides = [*SHORT, *extra, f"logging.output_dir={tmp_path}"]
     straight = FinalState()
     _run(config, overrides, "straight", [straight])
-    stopped = _run(config, overrides, "split", [SigtermAt(1000)])
-    assert stopped.interrupted and 1000 <= stopped.env_steps < 2000
-    assert "vlmrm fit --resume" in stopped.report()
+    stopper = SigtermAt(1000) if stop == "sigterm" else StopAt(1000)
+    stopped = _run(config, overrides, "split", [stopper])
+    assert 1000 <= stopped.env_steps < 2000
+    if stop == "sigterm":
+        assert stopped.interrupted and "vlmrm fit --resume" in stopped.report()
 
     resumed = FinalState()
     result = fit(None, resume=plan_resume(str(stopped.run_dir), None, []), callbacks=[resumed])
