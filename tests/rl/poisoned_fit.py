@@ -36,8 +36,9 @@ if __name__ == "__main__":
     rank, bad_call, *argv = sys.argv[1:]
     real_fit = vlmrm.train.fit
 
-    def fit(cfg, config_path=None, callbacks=()):
-        return real_fit(cfg, config_path, [*callbacks, PoisonRank(int(rank), int(bad_call))])
+    def fit(cfg, config_path=None, callbacks=(), **kwargs):
+        return real_fit(cfg, config_path, [*callbacks, PoisonRank(int(rank), int(bad_call))],
+                        **kwargs)
 
     vlmrm.train.fit = fit
     sys.exit(main(argv))
