@@ -1,33 +1,28 @@
-"""Actor/critic factories and the exploration policy (action noise)."""
+"""Actor/critic factories and exploration noise (as the collection adds it)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from tensordict.nn import TensorDictModule
-from torchrl.envs import GymEnv, InitTracker, TransformedEnv
+from torchrl.data import Bounded
 
 from vlmrm.config import AgentConfig
 from vlmrm.errors import ConfigError
-from vlmrm.rl.agent import exploration_policy, make_agent
-
-
-def zero_actor() -> TensorDictModule:
-    """An actor whose action is 0: what the exploration policy returns is the noise alone."""
-    return TensorDictModule(lambda obs: torch.zeros(*obs.shape[:-1], 1), in_keys=["observation"],
-                            out_keys=["action"])
+from vlmrm.rl.agent import check_action_noise, make_agent
+from vlmrm.rl.collect import ExplorationSampler
 
 
 def noise_rollout(kind: str, steps: int = 600) -> tuple[torch.Tensor, torch.Tensor]:
-    env = TransformedEnv(GymEnv("MountainCarContinuous-v0", max_episode_steps=20),
-                         InitTracker())
-    env.set_seed(0)
+    """The collection's noise on a zero action over 20-step episodes of a 1-D action box
+    [-1, 1]: what the exploration sampler adds, and where episodes start."""
     cfg = AgentConfig(action_noise=kind, action_noise_sigma=0.3, action_noise_theta=0.1)
-    torch.manual_seed(0)
-    td = env.rollout(steps, exploration_policy(zero_actor(), env.action_spec, cfg),
-                     break_when_any_done=False)
-    env.close()
-    return td["action"].reshape(-1), td["is_init"].reshape(-1)
+    actor, _ = make_agent(2, Bounded(-1.0, 1.0, (1,)), [8])
+    sampler = ExplorationSampler(actor, Bounded(-1.0, 1.0, (1,)), cfg,
+                                 torch.Generator().manual_seed(0))
+    first = torch.arange(steps) % 20 == 0
+    noise = torch.stack([sampler._add_noise(torch.zeros(1), first[t].reshape(()))
+                         for t in range(steps)])
+    return noise.reshape(-1), first
 
 
 def lag1(x: torch.Tensor) -> float:
@@ -51,10 +46,9 @@ def test_normal_noise_is_independent_per_step():
     assert abs(lag1(noise)) < 0.15 and 0.2 < float(noise.std()) < 0.4
 
 
-def test_no_noise_returns_the_actor_itself_and_discrete_actions_refuse_noise():
+def test_discrete_actions_refuse_noise():
     from torchrl.data import OneHot
 
-    actor, _ = make_agent(3, OneHot(2), [8])
-    assert exploration_policy(actor, OneHot(2), AgentConfig()) is actor
+    check_action_noise(AgentConfig(), OneHot(2))  # no noise: fine
     with pytest.raises(ConfigError, match="agent.action_noise='ou' needs continuous actions"):
-        exploration_policy(actor, OneHot(2), AgentConfig(action_noise="ou"))
+        check_action_noise(AgentConfig(action_noise="ou"), OneHot(2))

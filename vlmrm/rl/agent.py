@@ -5,16 +5,12 @@ from __future__ import annotations
 from tensordict.nn import (
     NormalParamExtractor,
     TensorDictModule,
-    TensorDictModuleBase,
-    TensorDictSequential,
 )
 from torch import nn
 from torchrl.data import OneHot, TensorSpec
 from torchrl.modules import (
     MLP,
-    AdditiveGaussianModule,
     OneHotCategorical,
-    OrnsteinUhlenbeckProcessModule,
     ProbabilisticActor,
     TanhNormal,
     ValueOperator,
@@ -66,25 +62,6 @@ def check_action_noise(cfg: AgentConfig, action_spec: TensorSpec) -> None:
     if cfg.action_noise is not None and is_discrete(action_spec):
         raise ConfigError(f"agent.action_noise={cfg.action_noise!r} needs continuous actions; "
                           "this env's are discrete. Remove agent.action_noise.")
-
-
-def exploration_policy(actor: ProbabilisticActor, action_spec: TensorSpec, cfg: AgentConfig
-                       ) -> TensorDictModuleBase:
-    """The policy that collects: the actor, plus ``agent.action_noise`` when set (the 'ou'
-    process needs the env's ``is_init`` flag: add ``InitTracker`` to the env)."""
-    check_action_noise(cfg, action_spec)
-    if cfg.action_noise is None:
-        return actor
-    sigma = cfg.action_noise_sigma
-    if cfg.action_noise == "ou":
-        # dt=1: theta and sigma are per env step (TorchRL's default dt=0.01 would make the
-        # noise a slow drift that barely changes within an episode). Its annealing factor
-        # stays 1: it moves only through .step(), which vlmrm never calls.
-        noise = OrnsteinUhlenbeckProcessModule(
-            spec=action_spec, theta=cfg.action_noise_theta, sigma=sigma, dt=1.0)
-    else:
-        noise = AdditiveGaussianModule(spec=action_spec, sigma_init=sigma, sigma_end=sigma)
-    return TensorDictSequential(actor, noise)
 
 
 def make_loss(actor: ProbabilisticActor, qvalue: TensorDictModule, action_spec: TensorSpec,

@@ -56,7 +56,9 @@ class ExplorationSampler:
     (independent Gaussian, or an Ornstein-Uhlenbeck process per env that restarts with each
     episode). The formulas are those of TorchRL's ``TanhNormal`` / ``OneHotCategorical``,
     ``AdditiveGaussianModule`` and ``OrnsteinUhlenbeckProcessModule`` (dt = 1, noise clamped
-    into the action box), which the sequential loop uses with torch's global generator.
+    into the action box). Sequential collection passes torch's global generator, so its
+    draws are those TorchRL's modules made before this sampler replaced them (without
+    action noise checked bit for bit; with it, the same formulas in another draw order).
     """
 
     def __init__(self, actor: nn.Module, action_spec: TensorSpec, cfg: AgentConfig,
