@@ -215,8 +215,9 @@ class SACModule(L.LightningModule):
 
     def _may_prefetch(self) -> bool:
         """Whether collection may run ahead into the next iteration: not when this iteration
-        ends the run, writes a checkpoint or finishes a graceful stop, which must hold no
-        batch in flight."""
+        ends the run, writes a checkpoint or finishes a graceful stop. A checkpoint could
+        save a batch in flight as pending, but its scoring would already have moved the
+        reward statistics past the checkpoint's step (what ``vlmrm play`` loads)."""
         if self._draining:
             return False
         per_iteration = self.cfg.agent.train_freq * self.cfg.env.num_envs  # all ranks
