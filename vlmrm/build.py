@@ -31,6 +31,7 @@ from vlmrm.rl.data import DataPipeline, EpisodeTracker, make_replay_buffer
 from vlmrm.rl.envs import SeedOffset, env_seed, make_base_env, make_env
 from vlmrm.rl.module import DataFactory, SACModule
 from vlmrm.rl.monitor import RewardMonitor
+from vlmrm.rl.stream import FrameStream, steps_per_pass
 
 #: Run directory shared with DDP worker processes, which re-run the command line.
 RUN_DIR_ENV = "VLMRM_RUN_DIR"
@@ -114,7 +115,7 @@ def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataF
         env_cfg = replace(cfg.env, num_envs=cfg.env.num_envs // world)
         env = make_env(env_cfg, size, from_pixels=pixels,
                        seed=env_seed(cfg.seed, SeedOffset.TRAIN, rank))
-        collection = make_collection(cfg, module, env, rank, world)
+        collection = make_collection(cfg, module, env, rank, world, reward_model)
         eval_env = make_base_env(cfg.env, size, from_pixels=pixels,
                                  seed=env_seed(cfg.seed, SeedOffset.EVAL, rank))
         return DataPipeline(
@@ -128,8 +129,8 @@ def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataF
     return factory
 
 
-def make_collection(cfg: Config, module: SACModule, env: EnvBase, rank: int, world: int
-                    ) -> Collection:
+def make_collection(cfg: Config, module: SACModule, env: EnvBase, rank: int, world: int,
+                    reward_model: VLMRewardModel | None = None) -> Collection:
     """The rank's env step loop. Sequential collection draws from torch's global generator
     (as the loop always did); overlapped collection runs beside the learner, which draws from
     that generator too, so it gets a generator of its own (seeded per rank) to stay
@@ -140,7 +141,23 @@ def make_collection(cfg: Config, module: SACModule, env: EnvBase, rank: int, wor
     sampler = ExplorationSampler(module.actor, env.action_spec_unbatched, a, generator)
     return Collection(StepLoop(env, sampler), a.train_freq,
                       random_batches(a.learning_starts // world, a.train_freq * env.numel()),
-                      a.overlap)
+                      a.overlap, make_stream(cfg, reward_model, env.numel()))
+
+
+def make_stream(cfg: Config, reward_model: VLMRewardModel | None, num_envs: int
+                ) -> FrameStream | None:
+    """Streamed scoring for overlapped collection (``reward.stream_frames``), or None where a
+    batch is scored in one go: sequential collection, no reward model, streaming off, or a
+    pass as long as the batch."""
+    r, a = cfg.reward, cfg.agent
+    if not (a.overlap and reward_model is not None and r.stream_frames):
+        return None
+    # Compiled, every pass is padded to reward.batch_size: smaller passes would waste it.
+    frames = r.batch_size if r.compile else r.stream_frames
+    per_pass = steps_per_pass(frames, r.batch_size, num_envs)
+    if per_pass >= a.train_freq:
+        return None
+    return FrameStream(reward_model.backend.encode_images, per_pass)
 
 
 def evidence_dir(module: SACModule) -> Path:

@@ -123,5 +123,7 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None,
     finally:
         module.stop_request.uninstall()
         os.environ.pop(RUN_DIR_ENV, None)
+        if module.data is not None:  # after an error too: env worker processes must end
+            module.data.close()
     return RunResult(run_dir, module.env_steps, dict(module.last_eval),
                      primary=trainer.is_global_zero, interrupted=module.interrupted)

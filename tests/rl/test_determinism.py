@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.helpers import CONFIGS, QUIET
@@ -18,25 +19,33 @@ TWO_ENVS = (*QUIET, "agent.loss_impl=fast", "env.num_envs=2", "agent.total_env_s
 
 
 class GeneratorRecorder(Recorder):
-    """Also keeps the replay generator's final state (it moved: the fast path drew from it)."""
+    """Also keeps the replay generator's final state (it moved: the fast path drew from it)
+    and whether frames were scored while being collected (streamed)."""
 
     replay_generator_state: torch.Tensor | None = None
+    streamed: bool | None = None
 
     def on_train_end(self, trainer, module) -> None:
         super().on_train_end(trainer, module)
         self.replay_generator_state = module.replay_generator.get_state()
+        self.streamed = module.data.batches.stream is not None
 
 
-def _run(tmp_path, name: str) -> GeneratorRecorder:
-    cfg = load_config(CONFIGS / "quickstart.yaml", [*TWO_ENVS, f"logging.output_dir={tmp_path}",
+def _run(tmp_path, name: str, *extra: str) -> GeneratorRecorder:
+    cfg = load_config(CONFIGS / "quickstart.yaml", [*TWO_ENVS, *extra,
+                                                    f"logging.output_dir={tmp_path}",
                                                     f"logging.run_name={name}"])
     recorder = GeneratorRecorder()
     fit(cfg, callbacks=[recorder])
     return recorder
 
 
-def test_two_serial_envs_same_seed_same_rewards_actions_and_losses(tmp_path):
-    first, second = _run(tmp_path, "a"), _run(tmp_path, "b")
+@pytest.mark.parametrize("stream_frames", [16, 4], ids=["scored-after", "streamed"])
+def test_two_serial_envs_same_seed_same_rewards_actions_and_losses(tmp_path, stream_frames):
+    extra = f"reward.stream_frames={stream_frames}"
+    first, second = _run(tmp_path, "a", extra), _run(tmp_path, "b", extra)
+    # 16 frames are a whole batch of 2 envs x 8 steps; 4 are 2 steps, scored in 4 passes.
+    assert first.streamed == second.streamed == (stream_frames == 4)
     assert len(first.replay) == 256
     for key in first.replay.keys(True, True):
         assert torch.equal(first.replay[key], second.replay[key]), f"replay {key} differs"

@@ -24,6 +24,27 @@ def cartpole(state) -> gym.Env:
     return env
 
 
+def test_cartpole_frame_is_the_stock_render_of_the_surface():
+    """vlmrm's one-copy read of the pygame surface gives the pixels of Gymnasium's own
+    rgb_array read (a transposed copy of ``surfarray.pixels3d``), as a writable array."""
+    import pygame
+
+    env = gym.make("vlmrm/CartPole-v0", render_mode="rgb_array")
+    env.reset(seed=0)
+    frames = []
+    for _ in range(5):
+        env.step(env.action_space.sample())
+        ours = env.render()
+        stock = np.transpose(np.array(pygame.surfarray.pixels3d(env.unwrapped.screen)),
+                             axes=(1, 0, 2))
+        assert ours.shape == (600, 600, 3) and ours.dtype == np.uint8 and ours.flags.writeable
+        assert np.array_equal(ours, stock)
+        frames.append(ours)
+    assert env.unwrapped.render_mode == "rgb_array"
+    assert not np.array_equal(frames[0], frames[-1])  # the cart and pole moved
+    env.close()
+
+
 def test_cartpole_angle_wraps_to_minus_pi_pi():
     env = cartpole([0.0, 0.0, math.pi - 0.01, 3.0])  # falling over the bottom, clockwise
     obs, *_ = env.step(1)
@@ -324,3 +345,32 @@ def test_scenes_run_in_parallel_worker_processes():
         env.close()
     assert td["next", "pixels"].shape[:2] == (2, 3)
     assert td["next", "is_success"].shape[:2] == (2, 3)
+
+
+def _worker_render_threads(env_cfg: EnvConfig) -> str | None:
+    """LP_NUM_THREADS as a worker process sees it after building its env."""
+    import os
+
+    from vlmrm.rl.envs import make_worker_env
+
+    make_worker_env(env_cfg, None, from_pixels=False).close()
+    return os.environ.get("LP_NUM_THREADS")
+
+
+def test_parallel_workers_render_with_one_thread_unless_told(monkeypatch):
+    import concurrent.futures
+    import multiprocessing
+    import os
+
+    from vlmrm.rl.envs import make_worker_env
+
+    cfg = EnvConfig(id="vlmrm/CartPole-v0")
+    monkeypatch.delenv("LP_NUM_THREADS", raising=False)
+    make_worker_env(cfg, None, from_pixels=False).close()
+    assert "LP_NUM_THREADS" not in os.environ  # the main process keeps Mesa's default
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        assert pool.submit(_worker_render_threads, cfg).result() == "1"
+    monkeypatch.setenv("LP_NUM_THREADS", "3")  # the user's setting wins
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        assert pool.submit(_worker_render_threads, cfg).result() == "3"

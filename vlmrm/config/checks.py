@@ -93,6 +93,8 @@ def _validate_reward(r: RewardConfig) -> None:
     require(r.precision in PRECISIONS,
             f"reward.precision={r.precision!r} is not one of {list(PRECISIONS)}.")
     require(r.batch_size >= 1, f"reward.batch_size={r.batch_size} must be >= 1.")
+    require(r.stream_frames >= 0, f"reward.stream_frames={r.stream_frames} must be >= 0 (0 "
+            "scores each batch once it is complete).")
     require(all(p.strip() for p in r.negative_prompts),
             f"reward.negative_prompts={list(r.negative_prompts)} holds an empty prompt; remove "
             "it, or leave the list empty.")

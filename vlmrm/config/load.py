@@ -98,7 +98,8 @@ def _check_resolvers(source: str, layer: DictConfig) -> None:
         for name in _RESOLVER.findall(text):
             if name not in ALLOWED_RESOLVERS:
                 raise ConfigError(
-                    f"{key}={text!r} (in {source}) uses the resolver {name!r}. Config values "
+                    f"{one_paragraph(key)}={text!r} (in {source}) uses the resolver "
+                    f"{name!r}. Config values "
                     "may only use ${other.key} and ${oc.env:VAR} interpolations: other "
                     "resolvers are functions, and no config value may run code.")
 

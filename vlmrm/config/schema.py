@@ -116,6 +116,13 @@ class RewardConfig:
         "centre-crop: CLIP's own preprocessing), 'squash' (resize the whole frame to the square, "
         "no crop: what the paper's code did), or null for the model's own default.")
     batch_size: int = opt(32, "Frames per forward pass of the image encoder.")
+    stream_frames: int = opt(
+        16, "With agent.overlap: encode a batch's frames in passes of this many (rounded down "
+        "to whole env steps of this rank's envs, at least one step, at most reward.batch_size; "
+        "reward.batch_size with reward.compile) as soon as they are rendered, on a scoring "
+        "thread beside the renderers and the learner, instead of all at once after the last "
+        "step. Smaller passes leave less to score after the last step; a GPU may want larger "
+        "ones. 0 scores each batch once it is complete.")
     device: str = opt("auto", "'auto' (the trainer's device), 'cpu', 'cuda', 'cuda:N', 'mps', "
                       "'xpu', 'xpu:N'.")
     precision: str = opt("32", f"Reward-model weights precision: one of {list(PRECISIONS)}.")

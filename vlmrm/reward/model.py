@@ -91,17 +91,22 @@ class VLMRewardModel:
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         """Rewards of ``frames``; with ``update_stats`` set and not :meth:`frozen`, the frames
         first update the formula's running statistics."""
-        lead = frames.shape[:-3]
         flat = frames.reshape(-1, *frames.shape[-3:])
-        embeddings = self.backend.encode_images(flat)
+        return self.rewards(self.backend.encode_images(flat), frames.shape[:-3], frames.device)
+
+    @torch.inference_mode()
+    def rewards(self, embeddings: torch.Tensor, lead: torch.Size | tuple[int, ...] = (),
+                device: torch.device | str = "cpu") -> torch.Tensor:
+        """The formula on image embeddings ``[N, D]`` (from ``backend.encode_images``):
+        rewards shaped ``lead`` on ``device``, running statistics as :meth:`__call__` moves
+        them. Streamed scoring (:mod:`vlmrm.rl.stream`) encodes first and calls this last."""
         self.formula.train(self.update_stats and not self._frozen)
         try:
             rewards = self.formula(embeddings)
         finally:
             self.formula.eval()
-        self.frames_scored += flat.shape[0]
-        return rewards.reshape(lead).to(frames.device)
-
+        self.frames_scored += embeddings.shape[0]
+        return rewards.reshape(lead).to(device)
 
 def input_size(reward_model: VLMRewardModel | None) -> tuple[int, int] | None:
     """The render size a reward model wants; None (the env's own) without one."""

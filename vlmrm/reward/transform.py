@@ -32,10 +32,15 @@ class VLMRewardTransform(Transform):
         self.drop_pixels = drop_pixels
 
     def _call(self, next_td: TensorDictBase) -> TensorDictBase:
-        gt = next_td.get(REWARD)
-        next_td.set(GT_REWARD, gt)
+        reward = None
         if self.reward_model is not None:
             reward = self.reward_model(next_td.get(self.pixels_key))
+        return self._write(next_td, reward)
+
+    def _write(self, next_td: TensorDictBase, reward: torch.Tensor | None) -> TensorDictBase:
+        gt = next_td.get(REWARD)
+        next_td.set(GT_REWARD, gt)
+        if reward is not None:
             next_td.set(REWARD, reward.reshape(gt.shape).to(gt.dtype))
         if self.drop_pixels and self.pixels_key in next_td.keys():
             del next_td[self.pixels_key]
@@ -43,6 +48,15 @@ class VLMRewardTransform(Transform):
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         self._call(tensordict.get(NEXT))
+        return self._drop_root_pixels(tensordict)
+
+    def with_rewards(self, tensordict: TensorDictBase, reward: torch.Tensor) -> TensorDictBase:
+        """As :meth:`forward`, with the VLM rewards already computed (streamed scoring):
+        ``reward`` shaped like the batch."""
+        self._write(tensordict.get(NEXT), reward)
+        return self._drop_root_pixels(tensordict)
+
+    def _drop_root_pixels(self, tensordict: TensorDictBase) -> TensorDictBase:
         if self.drop_pixels and self.pixels_key in tensordict.keys():
             del tensordict[self.pixels_key]
         return tensordict

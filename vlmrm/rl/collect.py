@@ -40,6 +40,10 @@ from torchrl.envs import EnvBase
 from vlmrm.config.schema import AgentConfig
 from vlmrm.keys import ACTION, DONE, NEXT, OBSERVATION, PIXELS
 from vlmrm.rl.agent import is_discrete
+from vlmrm.rl.stream import FrameStream
+
+#: A batch's streamed embeddings ``[*env batch, T, D]`` and the seconds spent encoding them.
+Streamed = tuple[Tensor, float]
 
 
 def actor_network(actor: nn.Module) -> nn.Module:
@@ -161,14 +165,18 @@ class StepLoop:
         self.starts: Tensor = torch.ones(env.batch_size, dtype=torch.bool)
 
     @torch.no_grad()
-    def rollout(self, steps: int, random: bool) -> TensorDictBase:
-        """``[*env batch, steps]`` transitions."""
+    def rollout(self, steps: int, random: bool,
+                on_frames: Callable[[Tensor], None] | None = None) -> TensorDictBase:
+        """``[*env batch, steps]`` transitions; ``on_frames`` gets each step's rendered frames
+        ``[*env batch, H, W, 3]`` as soon as they exist (streamed scoring)."""
         out = []
         for _ in range(steps):
             td = self.root.exclude(PIXELS)
             td.set(ACTION, self.sampler(td.get(OBSERVATION), random, self.starts))
             td, self.root = self.env.step_and_maybe_reset(td)
             self.starts = td.get((NEXT, DONE)).reshape(self.env.batch_size)
+            if on_frames is not None:
+                on_frames(td.get((NEXT, PIXELS)))
             out.append(td)
         return torch.stack(out, dim=len(self.env.batch_size))
 
@@ -233,14 +241,19 @@ class Collection:
     ``prefetch=False``) is the same batch the thread would have collected.
     """
 
-    def __init__(self, loop: StepLoop, steps: int, random_batches: int, overlap: bool) -> None:
+    def __init__(self, loop: StepLoop, steps: int, random_batches: int, overlap: bool,
+                 stream: FrameStream | None = None) -> None:
         self.loop = loop
+        #: Encodes frames while the batch is still being collected (overlap only: the
+        #: sequential loop scores a batch once it is complete, as it always did).
+        self.stream = stream if overlap else None
         self.steps = steps
         self.random_batches = random_batches
         self.overlap = overlap
-        #: Applied to each batch where it is collected, with the seconds collecting took
-        #: (the data pipeline scores there); None hands out the raw batch.
-        self.after: Callable[[TensorDictBase, float], Any] | None = None
+        #: Applied to each batch where it is collected, with the seconds collecting took and,
+        #: when streamed, the frames' embeddings and encoding seconds (the data pipeline
+        #: scores there); None hands out the raw batch.
+        self.after: Callable[[TensorDictBase, float, Streamed | None], Any] | None = None
         #: Batches started so far (the first ``random_batches`` use uniform random actions).
         self.started = 0
         self._background = BackgroundCollection(self._collect) if overlap else None
@@ -249,10 +262,17 @@ class Collection:
 
     def _collect(self, random: bool) -> Any:
         t0 = time.perf_counter()
-        batch = self.loop.rollout(self.steps, random)
+        if self.stream is None:
+            batch = self.loop.rollout(self.steps, random)
+            seconds, streamed = time.perf_counter() - t0, None
+        else:
+            self.stream.begin()
+            batch = self.loop.rollout(self.steps, random, self.stream.add)
+            seconds = time.perf_counter() - t0
+            streamed = self.stream.finish()
         if self.after is None:
             return batch
-        return self.after(batch, time.perf_counter() - t0)
+        return self.after(batch, seconds, streamed)
 
     def _take_random(self) -> bool:
         random = self.started < self.random_batches
@@ -294,3 +314,5 @@ class Collection:
     def close(self) -> None:
         if self._background is not None:
             self._background.close()
+        if self.stream is not None:
+            self.stream.close()

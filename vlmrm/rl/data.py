@@ -19,7 +19,7 @@ from torchrl.envs import EnvBase
 from vlmrm.keys import DONE, GT_REWARD, NEXT, PIXELS, REPLAY_KEYS, REWARD, SUCCESS
 from vlmrm.reward.model import VLMRewardModel
 from vlmrm.reward.transform import VLMRewardTransform
-from vlmrm.rl.collect import Collection
+from vlmrm.rl.collect import Collection, Streamed
 from vlmrm.rl.nonfinite import NonFiniteBatch, check_rewards
 from vlmrm.rl.schedule import crossed
 
@@ -175,12 +175,20 @@ class DataPipeline:
         if isinstance(self.batches, Collection):
             self.batches.pause()
 
-    def score_batch(self, batch: TensorDictBase, collect_s: float) -> ScoredBatch:
-        """VLM rewards for the whole batch in one pass, checked finite (a NaN or infinite
-        reward is reported in ``problem``, with the frames saved to ``evidence_dir``)."""
+    def score_batch(self, batch: TensorDictBase, collect_s: float,
+                    streamed: Streamed | None = None) -> ScoredBatch:
+        """VLM rewards for the whole batch in one pass (or from the embeddings ``streamed``
+        while it was collected), checked finite (a NaN or infinite reward is reported in
+        ``problem``, with the frames saved to ``evidence_dir``)."""
         t0 = time.perf_counter()
         frames = batch.get((NEXT, PIXELS), None)  # held here: scoring drops them from the batch
-        scored = self.reward_transform(batch)
+        if streamed is None:
+            scored, encode_s = self.reward_transform(batch), 0.0
+        else:
+            embeddings, encode_s = streamed
+            rewards = self.reward_model.rewards(embeddings.reshape(-1, embeddings.shape[-1]),
+                                                batch.shape, batch.device)
+            scored = self.reward_transform.with_rewards(batch, rewards)
         first = self.steps_scored + 1
         self.steps_scored += scored.numel()
         out = ScoredBatch(scored, collect_s, 0.0)
@@ -193,7 +201,9 @@ class DataPipeline:
             out.watched = scored.select(*WATCHED, strict=False).clone()
         if frames is not None and self._keeps_frames(first - 1, scored.numel()):
             out.top = top_frames(frames, scored.get((NEXT, REWARD)), self.keep_frames)
-        out.score_s = time.perf_counter() - t0
+        # Streamed: the encoding ran beside the collection, so its seconds are the scoring
+        # thread's busy time plus what is left here.
+        out.score_s = encode_s + time.perf_counter() - t0
         return out
 
     def _keeps_frames(self, scored_before: int, size: int) -> bool:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import multiprocessing
+import os
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
@@ -157,13 +159,32 @@ def make_base_env(cfg: EnvConfig, render_size: tuple[int, int] | None, from_pixe
     return env
 
 
+def make_worker_env(cfg: EnvConfig, render_size: tuple[int, int] | None, from_pixels: bool,
+                    seed: int | None = None) -> EnvBase:
+    """:func:`make_base_env` for an ``env.parallel`` worker. In a worker process, Mesa's
+    software renderer gets one thread unless ``LP_NUM_THREADS`` says otherwise: by default it
+    starts one per core in every process, and N workers' threads, the encoder and the learner
+    then preempt each other (one thread rendered a humanoid frame in 8 % less CPU time, and
+    two one-thread workers on 2 cores outpace two default ones; README, "How fast")."""
+    if multiprocessing.parent_process() is not None:  # not the main process (spec probing)
+        os.environ.setdefault("LP_NUM_THREADS", "1")
+    return make_base_env(cfg, render_size, from_pixels, seed)
+
+
 def make_env(cfg: EnvConfig, render_size: tuple[int, int] | None, from_pixels: bool,
              seed: int) -> EnvBase:
     """``cfg.num_envs`` envs batched as one (serially or in worker processes)."""
-    factory = functools.partial(make_base_env, cfg, render_size, from_pixels)
     if cfg.num_envs == 1 and not cfg.parallel:
-        return factory(seed)
-    batched_cls = ParallelEnv if cfg.parallel else SerialEnv
-    env = batched_cls(cfg.num_envs, factory)
+        return make_base_env(cfg, render_size, from_pixels, seed)
+    maker = make_worker_env if cfg.parallel else make_base_env
+    factory = functools.partial(maker, cfg, render_size, from_pixels)
+    if cfg.parallel:
+        # Not TorchRL's shared-memory buffers: with them the main process waits for the
+        # workers by spin-polling in Python, which held the GIL and burned 0.8 of a core per
+        # step here (2 humanoid workers: 24.7 env steps/s); through pipes it blocks in the OS
+        # (37.2 env steps/s, 0.07 of a core), and frames are small next to a render.
+        env = ParallelEnv(cfg.num_envs, factory, use_buffers=False)
+    else:
+        env = SerialEnv(cfg.num_envs, factory)
     env.set_seed(seed)
     return env

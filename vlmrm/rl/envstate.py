@@ -19,7 +19,7 @@ import gymnasium as gym
 from torchrl.envs import EnvBase, GymWrapper, TransformedEnv
 from torchrl.envs.batched_envs import BatchedEnvBase
 
-from vlmrm.rl.envs import make_base_env
+from vlmrm.rl.envs import make_base_env, make_worker_env
 from vlmrm.rl.gymstate import FORMAT, gym_state, load_gym_state
 
 
@@ -53,7 +53,7 @@ def _start(env: BatchedEnvBase) -> None:
     # Checked before any call reaches a worker: a ParallelEnv worker dies on a missing method
     # and the parent would wait for its answer for ever.
     for fn in env.create_env_fn:
-        if getattr(fn, "func", fn) is not make_base_env:
+        if getattr(fn, "func", fn) not in (make_base_env, make_worker_env):
             raise ValueError(f"cannot capture the state of a {type(env).__name__} whose envs "
                              f"come from {fn!r}: build it with vlmrm.rl.envs.make_env")
     if env.is_closed:
