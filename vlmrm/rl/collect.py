@@ -243,10 +243,12 @@ class Collection:
 
     def __init__(self, loop: StepLoop, steps: int, random_batches: int, overlap: bool,
                  stream: FrameStream | None = None) -> None:
+        if stream is not None and not overlap:
+            raise ValueError("streamed scoring needs overlap: the sequential loop scores a "
+                             "batch once it is complete, as it always did")
         self.loop = loop
-        #: Encodes frames while the batch is still being collected (overlap only: the
-        #: sequential loop scores a batch once it is complete, as it always did).
-        self.stream = stream if overlap else None
+        #: Encodes frames while the batch is still being collected.
+        self.stream = stream
         self.steps = steps
         self.random_batches = random_batches
         self.overlap = overlap
