@@ -108,6 +108,7 @@ class VLMRewardModel:
         self.frames_scored += embeddings.shape[0]
         return rewards.reshape(lead).to(device)
 
+
 def input_size(reward_model: VLMRewardModel | None) -> tuple[int, int] | None:
     """The render size a reward model wants; None (the env's own) without one."""
     return None if reward_model is None else reward_model.image_size

@@ -42,21 +42,19 @@ class VLMRewardTransform(Transform):
         next_td.set(GT_REWARD, gt)
         if reward is not None:
             next_td.set(REWARD, reward.reshape(gt.shape).to(gt.dtype))
-        if self.drop_pixels and self.pixels_key in next_td.keys():
-            del next_td[self.pixels_key]
-        return next_td
+        return self._drop_pixels(next_td)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         self._call(tensordict.get(NEXT))
-        return self._drop_root_pixels(tensordict)
+        return self._drop_pixels(tensordict)
 
     def with_rewards(self, tensordict: TensorDictBase, reward: torch.Tensor) -> TensorDictBase:
         """As :meth:`forward`, with the VLM rewards already computed (streamed scoring):
         ``reward`` shaped like the batch."""
         self._write(tensordict.get(NEXT), reward)
-        return self._drop_root_pixels(tensordict)
+        return self._drop_pixels(tensordict)
 
-    def _drop_root_pixels(self, tensordict: TensorDictBase) -> TensorDictBase:
+    def _drop_pixels(self, tensordict: TensorDictBase) -> TensorDictBase:
         if self.drop_pixels and self.pixels_key in tensordict.keys():
             del tensordict[self.pixels_key]
         return tensordict
