@@ -67,17 +67,21 @@ def random_transitions(n: int, obs_dim: int, act_dim: int, discrete: bool, bound
 def vlmrm_variant(obs_dim: int, act_dim: int, hidden: Sequence[int], batch: int,
                   discrete: bool, loss_impl: str = "fast", compile: bool = False,
                   data: dict[str, torch.Tensor] | None = None, bound: float = 1.0,
-                  activation: str = "relu", critic_loss: str = "l2") -> Variant:
-    """k updates of vlmrm's update path, returning once the losses are read (one sync)."""
+                  activation: str = "relu", critic_loss: str = "l2",
+                  device: str = "cpu") -> Variant:
+    """k updates of vlmrm's update path on ``device``, returning once the losses are read
+    (one sync)."""
     cfg = Config().agent
     cfg.activation, cfg.critic_loss, cfg.learning_rate = activation, critic_loss, LR
     cfg.tau, cfg.gamma, cfg.loss_impl, cfg.compile = TAU, GAMMA, loss_impl, compile
     spec = OneHot(act_dim) if discrete else Bounded(-bound, bound, shape=(act_dim,))
     actor, q = make_agent(obs_dim, spec, list(hidden), activation)
-    loss = make_loss(actor, q, spec, cfg)
+    where = torch.device(device)
+    # Moved before the updater and optimizer take their references to the parameters.
+    loss = make_loss(actor, q, spec, cfg).to(where)
     data = data or random_transitions(20_000, obs_dim, act_dim, discrete, bound)
     n = len(data["observation"])
-    buffer = make_replay_buffer(n, batch, torch.device("cpu"))
+    buffer = make_replay_buffer(n, batch, where)
     buffer.extend(TensorDict({
         "observation": data["observation"], "action": data["action"],
         "next": {"observation": data["next_observation"], "reward": data["reward"],
@@ -86,14 +90,15 @@ def vlmrm_variant(obs_dim: int, act_dim: int, hidden: Sequence[int], batch: int,
     optimizer = make_optimizer(loss, LR, loss_impl)
 
     def run(k: int) -> None:
-        totals = updater.run(buffer, k, torch.device("cpu"), torch.Tensor.backward, optimizer)
+        totals = updater.run(buffer, k, where, torch.Tensor.backward, optimizer)
         torch.stack(list(totals.values())).tolist()  # SACModule.update's one read
     return run
 
 
 def sb3_variant(obs_dim: int, act_dim: int, hidden: Sequence[int], batch: int,
-                data: dict[str, torch.Tensor] | None = None, bound: float = 1.0) -> Variant:
-    """k updates of Stable-Baselines3's SAC (``model.train(gradient_steps=k)``)."""
+                data: dict[str, torch.Tensor] | None = None, bound: float = 1.0,
+                device: str = "cpu") -> Variant:
+    """k updates of Stable-Baselines3's SAC (``model.train(gradient_steps=k)``) on ``device``."""
     try:
         import gymnasium as gym
         import numpy as np
@@ -106,7 +111,7 @@ def sb3_variant(obs_dim: int, act_dim: int, hidden: Sequence[int], batch: int,
     data = data or random_transitions(20_000, obs_dim, act_dim, False, bound)
     n = len(data["observation"])
     model = SAC("MlpPolicy", env, buffer_size=n, batch_size=batch, learning_starts=0,
-                learning_rate=LR, tau=TAU, gamma=GAMMA, device="cpu", seed=0, verbose=0,
+                learning_rate=LR, tau=TAU, gamma=GAMMA, device=device, seed=0, verbose=0,
                 policy_kwargs={"net_arch": list(hidden)})
     model.set_logger(configure(None, []))
     rb = model.replay_buffer  # [buffer_size, n_envs, ...]; `dones` is the terminal flag
@@ -174,22 +179,23 @@ def update_rates(obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
                  batch: int = 256, discrete: bool = False, compile: bool = False, *,
                  sb3: bool = True, rounds: int = 5, updates: int | None = None,
                  bound: float = 1.0, threads: int | None = 1, activation: str = "relu",
-                 critic_loss: str = "l2") -> dict[str, dict]:
+                 critic_loss: str = "l2", device: str = "cpu") -> dict[str, dict]:
     """Updates/s of vlmrm's ``fast`` and ``torchrl`` updates (and the compiled fast one if
     ``compile``), and of SB3's SAC if ``sb3`` (ImportError naming ``vlmrm[bench]`` when it
     is missing), measured interleaved in this process. ``{variant: {"updates_per_s",
     "ratio_vs_<reference>", "updates_per_cpu_s", "cpu_ratio_vs_<reference>", "rounds"}}``;
     the reference is ``sb3`` if present, else ``torchrl``. For discrete sizes SB3's continuous
     SAC with ``act_dim`` dimensions stands in (it has no discrete SAC). ``activation`` and
-    ``critic_loss`` apply to vlmrm's variants (the defaults match SB3's MlpPolicy)."""
+    ``critic_loss`` apply to vlmrm's variants (the defaults match SB3's MlpPolicy); every
+    variant runs on ``device``."""
     if threads is not None:
         torch.set_num_threads(threads)
     data = random_transitions(20_000, obs_dim, act_dim, discrete, bound)
     variants: dict[str, Variant] = {}
     if sb3:
-        variants["sb3"] = sb3_variant(obs_dim, act_dim, hidden, batch, data, bound)
+        variants["sb3"] = sb3_variant(obs_dim, act_dim, hidden, batch, data, bound, device)
     kwargs = {"data": data, "bound": bound, "activation": activation,
-              "critic_loss": critic_loss}
+              "critic_loss": critic_loss, "device": device}
     variants["torchrl"] = vlmrm_variant(obs_dim, act_dim, hidden, batch, discrete, "torchrl",
                                         **kwargs)
     variants["fast"] = vlmrm_variant(obs_dim, act_dim, hidden, batch, discrete, "fast",
@@ -218,17 +224,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--updates", type=int, default=None, help="updates per variant per round")
     p.add_argument("--no-sb3", action="store_true", help="vlmrm's variants only")
+    p.add_argument("--device", default="cpu", help="where every variant runs (cpu, cuda)")
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore", module="torchrl")
-    results = {"torch": torch.__version__, "threads": 1, "argv": sys.argv[1:]}
+    results = {"torch": torch.__version__, "threads": 1, "device": args.device,
+               "argv": sys.argv[1:]}
     for name in args.sizes.split(","):
         obs_dim, act_dim, batch, discrete, bound = SIZES[name]
         print(f"== {name}: obs {obs_dim}, {'actions' if discrete else 'act'} {act_dim}, "
               f"hidden [256, 256], batch {batch}", flush=True)
         res = update_rates(obs_dim, act_dim, (256, 256), batch, discrete, args.compile,
                            sb3=not args.no_sb3, rounds=args.rounds, updates=args.updates,
-                           bound=bound)
+                           bound=bound, device=args.device)
         results[name] = res
         ref = "sb3" if "sb3" in res else "torchrl"
         print(f"  {'variant':14s} {'updates/s':>9s} {'x ' + ref:>9s} {'per CPU s':>10s} "

@@ -139,8 +139,8 @@ def table(r: Results) -> str:
                + (f"renders {'x'.join(map(str, e['frame_shape'][:2]))}" if e["renders"]
                   else "no render (ground truth)"),
         "score": "" if r.score is None else f"batch {r.score.detail['batch_size']}, "
-                 f"precision {r.score.detail['precision']}",
-        "update": f"{u['variant']}, batch {u['batch_size']}, hidden {u['hidden_sizes']}; "
+                 f"precision {r.score.detail['precision']}, on {r.score.detail['device']}",
+        "update": f"{u['variant']} on {u['device']}, batch {u['batch_size']}, hidden {u['hidden_sizes']}; "
                   f"x {r.env_steps_per_iteration}/{r.gradient_steps} = env steps/s",
     }
     lines = [f"vlmrm throughput: {r.config}{' (quick)' if r.quick else ''}, "

@@ -124,6 +124,7 @@ def measure_score(cfg: Config, reward_model: VLMRewardModel, frames: torch.Tenso
         rate = timed(lambda: reward_model(frames).cpu(), seconds, min_calls=2) * batch
     detail = {"batch_size": batch, "distinct_frames": min(distinct, batch),
               "frame_shape": list(frames.shape[1:]), "precision": cfg.reward.precision,
+              "device": str(reward_model.device),
               "compile": cfg.reward.compile}
     return Stage(rate, "frames/s", rate, detail)
 
@@ -133,10 +134,17 @@ def sb3_installed() -> bool:
     return importlib.util.find_spec("stable_baselines3") is not None
 
 
+def learner_device(cfg: Config) -> str:
+    """Where training's learner runs: Lightning's ``auto`` (and ``gpu``/``cuda``) picks a GPU
+    when torch sees one."""
+    wants_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    return "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"
+
+
 def measure_update(cfg: Config, rounds: int) -> Stage:
     """Updates/s of the config's update (agent.loss_impl, agent.compile) at
-    ``agent.batch_size`` and ``agent.hidden_sizes``, interleaved with SB3's SAC when it is
-    installed (``benchmarks/sac_update.py``)."""
+    ``agent.batch_size`` and ``agent.hidden_sizes`` on the learner's device, interleaved with
+    SB3's SAC on the same device when it is installed (``benchmarks/sac_update.py``)."""
     probe = make_base_env(cfg.env, None, from_pixels=False)
     obs_dim = probe.observation_spec["observation"].shape[-1]
     spec = probe.action_spec
@@ -146,13 +154,14 @@ def measure_update(cfg: Config, rounds: int) -> Stage:
     a = cfg.agent
     compiled = a.compile and a.loss_impl == "fast"
     sb3 = sb3_installed()
+    device = learner_device(cfg)
     rates = update_rates(obs_dim, spec.shape[-1], a.hidden_sizes, a.batch_size, discrete,
                          compiled, sb3=sb3, rounds=rounds, bound=bound,
                          threads=a.num_threads, activation=a.activation,
-                         critic_loss=a.critic_loss)
+                         critic_loss=a.critic_loss, device=device)
     variant = "fast+compile" if compiled else a.loss_impl
     ups = rates[variant]["updates_per_s"]
-    detail = {"variant": variant, "batch_size": a.batch_size, "hidden_sizes": a.hidden_sizes,
+    detail = {"variant": variant, "device": device, "batch_size": a.batch_size, "hidden_sizes": a.hidden_sizes,
               "obs_dim": obs_dim, "act_dim": spec.shape[-1], "discrete": discrete,
               "sb3_updates_per_s": rates["sb3"]["updates_per_s"] if sb3 else None,
               "sb3_ratio": rates[variant]["ratio_vs_sb3"] if sb3 else None}

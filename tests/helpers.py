@@ -11,8 +11,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 #: Every backend installed for the tests: the built-ins and the test plugin (tests/plugin_pkg).
 BACKENDS = ("open_clip", "hf_clip", "siglip", "toy")
-#: No progress bar, CPU only: what every test run of `vlmrm fit` adds.
-QUIET = ("trainer.enable_progress_bar=false", "trainer.accelerator=cpu")
+#: No progress bar, CPU only, collection on a thread of the training process: what every
+#: test run of `vlmrm fit` adds. The default collector, a process of its own, costs a few
+#: seconds of start-up per run; its own tests (tests/rl/test_collect_process.py, the
+#: determinism, resume and DDP tests, the learning tests) select it.
+QUIET = ("trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
+         "agent.collector=thread")
 
 
 def fit_run(tmp_path: Path, config: str, *overrides: str, name: str = "test") -> Path:

@@ -5,9 +5,10 @@ load reward models, envs and agents the same way."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +27,14 @@ from vlmrm.reward.transform import VLMRewardTransform
 from vlmrm.rl.agent import check_action_noise
 from vlmrm.rl.callbacks import EnvStepCheckpoint, VideoRecorder
 from vlmrm.rl.checkpoints import AtomicCheckpointIO
-from vlmrm.rl.collect import Collection, ExplorationSampler, StepLoop, random_batches
+from vlmrm.rl.collect import (
+    Collection,
+    ExplorationSampler,
+    StepLoop,
+    actor_network,
+    random_batches,
+)
+from vlmrm.rl.collect_process import ProcessStepLoop
 from vlmrm.rl.data import DataPipeline, EpisodeTracker, make_replay_buffer
 from vlmrm.rl.envs import SeedOffset, env_seed, make_base_env, make_env
 from vlmrm.rl.module import DataFactory, SACModule
@@ -113,9 +121,10 @@ def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataF
         size, pixels = input_size(reward_model), reward_model is not None
         rank, world = module.global_rank, module.trainer.world_size
         env_cfg = replace(cfg.env, num_envs=cfg.env.num_envs // world)
-        env = make_env(env_cfg, size, from_pixels=pixels,
-                       seed=env_seed(cfg.seed, SeedOffset.TRAIN, rank))
-        collection = make_collection(cfg, module, env, rank, world, reward_model)
+        build_env = functools.partial(make_env, env_cfg, size, pixels,
+                                      env_seed(cfg.seed, SeedOffset.TRAIN, rank))
+        loop = make_step_loop(cfg, module, build_env, rank)
+        collection = make_collection(cfg, loop, world, reward_model)
         eval_env = make_base_env(cfg.env, size, from_pixels=pixels,
                                  seed=env_seed(cfg.seed, SeedOffset.EVAL, rank))
         return DataPipeline(
@@ -123,25 +132,37 @@ def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataF
             reward_transform=VLMRewardTransform(reward_model, drop_pixels=True),
             replay_buffer=make_replay_buffer(cfg.agent.buffer_size,
                                              cfg.agent.batch_size // world, module.device),
-            episodes=EpisodeTracker(env_cfg.num_envs), eval_env=eval_env, envs=[env],
+            episodes=EpisodeTracker(env_cfg.num_envs), eval_env=eval_env,
+            envs=[loop.env] if isinstance(loop, StepLoop) else [],
             evidence_dir=evidence_dir(module), rank=rank, world_size=world)
 
     return factory
 
 
-def make_collection(cfg: Config, module: SACModule, env: EnvBase, rank: int, world: int,
-                    reward_model: VLMRewardModel | None = None) -> Collection:
-    """The rank's env step loop. Sequential collection draws from torch's global generator
-    (as the loop always did); overlapped collection runs beside the learner, which draws from
-    that generator too, so it gets a generator of its own (seeded per rank) to stay
-    deterministic."""
+def make_step_loop(cfg: Config, module: SACModule, build_env: Callable[[], EnvBase],
+                   rank: int) -> StepLoop | ProcessStepLoop:
+    """The rank's env step loop: here, or in a process of its own (``agent.collector``).
+    Sequential collection draws from torch's global generator (as the loop always did);
+    overlapped collection runs beside the learner, which draws from that generator too, so
+    it gets a generator of its own (seeded per rank) to stay deterministic."""
     a = cfg.agent
-    generator = (torch.Generator().manual_seed(env_seed(cfg.seed, SeedOffset.COLLECT, rank))
-                 if a.overlap else torch.default_generator)
-    sampler = ExplorationSampler(module.actor, env.action_spec_unbatched, a, generator)
-    return Collection(StepLoop(env, sampler), a.train_freq,
-                      random_batches(a.learning_starts // world, a.train_freq * env.numel()),
-                      a.overlap, make_stream(cfg, reward_model, env.numel()))
+    seed = env_seed(cfg.seed, SeedOffset.COLLECT, rank)
+    network = actor_network(module.actor)
+    if a.overlap and a.collector == "process":
+        return ProcessStepLoop(build_env, network, a, seed)
+    env = build_env()
+    generator = torch.Generator().manual_seed(seed) if a.overlap else torch.default_generator
+    return StepLoop(env, ExplorationSampler(network, env.action_spec_unbatched, a, generator))
+
+
+def make_collection(cfg: Config, loop: StepLoop | ProcessStepLoop, world: int,
+                    reward_model: VLMRewardModel | None = None) -> Collection:
+    """Batches of ``agent.train_freq`` steps from ``loop``, the first ones random
+    (``agent.learning_starts``), overlapped or in turn, scored in passes or whole."""
+    a = cfg.agent
+    return Collection(loop, a.train_freq,
+                      random_batches(a.learning_starts // world, a.train_freq * loop.num_envs),
+                      a.overlap, make_stream(cfg, reward_model, loop.num_envs))
 
 
 def make_stream(cfg: Config, reward_model: VLMRewardModel | None, num_envs: int

@@ -24,6 +24,8 @@ from vlmrm.rl.runstate import data_dir_name
 #: whose envs and replay buffers are saved per rank) must match the checkpoint.
 SAFE_TO_CHANGE = frozenset({
     "agent.total_env_steps", "agent.eval_every", "agent.eval_episodes", "agent.num_threads",
+    # Both collectors collect the same batches from the same checkpoint state.
+    "agent.collector",
     "logging.checkpoint_every", "logging.video_every", "logging.keep_checkpoints",
     "logging.output_dir", "logging.run_name", "trainer.enable_progress_bar",
 })

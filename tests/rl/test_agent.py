@@ -9,7 +9,7 @@ from torchrl.data import Bounded
 from vlmrm.config import AgentConfig
 from vlmrm.errors import ConfigError
 from vlmrm.rl.agent import check_action_noise, make_agent
-from vlmrm.rl.collect import ExplorationSampler
+from vlmrm.rl.collect import ExplorationSampler, actor_network
 
 
 def noise_rollout(kind: str, steps: int = 600) -> tuple[torch.Tensor, torch.Tensor]:
@@ -17,7 +17,7 @@ def noise_rollout(kind: str, steps: int = 600) -> tuple[torch.Tensor, torch.Tens
     [-1, 1]: what the exploration sampler adds, and where episodes start."""
     cfg = AgentConfig(action_noise=kind, action_noise_sigma=0.3, action_noise_theta=0.1)
     actor, _ = make_agent(2, Bounded(-1.0, 1.0, (1,)), [8])
-    sampler = ExplorationSampler(actor, Bounded(-1.0, 1.0, (1,)), cfg,
+    sampler = ExplorationSampler(actor_network(actor), Bounded(-1.0, 1.0, (1,)), cfg,
                                  torch.Generator().manual_seed(0))
     first = torch.arange(steps) % 20 == 0
     noise = torch.stack([sampler._add_noise(torch.zeros(1), first[t].reshape(()))

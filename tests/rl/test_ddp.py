@@ -12,8 +12,9 @@ import pytest
 from tests.helpers import QUIET, ROOT, scalars
 
 PROBE = str(ROOT / "tests" / "rl" / "ddp_probe.py")
-#: Two CPU ranks (gloo), each with 2 of the 4 envs.
-DDP_RUN = (*QUIET, "reward.backend=ground_truth", "env.num_envs=4", "agent.batch_size=64",
+#: Two CPU ranks (gloo), each with 2 of the 4 envs, collected in a process of its own.
+DDP_RUN = (*QUIET, "agent.collector=process", "reward.backend=ground_truth", "env.num_envs=4",
+           "agent.batch_size=64",
            "agent.learning_starts=64", "agent.train_freq=8", "agent.gradient_steps=2",
            "agent.total_env_steps=320", "agent.hidden_sizes=[32,32]", "agent.eval_every=0",
            "agent.loss_impl=fast", "trainer.strategy=ddp", "trainer.devices=2")

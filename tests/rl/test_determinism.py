@@ -40,10 +40,16 @@ def _run(tmp_path, name: str, *extra: str) -> GeneratorRecorder:
     return recorder
 
 
-@pytest.mark.parametrize("stream_frames", [16, 4], ids=["scored-after", "streamed"])
-def test_two_serial_envs_same_seed_same_rewards_actions_and_losses(tmp_path, stream_frames):
+@pytest.mark.parametrize(("stream_frames", "first", "second"), [
+    (16, "process", "process"), (4, "process", "process"), (4, "thread", "process")],
+    ids=["scored-after", "streamed", "streamed-thread-vs-process"])
+def test_two_serial_envs_same_seed_same_rewards_actions_and_losses(tmp_path, stream_frames,
+                                                                   first, second):
+    """Two runs of one config; in the last case one collects on a thread of the training
+    process and the other in a process of its own, and they must still agree bit for bit."""
     extra = f"reward.stream_frames={stream_frames}"
-    first, second = _run(tmp_path, "a", extra), _run(tmp_path, "b", extra)
+    first = _run(tmp_path, "a", extra, f"agent.collector={first}")
+    second = _run(tmp_path, "b", extra, f"agent.collector={second}")
     # 16 frames are a whole batch of 2 envs x 8 steps; 4 are 2 steps, scored in 4 passes.
     assert first.streamed == second.streamed == (stream_frames == 4)
     assert len(first.replay) == 256

@@ -136,7 +136,7 @@ def scripted(vlm_per_episode, gt_per_episode) -> Iterator[TensorDict]:
         k += 1
 
 
-def fit_monitored(tmp_path, vlm, gt, episodes=12, every=0):
+def fit_monitored(tmp_path, vlm, gt, episodes=12, every=0, correlation_every=EPISODE):
     cfg = Config()
     a = cfg.agent
     a.total_env_steps, a.learning_starts, a.train_freq = episodes * EPISODE, 10**6, EPISODE
@@ -149,9 +149,11 @@ def fit_monitored(tmp_path, vlm, gt, episodes=12, every=0):
 
     module = SACModule(cfg, 3, OneHot(2), data_factory)
     logger = RecordingLogger()
-    monitor = RewardMonitor(tmp_path / "monitor", window=5, frames=2, every=every)
+    monitor = RewardMonitor(tmp_path / "monitor", window=5, frames=2, every=every,
+                            correlation_every=correlation_every)
+    # With a progress bar: the monitor shows its flag there (and only then logs it).
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=logger, callbacks=[monitor],
-                        enable_progress_bar=False, enable_checkpointing=False,
+                        enable_progress_bar=True, enable_checkpointing=False,
                         enable_model_summary=False, use_distributed_sampler=False)
     trainer.fit(module)
     return trainer, logger
@@ -181,11 +183,17 @@ def test_returns_rising_together_stay_silent(tmp_path, caplog):
     assert "hacking" not in caplog.text and trainer.progress_bar_metrics["hacking"] == 0.0
 
 
-def test_vlm_gt_correlation_is_logged_every_batch_over_recent_steps(tmp_path):
+def test_vlm_gt_correlation_is_logged_every_n_steps_over_recent_steps(tmp_path):
     _, logger = fit_monitored(tmp_path, vlm=lambda k: 10 + k, gt=lambda k: k % 3, episodes=4)
     rho = logged(logger, "monitor/vlm_gt_spearman")
-    # The first batch has one GT value (undefined correlation); later ones pool steps.
+    # Every batch (6 steps): the first has one GT value (undefined correlation); later ones
+    # pool the steps of earlier batches.
     assert [s for s, _ in rho] == [12, 18, 24] and all(-1 <= v <= 1 for _, v in rho)
+    _, logger = fit_monitored(tmp_path / "sparse", vlm=lambda k: 10 + k, gt=lambda k: k % 3,
+                              episodes=4, correlation_every=12)
+    sparse = logged(logger, "monitor/vlm_gt_spearman")
+    assert [s for s, _ in sparse] == [12, 24]
+    assert sparse[-1][1] == rho[-1][1]  # the window kept every batch, logged or not
 
 
 def test_top_frames_strip_every_n_steps(tmp_path):

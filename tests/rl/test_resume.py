@@ -67,16 +67,18 @@ def _run(config: str, overrides: list[str], name: str, callbacks) -> object:
 
 
 @pytest.mark.parametrize("config,extra,stop", [
-    # VLM reward, discrete actions, overlapped collection, frames scored in passes of 2
-    # steps while the batch is collected.
-    ("quickstart.yaml", ["reward.stream_frames=2"], "sigterm"),
+    # VLM reward, discrete actions, overlapped collection in a process of its own, frames
+    # scored in passes of 2 steps while the batch is collected.
+    ("quickstart.yaml", ["reward.stream_frames=2", "agent.collector=process"], "sigterm"),
     # Continuous actions with OU noise, 2 envs, sequential collection.
     pytest.param("mountaincar.yaml", ["reward.backend=ground_truth", "agent.overlap=false",
                                       "env.num_envs=2", "agent.train_freq=4"], "sigterm",
                  marks=pytest.mark.slow),
-    # Stopped by another callback with a batch in flight: last.ckpt holds it.
+    # Stopped by another callback with a batch in flight: last.ckpt holds it. Collected on
+    # a thread of the training process (the tests' QUIET setting).
     pytest.param("quickstart.yaml", [], "should_stop", marks=pytest.mark.slow),
-], ids=["quickstart-streamed", "mountaincar-2envs-sequential", "quickstart-pending-batch"])
+], ids=["quickstart-streamed-process", "mountaincar-2envs-sequential",
+        "quickstart-thread-pending-batch"])
 def test_stop_then_resume_equals_the_straight_run(config, extra, stop, tmp_path):
     overrides = [*SHORT, *extra, f"logging.output_dir={tmp_path}"]
     straight = FinalState()

@@ -12,7 +12,7 @@ from vlmrm.config import load_config
 from vlmrm.keys import GT_REWARD, NEXT, PIXELS, REWARD
 from vlmrm.reward.transform import VLMRewardTransform
 from vlmrm.rl.agent import make_agent
-from vlmrm.rl.collect import ExplorationSampler, StepLoop
+from vlmrm.rl.collect import ExplorationSampler, StepLoop, actor_network
 from vlmrm.rl.envs import make_env
 from vlmrm.rl.stream import FrameStream, steps_per_pass
 
@@ -123,7 +123,7 @@ def test_streamed_rewards_equal_the_complete_batch_scored_at_once():
     assert stream is not None and stream.steps == 2
     env = make_env(cfg.env, model.image_size, from_pixels=True, seed=3)
     actor, _ = make_agent(4, env.action_spec_unbatched, [8])
-    sampler = ExplorationSampler(actor, env.action_spec_unbatched, cfg.agent,
+    sampler = ExplorationSampler(actor_network(actor), env.action_spec_unbatched, cfg.agent,
                                  torch.Generator().manual_seed(0))
     stream.begin()
     batch = StepLoop(env, sampler).rollout(10, random=True, on_frames=stream.add)

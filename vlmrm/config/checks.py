@@ -16,6 +16,7 @@ from typing import Any
 from vlmrm.config.schema import (
     ACTION_NOISES,
     ACTIVATIONS,
+    COLLECTORS,
     CRITIC_LOSSES,
     EPISODE_ENDS,
     LOSS_IMPLS,
@@ -155,6 +156,7 @@ def _validate_agent(a: AgentConfig) -> None:
     require(0 < a.action_noise_theta <= 1,
             f"agent.action_noise_theta={a.action_noise_theta} must be in (0, 1].")
     one_of("agent.loss_impl", a.loss_impl, LOSS_IMPLS)
+    one_of("agent.collector", a.collector, COLLECTORS)
     require(not (a.compile and a.loss_impl == "torchrl"),
             "agent.compile=true needs agent.loss_impl=fast: TorchRL's SAC loss recompiles on "
             "every call and runs no faster compiled. Use agent.loss_impl=fast, or "

@@ -16,6 +16,8 @@ PRECISIONS = ("32", "bf16", "16")
 CRITIC_LOSSES = ("smooth_l1", "l2")
 #: ``agent.loss_impl`` values: vlmrm's plain-torch SAC losses, or TorchRL's (the reference).
 LOSS_IMPLS = ("fast", "torchrl")
+#: ``agent.collector`` values: where overlapped collection runs.
+COLLECTORS = ("thread", "process")
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu")
 EPISODE_ENDS = ("truncate", "terminate")
 ACTION_NOISES = ("normal", "ou")
@@ -188,6 +190,15 @@ class AgentConfig:
         "and its exploration draws from a random generator of its own; false runs collect -> "
         "score -> update strictly in turn, from torch's global generator (the loop before "
         "overlap existed, reproduced exactly).")
+    collector: str = opt(
+        "process", "Where overlapped collection (agent.overlap) steps the envs and the "
+        "exploring policy: 'process' (a process of its own, started in a few seconds, whose "
+        "batches reach the training process through shared memory and are scored there) or "
+        "'thread' (a thread of the training process, which takes turns with the learner at "
+        "Python's interpreter lock: slower wherever cores are free; README, \"How fast\"). Both "
+        "collect the same batches. With agent.overlap=false collection runs in the training "
+        "process either way. Scripts that call vlmrm.train.fit with 'process' need the usual "
+        "`if __name__ == \"__main__\":` guard.")
     eval_every: int = opt(10_000, "Run deterministic evaluation episodes every this many env "
                           "steps (0 disables).")
     eval_episodes: int = opt(5, "Evaluation episodes per evaluation.")
@@ -240,8 +251,8 @@ class LoggingConfig:
         "ground-truth reward and success where the env has them) under it; 0 disables.")
     monitor: bool = opt(
         True, "Reward-hacking monitor (VLM reward runs with a ground-truth reward): logs "
-        "monitor/vlm_gt_spearman every batch and monitor/hacking_suspected when the VLM return "
-        "rises while the ground-truth return falls over the last monitor_window episodes; every "
+        "monitor/vlm_gt_spearman every 100 env steps and monitor/hacking_suspected when the VLM "
+        "return rises while the ground-truth return falls over the last monitor_window episodes; every "
         "logging.video_every env steps it saves the batch's highest-VLM-reward frames to "
         "<run dir>/monitor/step-<N>.png.")
     monitor_window: int = opt(

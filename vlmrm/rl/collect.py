@@ -1,12 +1,10 @@
 """Collection: the env step loop that feeds training, inline (``agent.overlap=false``) or
 one batch ahead on a background thread (``agent.overlap=true``), with a policy snapshot.
 
-Why a thread and not a process: the envs already step and render in worker processes
-(``env.parallel``); what is left is a few hundred microseconds of Python per env step, the
-policy forward on a small MLP, and copies, most of it outside the GIL. A collector process of
-its own (TorchRL's ``MultiAsyncCollector``) measured no faster on 2 cores (README, "How
-fast"), starts in seconds, and would keep its random state, counters and policy copy in
-another process, out of reach of a checkpoint.
+The step loop runs here, on that thread, or with ``agent.collector=process`` (the default)
+in a process of its own (:mod:`vlmrm.rl.collect_process`), which collects the same batches
+and keeps the collection's Python off the learner's interpreter lock; its state travels back
+for checkpoints through :meth:`StepLoop.state`.
 
 Sequential order (``agent.overlap=false``): the snapshot is synced right before each batch
 and every random number comes from torch's global generator, in the order TorchRL's
@@ -32,7 +30,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from torch import Tensor, nn
 from torchrl.data import TensorSpec
 from torchrl.envs import EnvBase
@@ -40,6 +38,7 @@ from torchrl.envs import EnvBase
 from vlmrm.config.schema import AgentConfig
 from vlmrm.keys import ACTION, DONE, NEXT, OBSERVATION, PIXELS
 from vlmrm.rl.agent import is_discrete
+from vlmrm.rl.envstate import env_state, load_env_state
 from vlmrm.rl.stream import FrameStream
 
 #: A batch's streamed embeddings ``[*env batch, T, D]`` and the seconds spent encoding them.
@@ -53,7 +52,8 @@ def actor_network(actor: nn.Module) -> nn.Module:
 
 
 class ExplorationSampler:
-    """The exploring policy as plain tensors, on a snapshot of the actor's network.
+    """The exploring policy as plain tensors, on a snapshot of the actor's ``network``
+    (:func:`actor_network`).
 
     Every random number comes from ``generator``: uniform actions in the random phase,
     the actor's sample (a tanh-squashed Gaussian, or a categorical), and ``agent.action_noise``
@@ -65,9 +65,9 @@ class ExplorationSampler:
     action noise checked bit for bit; with it, the same formulas in another draw order).
     """
 
-    def __init__(self, actor: nn.Module, action_spec: TensorSpec, cfg: AgentConfig,
+    def __init__(self, network: nn.Module, action_spec: TensorSpec, cfg: AgentConfig,
                  generator: torch.Generator) -> None:
-        self.network = copy.deepcopy(actor_network(actor)).cpu().requires_grad_(False)
+        self.network = copy.deepcopy(network).cpu().requires_grad_(False)
         self.generator = generator
         self.discrete = is_discrete(action_spec)
         self.noise_kind = cfg.action_noise
@@ -81,12 +81,15 @@ class ExplorationSampler:
         #: The Ornstein-Uhlenbeck state, ``[*env batch, act_dim]`` (None before the first step).
         self.ou_noise: Tensor | None = None
 
-    @torch.no_grad()
     def sync(self, actor: nn.Module) -> None:
         """Copy the actor's current weights into the snapshot (call only while no collection
         is in flight)."""
-        source = list(actor_network(actor).parameters())
-        torch._foreach_copy_(list(self.network.parameters()), source)
+        self.set_weights(list(actor_network(actor).parameters()))
+
+    @torch.no_grad()
+    def set_weights(self, weights: list[Tensor]) -> None:
+        """The snapshot's parameters, in ``network.parameters()`` order, from ``weights``."""
+        torch._foreach_copy_(list(self.network.parameters()), weights)
 
     @torch.no_grad()
     def __call__(self, observation: Tensor, random: bool, starts: Tensor) -> Tensor:
@@ -164,6 +167,10 @@ class StepLoop:
         #: Envs at the first step of an episode (restarts the OU noise).
         self.starts: Tensor = torch.ones(env.batch_size, dtype=torch.bool)
 
+    @property
+    def num_envs(self) -> int:
+        return self.env.numel()
+
     @torch.no_grad()
     def rollout(self, steps: int, random: bool,
                 on_frames: Callable[[Tensor], None] | None = None) -> TensorDictBase:
@@ -179,6 +186,28 @@ class StepLoop:
                 on_frames(td.get((NEXT, PIXELS)))
             out.append(td)
         return torch.stack(out, dim=len(self.env.batch_size))
+
+    def sync(self, actor: nn.Module) -> None:
+        """The exploring policy takes the actor's current weights (only between rollouts)."""
+        self.sampler.sync(actor)
+
+    def state(self) -> dict[str, Any]:
+        """The sampler (generator, noise, policy snapshot), the next step's input and the
+        envs' own state: what a checkpoint needs to continue the same rollouts."""
+        return {"sampler": self.sampler.state(),
+                "snapshot": {k: v.clone() for k, v in self.sampler.network.state_dict().items()},
+                "root": self.root.exclude(PIXELS).to_dict(), "starts": self.starts.clone(),
+                "env": env_state(self.env)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state(state["sampler"])
+        self.sampler.network.load_state_dict(state["snapshot"])
+        load_env_state(self.env, state["env"])
+        self.root = TensorDict(state["root"], batch_size=self.env.batch_size)
+        self.starts = state["starts"].clone()
+
+    def close(self) -> None:
+        """Nothing to stop: the envs belong to whoever built them."""
 
 
 class BackgroundCollection:
@@ -294,15 +323,14 @@ class Collection:
     def next(self, actor: nn.Module, prefetch: bool = True) -> Any:
         """The next batch; with overlap, also start the one after unless ``prefetch`` is
         False (before a checkpoint or the end, when nothing may be left in flight)."""
-        sampler = self.loop.sampler
         if self._background is None:
-            sampler.sync(actor)
+            self.loop.sync(actor)
             return self._collect(self._take_random())
         self.pause()
         batch, self.pending = self.pending, None
         if batch is None:
             batch = self._collect(self._take_random())
-        sampler.sync(actor)
+        self.loop.sync(actor)
         if prefetch:
             self._background.start(self._take_random())
         return batch
@@ -318,3 +346,4 @@ class Collection:
             self._background.close()
         if self.stream is not None:
             self.stream.close()
+        self.loop.close()

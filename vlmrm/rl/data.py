@@ -148,6 +148,8 @@ class DataPipeline:
     keep_frames: int = 0
     keep_frames_every: int = 0
     last_scored: TensorDictBase | None = field(default=None, init=False)
+    #: The episodes the last stored batch finished (``EpisodeTracker.update``'s lists).
+    last_finished: dict[str, list[float]] | None = field(default=None, init=False)
     top_frames: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False)
     _iterator: Iterator[TensorDictBase] = field(init=False)
 
@@ -227,9 +229,11 @@ class DataPipeline:
         return got.batch
 
     def store(self, batch: TensorDictBase) -> dict[str, list[float]]:
-        """Add a scored batch to the replay buffer; return the episodes it finished."""
+        """Add a scored batch to the replay buffer; return the episodes it finished (also
+        kept in ``last_finished`` for the reward monitor)."""
         finished = self.episodes.update(batch)
         self.replay_buffer.extend(for_replay(batch))
+        self.last_finished = finished
         return finished
 
     def close(self) -> None:

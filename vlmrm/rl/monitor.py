@@ -4,9 +4,11 @@ A VLM reward can be exploited: the agent finds pictures the model scores highly 
 the task (the paper's limitations section asks for independent monitoring). For every run
 with a VLM reward, :class:`RewardMonitor` logs against env steps:
 
-- ``monitor/vlm_gt_spearman``, every batch: Spearman's rank correlation of the VLM reward
-  with the ground-truth reward over the last :data:`CORRELATION_STEPS` scored env steps (a
-  rolling window: a batch alone is often 8 steps whose ground truth is one constant);
+- ``monitor/vlm_gt_spearman``, every :data:`CORRELATION_EVERY` env steps: Spearman's rank
+  correlation of the VLM reward with the ground-truth reward over the last
+  :data:`CORRELATION_STEPS` scored env steps (a rolling window: a batch alone is often 8
+  steps whose ground truth is one constant; ranking the window after every such batch cost
+  the training loop 1.6 ms an iteration, measured on the quick start);
 - ``monitor/vlm_return_trend`` and ``monitor/gt_return_trend``, whenever an episode ends
   once ``window`` episodes have: Spearman's rho of each return against episode order over
   the last ``window`` finished episodes (+1: rising every episode, -1: falling);
@@ -34,7 +36,8 @@ import torch
 from vlmrm.keys import GT_REWARD, NEXT, REWARD
 from vlmrm.media import grid_image, write_png
 from vlmrm.reward.metrics import spearman
-from vlmrm.rl.data import DataPipeline, EpisodeTracker
+from vlmrm.rl.data import DataPipeline
+from vlmrm.rl.schedule import crossed
 
 if TYPE_CHECKING:
     from vlmrm.rl.module import SACModule
@@ -43,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: Env steps in the rolling window of ``monitor/vlm_gt_spearman`` (or one batch, if larger).
 CORRELATION_STEPS = 1000
+#: Env steps (all ranks) between two ``monitor/vlm_gt_spearman`` points.
+CORRELATION_EVERY = 100
 #: Trend (Spearman's rho of returns against episode order) that counts as rising / falling.
 TREND = 0.5
 
@@ -57,13 +62,14 @@ class RewardMonitor(L.Callback):
     """Watches the VLM reward against the ground truth (see the module docstring)."""
 
     def __init__(self, dirpath: str | Path, window: int = 20, frames: int = 8,
-                 every: int = 0) -> None:
+                 every: int = 0, correlation_every: int = CORRELATION_EVERY) -> None:
         self.dirpath = Path(dirpath)
         self.window, self.frames, self.every = window, frames, every
+        self.correlation_every = correlation_every
         self.returns: deque[tuple[float, float]] = deque(maxlen=window)
         self.recent: deque[tuple[torch.Tensor, torch.Tensor]] = deque()
+        self._recent_steps = 0
         self.suspected = False
-        self._episodes: EpisodeTracker | None = None
 
     def _data(self, module: SACModule) -> DataPipeline | None:
         """The rank's pipeline when it scores with a VLM (else nothing to watch)."""
@@ -76,32 +82,38 @@ class RewardMonitor(L.Callback):
             data.watch = True
             # Frames are only copied out of the batches that will reach the next picture.
             data.keep_frames, data.keep_frames_every = self.frames, self.every
-            self._episodes = EpisodeTracker(data.episodes.num_envs)  # this rank's envs
 
     def on_train_batch_end(self, trainer: L.Trainer, module: SACModule, *args) -> None:
         data = self._data(module)
         if data is None or data.last_scored is None:
             return
         scored, data.last_scored = data.last_scored, None
-        metrics = self._correlation(scored)
-        metrics.update(self._trends(self._episodes.update(scored), module.env_steps))
+        finished, data.last_finished = data.last_finished, None
+        steps = scored.numel() * trainer.world_size
+        metrics = self._correlation(scored, crossed(self.correlation_every,
+                                                    module.env_steps - steps, module.env_steps))
+        if finished is not None:
+            metrics.update(self._trends(finished, module.env_steps))
         if data.top_frames is not None:
             if trainer.is_global_zero:
                 self.save_strip(data, module.env_steps)
             data.top_frames = None
         if metrics and trainer.logger is not None:
             trainer.logger.log_metrics(metrics, step=module.env_steps)
-        module.log("hacking", float(self.suspected), prog_bar=True, logger=False,
-                   on_step=True, batch_size=1)
+        if trainer.progress_bar_callback is not None:  # Lightning's log costs ~1 ms a call
+            module.log("hacking", float(self.suspected), prog_bar=True, logger=False,
+                       on_step=True, batch_size=1)
 
-    def _correlation(self, scored) -> dict[str, float]:
-        """``monitor/vlm_gt_spearman`` over the rolling window of recent steps."""
+    def _correlation(self, scored, due: bool) -> dict[str, float]:
+        """``monitor/vlm_gt_spearman`` over the rolling window of recent steps, when ``due``."""
         nxt = scored.get(NEXT)
         self.recent.append((nxt[REWARD].reshape(-1).float(), nxt[GT_REWARD].reshape(-1).float()))
+        self._recent_steps += self.recent[-1][0].numel()
         while (len(self.recent) > 1
-               and sum(v.numel() for v, _ in self.recent) - self.recent[0][0].numel()
-               >= CORRELATION_STEPS):
-            self.recent.popleft()
+               and self._recent_steps - self.recent[0][0].numel() >= CORRELATION_STEPS):
+            self._recent_steps -= self.recent.popleft()[0].numel()
+        if not due:
+            return {}
         vlm = torch.cat([v for v, _ in self.recent])
         gt = torch.cat([g for _, g in self.recent])
         rho = _rho(vlm, gt) if vlm.numel() >= 3 else None

@@ -20,7 +20,6 @@ import torch
 from tensordict import TensorDict
 
 from vlmrm.fileio import atomic_dir
-from vlmrm.keys import PIXELS
 from vlmrm.rl.collect import Collection
 from vlmrm.rl.data import DataPipeline, ScoredBatch
 from vlmrm.rl.envstate import env_state, load_env_state
@@ -89,30 +88,21 @@ def load_pipeline_state(data: DataPipeline, state: dict[str, Any]) -> None:
 
 
 def collection_state(collection: Collection) -> dict[str, Any]:
-    """Batches started, the exploration sampler (generator, noise, policy snapshot), the
-    step loop's next input, its envs' own state, and a batch collected and scored ahead
-    but not handed out yet (a run stopped while one was in flight; pixels are dropped by
-    then, so it is small)."""
-    loop, sampler = collection.loop, collection.loop.sampler
+    """Batches started, the step loop's state (:meth:`StepLoop.state`: the exploration
+    sampler, the next step's input, the envs), and a batch collected and scored ahead but not
+    handed out yet (a run stopped while one was in flight; pixels are dropped by then, so it
+    is small)."""
     pending = collection.pending
     if pending is not None and pending.problem is not None:
         raise pending.problem  # never saved: the run stops on it
-    return {"started": collection.started, "sampler": sampler.state(),
-            "snapshot": {k: v.clone() for k, v in sampler.network.state_dict().items()},
-            "root": loop.root.exclude(PIXELS).to_dict(), "starts": loop.starts.clone(),
-            "env": env_state(loop.env),
+    return {"started": collection.started, **collection.loop.state(),
             "pending": None if pending is None else {
                 "batch": pending.batch.to_dict(), "shape": list(pending.batch.batch_size)}}
 
 
 def load_collection_state(collection: Collection, state: dict[str, Any]) -> None:
-    loop, sampler = collection.loop, collection.loop.sampler
     collection.started = state["started"]
-    sampler.load_state(state["sampler"])
-    sampler.network.load_state_dict(state["snapshot"])
-    load_env_state(loop.env, state["env"])
-    loop.root = TensorDict(state["root"], batch_size=loop.env.batch_size)
-    loop.starts = state["starts"].clone()
+    collection.loop.load_state(state)
     pending = state["pending"]
     if pending is not None:
         collection.pending = ScoredBatch(TensorDict(pending["batch"],

@@ -1,0 +1,130 @@
+"""The step loop in a process of its own (agent.collector=process) collects exactly what the
+in-process StepLoop collects, shares its checkpoint state, and reports its failures."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+from types import SimpleNamespace
+
+import pytest
+import torch
+from tensordict import TensorDictBase
+from torchrl.data import OneHot
+
+from tests.helpers import CONFIGS
+from vlmrm.build import make_reward_model, make_step_loop
+from vlmrm.config import load_config
+from vlmrm.errors import ConfigError
+from vlmrm.keys import NEXT, PIXELS
+from vlmrm.rl.agent import make_agent
+from vlmrm.rl.collect import ExplorationSampler, StepLoop, actor_network
+from vlmrm.rl.collect_process import CollectorDied, ProcessStepLoop
+from vlmrm.rl.envs import make_env
+
+#: Two serial CartPole envs rendering for the demo model.
+OVERRIDES = ["env.num_envs=2"]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    cfg = load_config(CONFIGS / "quickstart.yaml", OVERRIDES)
+    size = make_reward_model(cfg).image_size
+    probe = make_env(cfg.env, size, True, 0)
+    actor, _ = make_agent(4, probe.action_spec_unbatched, [8])
+    probe.close()
+    return cfg, functools.partial(make_env, cfg.env, size, True, 11), actor
+
+
+def thread_loop(cfg, build_env, actor, seed: int) -> StepLoop:
+    env = build_env()
+    return StepLoop(env, ExplorationSampler(actor_network(actor), env.action_spec_unbatched,
+                                            cfg.agent, torch.Generator().manual_seed(seed)))
+
+
+def assert_same(a: TensorDictBase, b: TensorDictBase) -> None:
+    assert a.batch_size == b.batch_size
+    assert set(a.keys(True, True)) == set(b.keys(True, True))
+    for key in a.keys(True, True):
+        assert torch.equal(a[key], b[key]), f"{key} differs"
+
+
+def perturb(actor) -> None:
+    with torch.no_grad():
+        for p in actor_network(actor).parameters():
+            p.add_(0.5 * torch.randn_like(p))
+
+
+def test_rollouts_match_the_in_process_loop(setup):
+    cfg, build_env, actor = setup
+    here = thread_loop(cfg, build_env, actor, seed=5)
+    there = ProcessStepLoop(build_env, actor_network(actor), cfg.agent, seed=5)
+    try:
+        assert there.num_envs == here.num_envs == 2
+        assert_same(here.rollout(3, random=True), there.rollout(3, random=True))
+        perturb(actor)  # the next rollouts must use the new weights on both sides
+        here.sync(actor)
+        there.sync(actor)
+        streamed: list[torch.Tensor] = []
+        ours, theirs = here.rollout(4, random=False), there.rollout(4, False, streamed.append)
+        assert_same(ours, theirs)
+        assert theirs[NEXT, PIXELS].shape[:2] == (2, 4)  # [envs, steps, H, W, 3]
+        assert len(streamed) == 4
+        assert torch.equal(torch.stack(streamed, dim=1), ours[NEXT, PIXELS])
+        assert ours["action"].float().std() > 0  # the policy acted, not a constant
+    finally:
+        here.env.close()
+        there.close()
+
+
+def test_checkpoint_state_moves_between_the_two_loops(setup):
+    """State taken from the process continues in a StepLoop built from another seed, and
+    the other way round, with the same next rollout as the loop it came from."""
+    cfg, build_env, actor = setup
+    there = ProcessStepLoop(build_env, actor_network(actor), cfg.agent, seed=1)
+    here = thread_loop(cfg, build_env, actor, seed=2)
+    try:
+        there.rollout(5, random=False)
+        here.load_state(there.state())
+        assert_same(here.rollout(6, random=False), there.rollout(6, random=False))
+        here.rollout(2, random=True)
+        there.load_state(here.state())
+        assert_same(here.rollout(3, random=False), there.rollout(3, random=False))
+    finally:
+        here.env.close()
+        there.close()
+
+
+def test_errors_come_back_with_their_type_and_the_child_keeps_serving(setup):
+    cfg, build_env, actor = setup
+    there = ProcessStepLoop(build_env, actor_network(actor), cfg.agent, seed=0)
+    try:
+        state = there.state()
+        with pytest.raises(KeyError, match="sampler"):
+            there.load_state({k: v for k, v in state.items() if k != "sampler"})
+        assert there.rollout(2, random=True).batch_size == (2, 2)
+    finally:
+        there.close()
+    assert there._process.exitcode == 0  # closed on request, not killed
+
+
+def test_a_collector_that_died_is_reported(setup):
+    cfg, build_env, actor = setup
+    there = ProcessStepLoop(build_env, actor_network(actor), cfg.agent, seed=0)
+    os.kill(there._process.pid, signal.SIGKILL)
+    there._process.join()
+    with pytest.raises(CollectorDied, match=r"exit code -9.*agent.collector=thread"):
+        there.rollout(2, random=True)
+    there.close()  # nothing left to stop: no error
+
+
+def test_collector_is_checked_and_the_sequential_loop_stays_in_process(tmp_path):
+    with pytest.raises(ConfigError, match=r"agent.collector='fork' is not one of \['thread'"):
+        load_config(CONFIGS / "quickstart.yaml", ["agent.collector=fork"])
+    cfg = load_config(CONFIGS / "quickstart.yaml", ["agent.overlap=false"])
+    assert cfg.agent.collector == "process"  # the default, which the sequential loop ignores
+    module = SimpleNamespace(actor=make_agent(4, OneHot(2), [8])[0])
+    loop = make_step_loop(cfg, module, lambda: make_env(cfg.env, (64, 64), True, 0), rank=0)
+    assert isinstance(loop, StepLoop)
+    loop.env.close()
