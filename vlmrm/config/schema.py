@@ -197,8 +197,8 @@ class AgentConfig:
         "'thread' (a thread of the training process, which takes turns with the learner at "
         "Python's interpreter lock: slower wherever cores are free; README, \"How fast\"). Both "
         "collect the same batches; each batch crossing between processes costs a round trip, "
-        "so 'thread' is faster for iterations of one or a few env steps without rendering "
-        "(Pendulum with train_freq 1: 0.93x against 0.76x SB3's learn()). With "
+        "so 'thread' is a little faster for iterations of one env step without rendering "
+        "(Pendulum with train_freq 1: 0.93x against 0.89x SB3's learn()). With "
         "agent.overlap=false collection runs in the training "
         "process either way. Scripts that call vlmrm.train.fit with 'process' need the usual "
         "`if __name__ == \"__main__\":` guard.")
