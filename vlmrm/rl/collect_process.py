@@ -8,10 +8,11 @@ start's loop then ran at 107 env steps/s while its slowest stage alone ran at 23
 humanoid's envs stepped at 127 env steps/s in the loop against 197 alone.
 
 Here the envs, the exploring policy and the step loop live in a child process; the parent's
-collection thread only waits on a pipe (the lock released), receives each batch through
-shared memory and scores it. Every rollout is the one a :class:`~vlmrm.rl.collect.StepLoop`
-in the parent would collect (same seeds, same generator, same weights; checked bit for bit
-in tests/rl/test_collect_process.py), and :meth:`ProcessStepLoop.state` is the same state, so
+collection thread only waits on a pipe (the lock released), receives each batch (frames
+through shared memory, small tensors by value, see :func:`pack`) and scores it. Every
+rollout is the one a :class:`~vlmrm.rl.collect.StepLoop` in the parent would collect (same
+seeds, same generator, same weights; checked bit for bit in
+tests/rl/test_collect_process.py), and :meth:`ProcessStepLoop.state` is the same state, so
 checkpoints are interchangeable between the two.
 """
 
