@@ -199,8 +199,8 @@ class AgentConfig:
         "collect the same batches; each batch crossing between processes costs a round trip, "
         "so 'thread' is a little faster for iterations of one env step without rendering "
         "(Pendulum with train_freq 1: 0.93x against 0.89x SB3's learn()). With "
-        "agent.overlap=false collection runs in the training "
-        "process either way. Scripts that call vlmrm.train.fit with 'process' need the usual "
+        "agent.overlap=false collection runs in the training process either way. Scripts "
+        "that call vlmrm.train.fit with 'process' need the usual "
         "`if __name__ == \"__main__\":` guard.")
     eval_every: int = opt(10_000, "Run deterministic evaluation episodes every this many env "
                           "steps (0 disables).")
@@ -255,9 +255,9 @@ class LoggingConfig:
     monitor: bool = opt(
         True, "Reward-hacking monitor (VLM reward runs with a ground-truth reward): logs "
         "monitor/vlm_gt_spearman every 100 env steps and monitor/hacking_suspected when the VLM "
-        "return rises while the ground-truth return falls over the last monitor_window episodes; every "
-        "logging.video_every env steps it saves the batch's highest-VLM-reward frames to "
-        "<run dir>/monitor/step-<N>.png.")
+        "return rises while the ground-truth return falls over the last monitor_window "
+        "episodes; every logging.video_every env steps it saves the batch's highest-VLM-reward "
+        "frames to <run dir>/monitor/step-<N>.png.")
     monitor_window: int = opt(
         20, "Finished episodes whose return trends the monitor compares (>= 4).")
     monitor_frames: int = opt(

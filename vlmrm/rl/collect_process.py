@@ -122,7 +122,7 @@ class ProcessStepLoop:
             self._send((request, *args))
         while True:
             kind, value = self._receive()
-            if kind == "frames" and on_frames is not None:
+            if kind == "frames":  # sent only for a streamed rollout, which passes on_frames
                 on_frames(value)
             elif kind == "error":
                 raise value
