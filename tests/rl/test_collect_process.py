@@ -104,6 +104,15 @@ def test_errors_come_back_with_their_type_and_the_child_keeps_serving(setup):
         with pytest.raises(KeyError, match="sampler"):
             there.load_state({k: v for k, v in state.items() if k != "sampler"})
         assert there.rollout(2, random=True).batch_size == (2, 2)
+        # A sync is not answered: its failure comes back with the next request's answer,
+        # and the answers stay paired with their requests afterwards.
+        wrong, _ = make_agent(4, OneHot(2), [16])
+        there.sync(wrong)
+        with pytest.raises(RuntimeError, match="size"):
+            there.rollout(2, random=True)
+        assert there.state()["starts"].shape == (2,)
+        there.sync(actor)
+        assert there.rollout(3, random=True).batch_size == (2, 3)
     finally:
         there.close()
     assert there._process.exitcode == 0  # closed on request, not killed

@@ -92,8 +92,10 @@ class ProcessStepLoop:
         return batch
 
     def sync(self, actor: nn.Module) -> None:
+        """Sent without waiting for an answer: the child applies it before the next request,
+        and a failure comes back as that request's error (a round trip saved per batch)."""
         weights = [p.detach().cpu().numpy().copy() for p in actor_network(actor).parameters()]
-        self._call("sync", weights)  # numpy arrays: pickled by value, no segment each
+        self._send(("sync", weights))  # numpy arrays: pickled by value, no segment each
 
     def state(self) -> dict[str, Any]:
         return self._call("state")
@@ -120,12 +122,17 @@ class ProcessStepLoop:
         answer; ``("frames", tensor)`` messages on the way go to ``on_frames``."""
         if request != "ready":
             self._send((request, *args))
+        earlier: BaseException | None = None  # an unanswered request's failure
         while True:
-            kind, value = self._receive()
+            kind, value, *failed_request = self._receive()
             if kind == "frames":  # sent only for a streamed rollout, which passes on_frames
                 on_frames(value)
+            elif kind == "error" and failed_request and failed_request[0] in UNANSWERED:
+                earlier = earlier or value  # raised once this request's answer is read
             elif kind == "error":
                 raise value
+            elif earlier is not None:
+                raise earlier
             else:
                 return value
 
@@ -183,11 +190,13 @@ def _answer(conn: Connection, loop: StepLoop) -> bool:
     if request == "close":
         return False
     try:
-        conn.send(("done", HANDLERS[request](conn, loop, *args)))
+        result = HANDLERS[request](conn, loop, *args)
+        if request not in UNANSWERED:
+            conn.send(("done", result))
     except (EOFError, BrokenPipeError):
         raise
     except Exception as err:  # the parent raises it; the child keeps serving
-        _send_error(conn, err)
+        _send_error(conn, err, request)
     return True
 
 
@@ -226,6 +235,9 @@ def _map(tree: dict[str, Any], fn: Callable[[Any], Any]) -> dict[str, Any]:
     return {k: _map(v, fn) if isinstance(v, dict) else fn(v) for k, v in tree.items()}
 
 
+#: Requests the parent does not wait for (only an error is sent back, answering the next).
+UNANSWERED = frozenset({"sync"})
+
 HANDLERS: dict[str, Callable[..., Any]] = {
     "rollout": _rollout,
     "sync": _sync,
@@ -234,9 +246,9 @@ HANDLERS: dict[str, Callable[..., Any]] = {
 }
 
 
-def _send_error(conn: Connection, err: BaseException) -> None:
-    """Send ``err`` to the parent as it is, or as a RuntimeError with its traceback when it
-    does not survive pickling."""
+def _send_error(conn: Connection, err: BaseException, request: str | None = None) -> None:
+    """Send ``err`` (raised answering ``request``; None: building the loop) to the parent as
+    it is, or as a RuntimeError with its traceback when it does not survive pickling."""
     try:
         pickle.loads(pickle.dumps(err))
         message: BaseException = err
@@ -244,6 +256,6 @@ def _send_error(conn: Connection, err: BaseException) -> None:
         text = "".join(traceback.format_exception(err)).strip()
         message = RuntimeError(f"in the collector process: {text}")
     try:
-        conn.send(("error", message))
+        conn.send(("error", message, request))
     except (EOFError, BrokenPipeError, OSError):
         pass
