@@ -4,7 +4,9 @@ Stages: env (step + render, one env and ``env.num_envs`` batched as training bui
 score (the reward model on ``reward.batch_size`` rendered frames), update (the config's SAC
 update, next to Stable-Baselines3's on the same sizes), loop (``vlmrm.train.fit`` end to end).
 Every rate is also given in env steps/s, so that the slowest stage is the bound the loop can
-reach; pipeline efficiency is end to end / slowest stage. Ends with a projection of the
+reach; pipeline efficiency is end to end / slowest stage. The update is measured in rounds
+before and after the loop and averaged, so that a machine whose speed drifts during the run
+does not decide the efficiency. Ends with a projection of the
 config's ``agent.total_env_steps`` (``vlmrm.plan.plan_run``) in hours.
 
     python benchmarks/throughput.py --config configs/quickstart.yaml --quick
@@ -32,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules 
 from throughput_stages import (  # noqa: E402
     Budget,
     Stage,
+    bracketed,
     measure_env,
     measure_loop,
     measure_score,
@@ -46,7 +49,7 @@ from vlmrm.train import quiet_third_party  # noqa: E402
 
 QUICK = Budget(env_s=1.5, score_s=2.0, update_rounds=2, loop_warmup=3, loop_s=4.0,
                loop_min_iterations=5)
-FULL = Budget(env_s=10.0, score_s=10.0, update_rounds=5, loop_warmup=5, loop_s=30.0,
+FULL = Budget(env_s=10.0, score_s=10.0, update_rounds=6, loop_warmup=5, loop_s=30.0,
               loop_min_iterations=10)
 SB3_HINT = "n/a (pip install vlmrm[bench])"
 
@@ -110,8 +113,10 @@ def run(config: str | None, overrides: list[str], quick: bool) -> Results:
     if reward_model is not None and frames is not None:
         score = measure_score(cfg, reward_model, frames, budget.score_s)
     del reward_model, frames  # the loop loads its own
-    update = measure_update(cfg, budget.update_rounds)
+    half = max(1, budget.update_rounds // 2)  # rounds before the loop, as many after it
+    before = measure_update(cfg, half)
     loop, bytes_per, stored = measure_loop(config, overrides, cfg, budget)
+    update = bracketed(before, measure_update(cfg, half))
     return summarise(cfg, config, overrides, quick, env, score, update, loop, bytes_per, stored)
 
 
@@ -141,7 +146,9 @@ def table(r: Results) -> str:
         "score": "" if r.score is None else f"batch {r.score.detail['batch_size']}, "
                  f"precision {r.score.detail['precision']}, on {r.score.detail['device']}",
         "update": f"{u['variant']} on {u['device']}, batch {u['batch_size']}, hidden {u['hidden_sizes']}; "
-                  f"x {r.env_steps_per_iteration}/{r.gradient_steps} = env steps/s",
+                  f"x {r.env_steps_per_iteration}/{r.gradient_steps} = env steps/s; "
+                  "mean of {:.1f} before and {:.1f} after the loop".format(
+                      *u["rates_before_after_loop"]),
     }
     lines = [f"vlmrm throughput: {r.config}{' (quick)' if r.quick else ''}, "
              f"{r.env_steps_per_iteration} env steps + {r.gradient_steps} updates per "

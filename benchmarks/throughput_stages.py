@@ -46,7 +46,7 @@ class Budget:
 
     env_s: float
     score_s: float
-    update_rounds: int
+    update_rounds: int  # half before the loop, half after it
     loop_warmup: int  # iterations before the loop's clock starts
     loop_s: float
     loop_min_iterations: int
@@ -167,6 +167,18 @@ def measure_update(cfg: Config, rounds: int) -> Stage:
               "sb3_ratio": rates[variant]["ratio_vs_sb3"] if sb3 else None}
     env_steps = ups * steps_per_iteration(cfg) / a.gradient_steps
     return Stage(ups, "updates/s", env_steps, detail)
+
+
+def bracketed(before: Stage, after: Stage) -> Stage:
+    """One update stage from rounds measured before and after the loop: their mean, so that
+    a machine drifting steadily faster or slower during the run (shared VMs drift by
+    +-15 % over minutes) does not bias the loop's efficiency against it."""
+    detail = dict(before.detail, rates_before_after_loop=[before.rate, after.rate])
+    for key in ("sb3_updates_per_s", "sb3_ratio"):
+        if before.detail[key] is not None:
+            detail[key] = (before.detail[key] + after.detail[key]) / 2
+    return Stage((before.rate + after.rate) / 2, before.unit,
+                 (before.env_steps_per_s + after.env_steps_per_s) / 2, detail)
 
 
 # -- the whole loop -----------------------------------------------------------------------

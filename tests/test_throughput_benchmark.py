@@ -65,6 +65,8 @@ def test_every_stage_has_a_positive_rate_in_env_steps(quickstart):
     assert r["update"]["unit"] == "updates/s" and r["update"]["detail"]["variant"] == "fast"
     assert r["update"]["env_steps_per_s"] == pytest.approx(
         r["update"]["rate"] * per_iteration / gradient_steps)
+    before, after = r["update"]["detail"]["rates_before_after_loop"]  # drift bracketed
+    assert before > 0 and after > 0 and r["update"]["rate"] == pytest.approx((before + after) / 2)
     assert r["loop"]["detail"]["timed_iterations"] >= 5
     assert set(r["loop"]["detail"]["in_loop_median"]) >= {"env_steps_per_s",
                                                           "vlm_frames_per_s"}

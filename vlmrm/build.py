@@ -123,7 +123,7 @@ def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataF
         env_cfg = replace(cfg.env, num_envs=cfg.env.num_envs // world)
         build_env = functools.partial(make_env, env_cfg, size, pixels,
                                       env_seed(cfg.seed, SeedOffset.TRAIN, rank))
-        loop = make_step_loop(cfg, module, build_env, rank)
+        loop = make_step_loop(cfg, module, build_env, rank, reward_model)
         collection = make_collection(cfg, loop, world, reward_model)
         eval_env = make_base_env(cfg.env, size, from_pixels=pixels,
                                  seed=env_seed(cfg.seed, SeedOffset.EVAL, rank))
@@ -140,19 +140,23 @@ def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataF
 
 
 def make_step_loop(cfg: Config, module: SACModule, build_env: Callable[[], EnvBase],
-                   rank: int) -> StepLoop | ProcessStepLoop:
+                   rank: int, reward_model: VLMRewardModel | None = None
+                   ) -> StepLoop | ProcessStepLoop:
     """The rank's env step loop: here, or in a process of its own (``agent.collector``).
     Sequential collection draws from torch's global generator (as the loop always did);
     overlapped collection runs beside the learner, which draws from that generator too, so
-    it gets a generator of its own (seeded per rank) to stay deterministic."""
+    it gets a generator of its own (seeded per rank) to stay deterministic. Frames leave the
+    loop at the reward model's input size."""
     a = cfg.agent
     seed = env_seed(cfg.seed, SeedOffset.COLLECT, rank)
     network = actor_network(module.actor)
+    resize = None if reward_model is None else reward_model.backend.preprocessor.resize_frames
     if a.overlap and a.collector == "process":
-        return ProcessStepLoop(build_env, network, a, seed)
+        return ProcessStepLoop(build_env, network, a, seed, resize_frames=resize)
     env = build_env()
     generator = torch.Generator().manual_seed(seed) if a.overlap else torch.default_generator
-    return StepLoop(env, ExplorationSampler(network, env.action_spec_unbatched, a, generator))
+    sampler = ExplorationSampler(network, env.action_spec_unbatched, a, generator)
+    return StepLoop(env, sampler, resize)
 
 
 def make_collection(cfg: Config, loop: StepLoop | ProcessStepLoop, world: int,

@@ -67,8 +67,16 @@ class ImagePreprocessor:
         return F.pad(x, padding, fill=self.fill)
 
     def resize_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """Only the geometric part: uint8 ``[B, H, W, 3]`` -> uint8 ``[B, h, w, 3]``."""
-        return self._resize(frames.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).contiguous()
+        """Only the geometric part: uint8 ``[..., H, W, 3]`` -> uint8 ``[..., h, w, 3]``.
+
+        Frames already at ``size`` come back as they are: resizing them again is the
+        identity in every mode, so the model reads the same pixels either way.
+        """
+        if tuple(frames.shape[-3:-1]) == self.size:
+            return frames
+        lead = frames.shape[:-3]
+        x = self._resize(frames.reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2))
+        return x.permute(0, 2, 3, 1).reshape(*lead, *self.size, 3).contiguous()
 
     def with_resize(self, config_name: str) -> ImagePreprocessor:
         """The same preprocessing with ``reward.resize`` (``crop`` or ``squash``) instead of

@@ -105,6 +105,18 @@ class BackendContract:
             backend.batch_size = before
         torch.testing.assert_close(one, three, atol=1e-5, rtol=1e-4)
 
+    def test_frames_resized_where_rendered_reach_the_encoder_unchanged(self, backend, frames):
+        # The step loop resizes frames before they cross to the scorer: the model must read
+        # exactly the pixels it reads from full-size frames, in every resize mode.
+        p = backend.preprocessor
+        small = p.resize_frames(frames)
+        assert small.shape == (len(frames), *p.size, 3) and small.dtype == torch.uint8
+        assert p.resize_frames(small) is small  # already at size: left as it is
+        assert torch.equal(p(small), p(frames))
+        assert torch.equal(backend.encode_images(small), backend.encode_images(frames))
+        envs_by_steps = frames[:4].reshape(2, 2, *frames.shape[1:])  # [envs, steps, H, W, 3]
+        assert torch.equal(p.resize_frames(envs_by_steps), small[:4].reshape(2, 2, *p.size, 3))
+
     def test_image_order_does_not_leak_between_frames(self, backend, frames):
         forward = backend.encode_images(frames)
         backward = backend.encode_images(frames.flip(0))

@@ -37,10 +37,11 @@ def setup():
     return cfg, functools.partial(make_env, cfg.env, size, True, 11), actor
 
 
-def thread_loop(cfg, build_env, actor, seed: int) -> StepLoop:
+def thread_loop(cfg, build_env, actor, seed: int, resize=None) -> StepLoop:
     env = build_env()
     return StepLoop(env, ExplorationSampler(actor_network(actor), env.action_spec_unbatched,
-                                            cfg.agent, torch.Generator().manual_seed(seed)))
+                                            cfg.agent, torch.Generator().manual_seed(seed)),
+                    resize)
 
 
 def assert_same(a: TensorDictBase, b: TensorDictBase) -> None:
@@ -58,11 +59,15 @@ def perturb(actor) -> None:
 
 def test_rollouts_match_the_in_process_loop(setup):
     cfg, build_env, actor = setup
-    here = thread_loop(cfg, build_env, actor, seed=5)
-    there = ProcessStepLoop(build_env, actor_network(actor), cfg.agent, seed=5)
+    resize = make_reward_model(cfg).backend.preprocessor.resize_frames  # crosses pickled
+    here = thread_loop(cfg, build_env, actor, seed=5, resize=resize)
+    there = ProcessStepLoop(build_env, actor_network(actor), cfg.agent, seed=5,
+                            resize_frames=resize)
     try:
         assert there.num_envs == here.num_envs == 2
-        assert_same(here.rollout(3, random=True), there.rollout(3, random=True))
+        first = there.rollout(3, random=True)
+        assert first[NEXT, PIXELS].shape == (2, 3, 64, 64, 3)  # the demo model's input size
+        assert_same(here.rollout(3, random=True), first)
         perturb(actor)  # the next rollouts must use the new weights on both sides
         here.sync(actor)
         there.sync(actor)
@@ -126,6 +131,37 @@ def test_a_collector_that_died_is_reported(setup):
     with pytest.raises(CollectorDied, match=r"exit code -9.*agent.collector=thread"):
         there.rollout(2, random=True)
     there.close()  # nothing left to stop: no error
+
+
+def test_frames_leave_the_loop_resized_and_score_as_full_size_frames(setup):
+    """CartPole renders 600x600 whatever the model wants: the loop hands on model-size
+    frames, and the reward model scores them exactly as it scores the full-size ones."""
+    cfg, build_env, actor = setup
+    model = make_reward_model(cfg)
+    resize = model.backend.preprocessor.resize_frames
+    full, small = thread_loop(cfg, build_env, actor, 3), thread_loop(cfg, build_env, actor, 3,
+                                                                      resize)
+    try:
+        big, shrunk = full.rollout(4, random=True), small.rollout(4, random=True)
+    finally:
+        full.env.close()
+        small.env.close()
+    assert big[NEXT, PIXELS].shape == (2, 4, 600, 600, 3)
+    assert torch.equal(shrunk[NEXT, PIXELS], resize(big[NEXT, PIXELS]))
+    assert_same(big.exclude((NEXT, PIXELS)), shrunk.exclude((NEXT, PIXELS)))
+    assert torch.equal(model(shrunk[NEXT, PIXELS].reshape(-1, 64, 64, 3)),
+                       model(big[NEXT, PIXELS].reshape(-1, 600, 600, 3)))
+
+
+def test_the_built_loop_resizes_for_the_reward_model():
+    cfg = load_config(CONFIGS / "quickstart.yaml", ["agent.overlap=false"])
+    model = make_reward_model(cfg)
+    module = SimpleNamespace(actor=make_agent(4, OneHot(2), [8])[0])
+    loop = make_step_loop(cfg, module, lambda: make_env(cfg.env, (64, 64), True, 0), 0, model)
+    try:
+        assert loop.rollout(2, random=True)[NEXT, PIXELS].shape == (2, 64, 64, 3)
+    finally:
+        loop.env.close()
 
 
 def test_collector_is_checked_and_the_sequential_loop_stays_in_process(tmp_path):

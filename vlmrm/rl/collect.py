@@ -155,11 +155,18 @@ class StepLoop:
     keeps the same keys: ``observation``, ``action``, the done flags, and under ``next`` the
     env's outputs (``pixels``, ``reward``, ``done``, ``terminated``, ``truncated``,
     ``is_success``); the root ``pixels`` (the previous step's ``next`` frame) are dropped.
+
+    ``resize_frames`` (the reward model's resize, e.g.
+    :meth:`~vlmrm.preprocess.ImagePreprocessor.resize_frames`) shrinks each step's frames
+    where they are rendered, so that envs rendering at a fixed size (classic control: 600x400)
+    do not carry full-size frames to the scorer, across processes for the process collector.
     """
 
-    def __init__(self, env: EnvBase, sampler: ExplorationSampler) -> None:
+    def __init__(self, env: EnvBase, sampler: ExplorationSampler,
+                 resize_frames: Callable[[Tensor], Tensor] | None = None) -> None:
         self.env = env
         self.sampler = sampler
+        self.resize_frames = resize_frames
         # Reset now, as TorchRL's Collector does when it is built: the envs' first states
         # then do not depend on what else is built before the first batch.
         #: The root TensorDict the next step starts from.
@@ -182,6 +189,8 @@ class StepLoop:
             td.set(ACTION, self.sampler(td.get(OBSERVATION), random, self.starts))
             td, self.root = self.env.step_and_maybe_reset(td)
             self.starts = td.get((NEXT, DONE)).reshape(self.env.batch_size)
+            if self.resize_frames is not None:
+                td.set((NEXT, PIXELS), self.resize_frames(td.get((NEXT, PIXELS))))
             if on_frames is not None:
                 on_frames(td.get((NEXT, PIXELS)))
             out.append(td)

@@ -53,10 +53,12 @@ class ProcessStepLoop:
     the child's children), a copy of the policy ``network`` and an
     :class:`~vlmrm.rl.collect.ExplorationSampler` on a generator seeded with ``seed``. As with
     a ``StepLoop``, calls other than :meth:`rollout` are made only while no rollout runs.
+    ``resize_frames`` (picklable) is the child ``StepLoop``'s: frames cross already resized.
     """
 
     def __init__(self, build_env: Callable[[], EnvBase], network: nn.Module, agent: AgentConfig,
-                 seed: int, threads: int | None = None) -> None:
+                 seed: int, threads: int | None = None,
+                 resize_frames: Callable[[Tensor], Tensor] | None = None) -> None:
         # Spawn: a fresh interpreter that sees os.environ as it is now. (A fork server would
         # start later collectors faster but hand them the environment of the moment the
         # server started, e.g. a finished run's VLMRM_RUN_DIR.)
@@ -65,7 +67,8 @@ class ProcessStepLoop:
         network = copy.deepcopy(network).cpu()  # CUDA tensors would start CUDA in the child
         threads = threads or torch.get_num_threads()
         self._process = ctx.Process(target=serve, name="vlmrm-collector", daemon=False,
-                                    args=(child, build_env, network, agent, seed, threads))
+                                    args=(child, build_env, network, agent, seed, threads,
+                                          resize_frames))
         self._process.start()
         child.close()  # the parent's copy: the child's end closes when the child exits
         self._num_envs: int = self._call("ready")
@@ -159,7 +162,8 @@ class ProcessStepLoop:
 
 # -- the child ----------------------------------------------------------------------------
 def serve(conn: Connection, build_env: Callable[[], EnvBase], network: nn.Module,
-          agent: AgentConfig, seed: int, threads: int) -> None:
+          agent: AgentConfig, seed: int, threads: int,
+          resize_frames: Callable[[Tensor], Tensor] | None = None) -> None:
     """The child's main: build the loop, then answer requests until "close" (or the parent
     is gone). Interrupts are the parent's to handle: it closes this process when it stops."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -170,7 +174,7 @@ def serve(conn: Connection, build_env: Callable[[], EnvBase], network: nn.Module
         env = build_env()
         sampler = ExplorationSampler(network, env.action_spec_unbatched, agent,
                                      torch.Generator().manual_seed(seed))
-        loop = StepLoop(env, sampler)
+        loop = StepLoop(env, sampler, resize_frames)
         conn.send(("ready", env.numel()))
         while _answer(conn, loop):
             pass
