@@ -12,8 +12,10 @@ whole ``learn()`` call), and the ratio is the median of per-round ratios.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
+import sys
 import tempfile
 import time
 
@@ -45,7 +47,8 @@ def vlmrm_rate(steps: int, overrides: list[str]) -> float:
     with tempfile.TemporaryDirectory() as out:
         cfg = load_config(None, [*PENDULUM, f"agent.total_env_steps={steps}",
                                  f"logging.output_dir={out}", *overrides])
-        fit(cfg, callbacks=[clock])
+        with contextlib.redirect_stdout(sys.stderr):  # Lightning's model summary
+            fit(cfg, callbacks=[clock])
     return steps / clock.seconds
 
 

@@ -83,6 +83,10 @@ class Results:
     slowest_stage: str
     slowest_stage_env_steps_per_s: float
     pipeline_efficiency: float
+    #: The stages alone run one after another: 1 / sum of 1 / (env steps/s).
+    serial_env_steps_per_s: float
+    #: End to end / serial: what overlapping the stages bought.
+    overlap_gain: float
     replay_bytes_per_transition: float
     replay_transitions: int
     sb3_update_ratio: float | None
@@ -127,10 +131,12 @@ def summarise(cfg: Config, config: str | None, overrides: list[str], quick: bool
              if v is not None}
     slowest = min(alone, key=lambda k: alone[k].env_steps_per_s)
     bound = alone[slowest].env_steps_per_s
+    serial = 1 / sum(1 / stage.env_steps_per_s for stage in alone.values())
     return Results(
         config, list(overrides), quick, steps_per_iteration(cfg), cfg.agent.gradient_steps,
         env, score, update, loop, loop.env_steps_per_s, slowest, bound,
-        loop.env_steps_per_s / bound, bytes_per, stored, update.detail["sb3_ratio"],
+        loop.env_steps_per_s / bound, serial, loop.env_steps_per_s / serial, bytes_per,
+        stored, update.detail["sb3_ratio"],
         project(plan_run(cfg), alone, loop.env_steps_per_s))
 
 
@@ -177,6 +183,8 @@ def table(r: Results) -> str:
     lines += [
         f"pipeline efficiency {r.pipeline_efficiency:.2f} = end to end / {r.slowest_stage} "
         f"alone (the slowest stage, {r.slowest_stage_env_steps_per_s:.1f} env steps/s)",
+        f"stages in turn: {r.serial_env_steps_per_s:.1f} env steps/s; the loop runs "
+        f"{r.overlap_gain:.2f}x that",
         f"replay: {r.replay_bytes_per_transition:.0f} bytes per stored transition "
         f"({r.replay_transitions} stored)",
         f"update rate vs Stable-Baselines3 SAC: {sb3}",

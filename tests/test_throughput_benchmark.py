@@ -80,6 +80,9 @@ def test_efficiency_is_end_to_end_over_the_slowest_stage(quickstart):
     assert r["end_to_end_env_steps_per_s"] == r["loop"]["env_steps_per_s"]
     assert r["pipeline_efficiency"] == pytest.approx(
         r["end_to_end_env_steps_per_s"] / min(alone.values()))
+    serial = 1 / sum(1 / v for v in alone.values())  # the stages' times added up
+    assert r["serial_env_steps_per_s"] == pytest.approx(serial)
+    assert r["overlap_gain"] == pytest.approx(r["end_to_end_env_steps_per_s"] / serial)
 
 
 def test_replay_bytes_follow_from_cartpole_dims(quickstart):
@@ -121,6 +124,9 @@ def test_ground_truth_has_no_score_stage(bench, capsys, monkeypatch):
     assert r["slowest_stage"] == min(alone, key=alone.get)
     assert r["pipeline_efficiency"] == pytest.approx(
         r["end_to_end_env_steps_per_s"] / min(alone.values()))
+    serial = 1 / sum(1 / v for v in alone.values())  # the stages' times added up
+    assert r["serial_env_steps_per_s"] == pytest.approx(serial)
+    assert r["overlap_gain"] == pytest.approx(r["end_to_end_env_steps_per_s"] / serial)
     assert r["projection"]["frames_to_score"] == 0 and "score" not in r["projection"][
         "stage_hours"]
     assert r["sb3_update_ratio"] is None
