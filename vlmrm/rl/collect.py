@@ -158,8 +158,9 @@ class StepLoop:
 
     ``resize_frames`` (the reward model's resize, e.g.
     :meth:`~vlmrm.preprocess.ImagePreprocessor.resize_frames`) shrinks each step's frames
-    where they are rendered, so that envs rendering at a fixed size (classic control: 600x400)
-    do not carry full-size frames to the scorer, across processes for the process collector.
+    where they are rendered, so that envs rendering at a fixed size (classic control,
+    ``vlmrm/CartPole-v0``) do not carry full-size frames to the scorer, across processes
+    for the process collector.
     """
 
     def __init__(self, env: EnvBase, sampler: ExplorationSampler,
