@@ -6,15 +6,17 @@ update, next to Stable-Baselines3's on the same sizes), loop (``vlmrm.train.fit`
 Every rate is also given in env steps/s, so that the slowest stage is the bound the loop can
 reach; pipeline efficiency is end to end / slowest stage. The update is measured in rounds
 before and after the loop and averaged, so that a machine whose speed drifts during the run
-does not decide the efficiency. Ends with a projection of the
-config's ``agent.total_env_steps`` (``vlmrm.plan.plan_run``) in hours.
+does not decide the efficiency. With psutil (in ``vlmrm[bench]``) it also counts the CPU
+work of each stage per env step, and so the most env steps/s the machine's cores allow however
+well the stages overlap. Ends with a projection of the config's ``agent.total_env_steps``
+(``vlmrm.plan.plan_run``) in hours.
 
     python benchmarks/throughput.py --config configs/quickstart.yaml --quick
     python benchmarks/throughput.py --config configs/humanoid_kneeling.yaml env.num_envs=4
     python benchmarks/throughput.py --config configs/cartpole.yaml --json out.json
 
 ``key=value`` overrides apply to every stage. Stable-Baselines3 (``pip install
-vlmrm[bench]``) is needed for the SB3 update ratio only.
+vlmrm[bench]``) is needed for the SB3 update ratio only, psutil for the CPU figures.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from throughput_stages import (  # noqa: E402
     Budget,
     Stage,
     bracketed,
+    machine_cores,
     measure_env,
     measure_loop,
     measure_score,
@@ -69,6 +72,26 @@ class Projection:
 
 
 @dataclass
+class CpuWork:
+    """What the stages cost the CPU, to tell a pipeline that wastes time from a machine that
+    is full. GPU time is not counted."""
+
+    cores: int
+    #: Core-seconds of CPU per env step of each stage alone (env and score: machine-wide,
+    #: the env workers included; update: the learner process's CPU time).
+    core_s_per_env_step: dict[str, float]
+    #: cores / the sum of the above: about the most env steps/s the cores allow however the
+    #: stages overlap. An estimate: a stage may cost a little less CPU in the loop than alone
+    #: (the env stage alone steps through TorchRL's batched env in the main process).
+    cpu_limit_env_steps_per_s: float
+    #: That limit / the slowest stage alone: about the highest efficiency the cores allow.
+    cpu_limit_efficiency: float
+    #: Cores busy machine-wide while the loop ran, and its core-seconds per env step.
+    loop_cores_busy: float
+    loop_core_s_per_env_step: float
+
+
+@dataclass
 class Results:
     config: str | None
     overrides: list[str]
@@ -91,6 +114,7 @@ class Results:
     replay_transitions: int
     sb3_update_ratio: float | None
     projection: Projection
+    cpu: CpuWork | None  # None without psutil
 
     def stages(self) -> dict[str, Stage]:
         """The stages measured alone (score left out when it was skipped)."""
@@ -137,7 +161,22 @@ def summarise(cfg: Config, config: str | None, overrides: list[str], quick: bool
         env, score, update, loop, loop.env_steps_per_s, slowest, bound,
         loop.env_steps_per_s / bound, serial, loop.env_steps_per_s / serial, bytes_per,
         stored, update.detail["sb3_ratio"],
-        project(plan_run(cfg), alone, loop.env_steps_per_s))
+        project(plan_run(cfg), alone, loop.env_steps_per_s),
+        cpu_work(cfg, alone, loop, bound))
+
+
+def cpu_work(cfg: Config, alone: dict[str, Stage], loop: Stage, slowest: float
+             ) -> CpuWork | None:
+    """Per env step CPU cost of each stage alone and the bound it puts on the loop."""
+    if loop.detail["cores_busy"] is None:
+        return None
+    per_step = {name: stage.detail["cores_busy"] / stage.env_steps_per_s
+                for name, stage in alone.items() if name != "update"}
+    per_step["update"] = (alone["update"].detail["core_s_per_update"]
+                          * cfg.agent.gradient_steps / steps_per_iteration(cfg))
+    cores, busy = machine_cores(), loop.detail["cores_busy"]
+    limit = cores / sum(per_step.values())
+    return CpuWork(cores, per_step, limit, limit / slowest, busy, busy / loop.env_steps_per_s)
 
 
 # -- output -------------------------------------------------------------------------------
@@ -149,8 +188,7 @@ def table(r: Results) -> str:
                f"{e['single_env_steps_per_s']:.1f}/s; "
                + (f"renders {'x'.join(map(str, e['frame_shape'][:2]))}" if e["renders"]
                   else "no render (ground truth)"),
-        "score": "" if r.score is None else f"batch {r.score.detail['batch_size']}, "
-                 f"precision {r.score.detail['precision']}, on {r.score.detail['device']}",
+        "score": "" if r.score is None else score_note(r.score.detail),
         "update": f"{u['variant']} on {u['device']}, batch {u['batch_size']}, hidden {u['hidden_sizes']}; "
                   f"x {r.env_steps_per_iteration}/{r.gradient_steps} = env steps/s; "
                   "mean of {:.1f} before and {:.1f} after the loop".format(
@@ -185,6 +223,7 @@ def table(r: Results) -> str:
         f"alone (the slowest stage, {r.slowest_stage_env_steps_per_s:.1f} env steps/s)",
         f"stages in turn: {r.serial_env_steps_per_s:.1f} env steps/s; the loop runs "
         f"{r.overlap_gain:.2f}x that",
+        cpu_line(r.cpu),
         f"replay: {r.replay_bytes_per_transition:.0f} bytes per stored transition "
         f"({r.replay_transitions} stored)",
         f"update rate vs Stable-Baselines3 SAC: {sb3}",
@@ -194,6 +233,24 @@ def table(r: Results) -> str:
         f"{duration(p.hours_slowest_stage)} if the stages overlapped perfectly (alone: "
         + ", ".join(f"{k} {duration(h)}" for k, h in p.stage_hours.items()) + ")"]
     return "\n".join(lines)
+
+
+def score_note(d: dict) -> str:
+    how = (f"streamed passes of {d['pass_frames']}" if d["streamed"]
+           else f"passes of {d['pass_frames']}")
+    return (f"{how} as in training (reward.batch_size {d['batch_size']}), precision "
+            f"{d['precision']}, {d['threads']} thread(s), on {d['device']}")
+
+
+def cpu_line(c: CpuWork | None) -> str:
+    if c is None:
+        return "CPU work: n/a (pip install vlmrm[bench] for psutil)"
+    stages = " + ".join(f"{k} {v:.4f}" for k, v in c.core_s_per_env_step.items())
+    return (f"CPU: the stages alone cost {stages} core-s per env step, so {c.cores} cores "
+            f"allow about {c.cpu_limit_env_steps_per_s:.1f} env steps/s (efficiency about "
+            f"{c.cpu_limit_efficiency:.2f}) however they overlap; the loop kept "
+            f"{c.loop_cores_busy:.2f} cores busy, {c.loop_core_s_per_env_step:.4f} core-s "
+            "per env step")
 
 
 def duration(hours: float) -> str:

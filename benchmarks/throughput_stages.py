@@ -8,6 +8,7 @@ it did).
 from __future__ import annotations
 
 import importlib.util
+import os
 import statistics
 import tempfile
 import time
@@ -22,6 +23,7 @@ from tensordict import TensorDictBase
 from torchrl.data import TensorDictReplayBuffer
 from torchrl.envs import EnvBase
 
+from vlmrm.build import make_stream
 from vlmrm.config import Config, load_config
 from vlmrm.keys import NEXT, PIXELS
 from vlmrm.reward.model import VLMRewardModel, input_size
@@ -66,6 +68,37 @@ def timed(call: Callable[[], None], seconds: float, min_calls: int = 3) -> float
     return calls / (time.perf_counter() - start)
 
 
+def busy_core_seconds() -> float | None:
+    """CPU-seconds the whole machine's cores have spent busy so far, over every process (the
+    env workers too); ``None`` without psutil (``pip install vlmrm[bench]``). Idle, I/O wait
+    and time the hypervisor stole do not count: they are not work of the stages."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+
+
+class CoresBusy:
+    """Cores busy, machine-wide, while the ``with`` block ran (``cores`` stays ``None``
+    without psutil)."""
+
+    def __enter__(self) -> CoresBusy:
+        self.cores: float | None = None
+        self.busy, self.start = busy_core_seconds(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy, wall = busy_core_seconds(), time.perf_counter() - self.start
+        if busy is not None and self.busy is not None:
+            self.cores = (busy - self.busy) / wall
+
+
+def machine_cores() -> int:
+    return os.cpu_count() or 1
+
+
 # -- env ----------------------------------------------------------------------------------
 class RandomStepper:
     """Steps an env with random actions via ``step_and_maybe_reset``, as a collector does,
@@ -94,38 +127,56 @@ def measure_env(cfg: Config, reward_model: VLMRewardModel | None, seconds: float
     single = make_base_env(cfg.env, size, from_pixels=pixels, seed=seed)
     stepper = RandomStepper(single, keep=cfg.reward.batch_size)
     stepper()  # the first render sets up the renderer
-    single_rate = timed(stepper, seconds)
+    with CoresBusy() as cpu:
+        single_rate = timed(stepper, seconds)
     single.close()
     batched_rate = single_rate
     if cfg.env.num_envs > 1:
         env = make_env(cfg.env, size, from_pixels=pixels, seed=seed)
         step = RandomStepper(env, keep=0)
         step()  # worker start-up and first renders
-        batched_rate = timed(step, seconds) * cfg.env.num_envs
+        with CoresBusy() as cpu:
+            batched_rate = timed(step, seconds) * cfg.env.num_envs
         env.close()
     frames = torch.cat(stepper.frames) if stepper.frames else None
     detail = {"single_env_steps_per_s": single_rate, "num_envs": cfg.env.num_envs,
-              "parallel": cfg.env.parallel, "renders": pixels,
+              "parallel": cfg.env.parallel, "renders": pixels, "cores_busy": cpu.cores,
               "frame_shape": None if frames is None else list(frames.shape[1:])}
     return Stage(batched_rate, "env steps/s", batched_rate, detail), frames
 
 
 # -- score --------------------------------------------------------------------------------
+def encoder_pass(cfg: Config, reward_model: VLMRewardModel) -> tuple[int, bool]:
+    """Frames per encoder call as training feeds the reward model, and whether that is a
+    streamed pass: ``reward.stream_frames`` rounded to whole env steps (``make_stream``), or
+    else one iteration's frames, at most ``reward.batch_size`` at a time."""
+    stream = make_stream(cfg, reward_model, cfg.env.num_envs)
+    if stream is None:
+        return min(steps_per_iteration(cfg), cfg.reward.batch_size), False
+    stream.close()
+    return stream.steps * cfg.env.num_envs, True
+
+
 def measure_score(cfg: Config, reward_model: VLMRewardModel, frames: torch.Tensor,
                   seconds: float) -> Stage:
-    """Frames/s of the reward model on ``reward.batch_size`` real frames, scored again and
-    again (frames are tiled up to the batch size if the env stage rendered fewer)."""
-    batch = cfg.reward.batch_size
+    """Frames/s of the reward model on real frames, scored again and again in the passes
+    training scores them in (:func:`encoder_pass`; frames are tiled up to a pass if the env
+    stage rendered fewer), on the torch thread count training uses: a CPU encoder's rate
+    per frame depends on both (RN50 bf16 on this VM, one thread: 18.5 frames/s in passes of
+    16, 11.5 in passes of 800)."""
+    per_pass, streamed = encoder_pass(cfg, reward_model)
     distinct = len(frames)
-    frames = frames.repeat(-(-batch // distinct), 1, 1, 1)[:batch]
+    frames = frames.repeat(-(-per_pass // distinct), 1, 1, 1)[:per_pass]
     with torch.no_grad():
         reward_model(frames)  # warm-up (and compiling, with reward.compile)
-        # .cpu() waits for the device, as training's read of the rewards does.
-        rate = timed(lambda: reward_model(frames).cpu(), seconds, min_calls=2) * batch
-    detail = {"batch_size": batch, "distinct_frames": min(distinct, batch),
+        with CoresBusy() as cpu:
+            # .cpu() waits for the device, as training's read of the rewards does.
+            rate = timed(lambda: reward_model(frames).cpu(), seconds) * per_pass
+    detail = {"pass_frames": per_pass, "streamed": streamed,
+              "batch_size": cfg.reward.batch_size, "threads": torch.get_num_threads(),
+              "distinct_frames": min(distinct, per_pass), "cores_busy": cpu.cores,
               "frame_shape": list(frames.shape[1:]), "precision": cfg.reward.precision,
-              "device": str(reward_model.device),
-              "compile": cfg.reward.compile}
+              "device": str(reward_model.device), "compile": cfg.reward.compile}
     return Stage(rate, "frames/s", rate, detail)
 
 
@@ -161,7 +212,10 @@ def measure_update(cfg: Config, rounds: int) -> Stage:
                          critic_loss=a.critic_loss, device=device)
     variant = "fast+compile" if compiled else a.loss_impl
     ups = rates[variant]["updates_per_s"]
-    detail = {"variant": variant, "device": device, "batch_size": a.batch_size, "hidden_sizes": a.hidden_sizes,
+    detail = {"variant": variant, "device": device, "batch_size": a.batch_size,
+              "hidden_sizes": a.hidden_sizes,
+              # this process's CPU time: SB3's rounds run in between, so not machine-wide
+              "core_s_per_update": 1 / rates[variant]["updates_per_cpu_s"],
               "obs_dim": obs_dim, "act_dim": spec.shape[-1], "discrete": discrete,
               "sb3_updates_per_s": rates["sb3"]["updates_per_s"] if sb3 else None,
               "sb3_ratio": rates[variant]["ratio_vs_sb3"] if sb3 else None}
@@ -174,6 +228,8 @@ def bracketed(before: Stage, after: Stage) -> Stage:
     a machine drifting steadily faster or slower during the run (shared VMs drift by
     +-15 % over minutes) does not bias the loop's efficiency against it."""
     detail = dict(before.detail, rates_before_after_loop=[before.rate, after.rate])
+    detail["core_s_per_update"] = (before.detail["core_s_per_update"]
+                                   + after.detail["core_s_per_update"]) / 2
     for key in ("sb3_updates_per_s", "sb3_ratio"):
         if before.detail[key] is not None:
             detail[key] = (before.detail[key] + after.detail[key]) / 2
@@ -190,6 +246,7 @@ class LoopTimer(L.Callback):
     def __init__(self, warmup: int, seconds: float, min_iterations: int) -> None:
         self.warmup, self.seconds, self.min_iterations = warmup, seconds, min_iterations
         self.stamps: list[float] = []
+        self.busy: list[float | None] = []  # busy_core_seconds() at each stamp
         self.perf: dict[str, list[float]] = {}
         self.replay_buffer: TensorDictReplayBuffer | None = None
 
@@ -209,6 +266,7 @@ class LoopTimer(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         self.stamps.append(time.perf_counter())
+        self.busy.append(busy_core_seconds())
         self.replay_buffer = pl_module.data.replay_buffer
         timed_iterations = len(self.stamps) - self.warmup
         if (timed_iterations >= self.min_iterations
@@ -222,6 +280,13 @@ class LoopTimer(L.Callback):
                                f"before the {self.warmup} warm-up iterations were over")
         span = self.stamps[-1] - self.stamps[self.warmup - 1]
         return (len(self.stamps) - self.warmup) * env_steps_per_iteration / span
+
+    def cores_busy(self) -> float | None:
+        """Cores busy machine-wide over the iterations after the warm-up."""
+        first, last = self.busy[self.warmup - 1], self.busy[-1]
+        if first is None or last is None:
+            return None
+        return (last - first) / (self.stamps[-1] - self.stamps[self.warmup - 1])
 
 
 def loop_overrides(cfg: Config, budget: Budget, output_dir: str) -> list[str]:
@@ -248,6 +313,7 @@ def measure_loop(config: str | None, overrides: list[str], cfg: Config, budget: 
     rate = timer.rate(steps_per_iteration(cfg))
     detail = {"warmup_iterations": budget.loop_warmup,
               "timed_iterations": len(timer.stamps) - budget.loop_warmup,
+              "cores_busy": timer.cores_busy(),
               "in_loop_median": {k.removeprefix("perf/"): statistics.median(v)
                                  for k, v in timer.perf.items()}}
     stored = len(timer.replay_buffer)

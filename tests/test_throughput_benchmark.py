@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import Iterator
 from types import ModuleType
@@ -61,6 +62,9 @@ def test_every_stage_has_a_positive_rate_in_env_steps(quickstart):
         assert r[name]["rate"] > 0 and r[name]["env_steps_per_s"] > 0, name
     assert r["env"]["unit"] == "env steps/s" and r["env"]["detail"]["renders"] is True
     assert r["score"]["unit"] == "frames/s" and r["score"]["detail"]["batch_size"] == 256
+    # training scores each iteration's 8 frames at once (a stream pass would be 16 steps)
+    assert r["score"]["detail"]["pass_frames"] == 8 and not r["score"]["detail"]["streamed"]
+    assert r["score"]["detail"]["threads"] == 1  # agent.num_threads, as training scores
     assert r["score"]["env_steps_per_s"] == r["score"]["rate"]
     assert r["update"]["unit"] == "updates/s" and r["update"]["detail"]["variant"] == "fast"
     assert r["update"]["env_steps_per_s"] == pytest.approx(
@@ -111,8 +115,35 @@ def test_sb3_update_ratio(quickstart):
         assert ratio > 0 and quickstart["update"]["detail"]["sb3_updates_per_s"] > 0
 
 
+def test_cpu_work_adds_up_to_the_bound(quickstart):
+    """psutil comes with the dev extra, so the CPU figures are there."""
+    c, r = quickstart["cpu"], quickstart
+    assert c is not None and c["cores"] == os.cpu_count()
+    per_step = c["core_s_per_env_step"]
+    assert set(per_step) == set(STAGES) and all(v > 0 for v in per_step.values())
+    for name in ("env", "score"):  # machine-wide cores busy over the stage's env steps/s
+        busy = r[name]["detail"]["cores_busy"]
+        assert 0 < busy <= c["cores"] + 0.1
+        assert per_step[name] == pytest.approx(busy / r[name]["env_steps_per_s"])
+    assert per_step["update"] == pytest.approx(  # CPU per update, 8 updates per 8 steps
+        r["update"]["detail"]["core_s_per_update"])
+    limit = c["cpu_limit_env_steps_per_s"]
+    assert limit == pytest.approx(c["cores"] / sum(per_step.values()))
+    assert c["cpu_limit_efficiency"] == pytest.approx(
+        limit / r["slowest_stage_env_steps_per_s"])
+    assert c["loop_cores_busy"] == r["loop"]["detail"]["cores_busy"]
+    assert 0 < c["loop_cores_busy"] <= c["cores"] + 0.1
+    assert c["loop_core_s_per_env_step"] == pytest.approx(
+        c["loop_cores_busy"] / r["end_to_end_env_steps_per_s"])
+
+
 def test_ground_truth_has_no_score_stage(bench, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "stable_baselines3", None)  # as if not installed
+    import throughput_stages  # on sys.path once the benchmark module is loaded
+
+    # SB3 as if not installed. Not by hiding the module: TorchRL's gym wrapper imports from
+    # it when it was installed at TorchRL's import, and this test may run first.
+    monkeypatch.setattr(throughput_stages, "sb3_installed", lambda: False)
+    monkeypatch.setitem(sys.modules, "psutil", None)  # as if not installed
     results = bench.main(["--config", QUICKSTART, "--quick", "--json",
                           "reward.backend=ground_truth", "agent.gradient_steps=4",
                           "trainer.accelerator=cpu"])
@@ -130,5 +161,23 @@ def test_ground_truth_has_no_score_stage(bench, capsys, monkeypatch):
     assert r["projection"]["frames_to_score"] == 0 and "score" not in r["projection"][
         "stage_hours"]
     assert r["sb3_update_ratio"] is None
+    assert r["cpu"] is None and r["loop"]["detail"]["cores_busy"] is None
     table = bench.table(results)
-    assert "pip install vlmrm[bench]" in table and "skipped" in table
+    assert "n/a (pip install vlmrm[bench])" in table and "skipped" in table
+    assert "CPU work: n/a (pip install vlmrm[bench] for psutil)" in table
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    # 2 envs x 16 steps per iteration; passes of 8 frames = 4 steps of both envs
+    (["reward.stream_frames=8"], (8, True)),
+    (["reward.stream_frames=0"], (32, False)),  # the whole iteration at once
+    (["reward.stream_frames=0", "reward.batch_size=20"], (20, False)),  # in batch_size chunks
+    (["agent.overlap=false"], (32, False)),  # the sequential loop never streams
+])
+def test_the_score_stage_feeds_the_encoder_as_training_does(bench, overrides, expected):
+    import throughput_stages  # on sys.path once the benchmark module is loaded
+
+    from vlmrm.build import make_reward_model
+
+    cfg = load_config(QUICKSTART, ["env.num_envs=2", "agent.train_freq=16", *overrides])
+    assert throughput_stages.encoder_pass(cfg, make_reward_model(cfg)) == expected

@@ -347,6 +347,28 @@ def test_scenes_run_in_parallel_worker_processes():
     assert td["next", "is_success"].shape[:2] == (2, 3)
 
 
+def test_closing_parallel_workers_keeps_the_torch_thread_count(monkeypatch):
+    """TorchRL 0.14's ParallelEnv.close added its workers to the caller's thread count (1
+    became 2 on a 2-core machine), so the throughput benchmark scored on 2 threads where
+    training scores on agent.num_threads=1."""
+    import torch
+    import torchrl
+
+    # TorchRL caps what close sets at the thread count torch had when torchrl was imported;
+    # the suite's conftest set 1 before that, which would hide the problem.
+    monkeypatch.setattr(torchrl, "_THREAD_POOL_INIT", 4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        env = make_env(EnvConfig(id="CartPole-v1", num_envs=2, parallel=True), None,
+                       from_pixels=False, seed=0)
+        env.rollout(2)
+        env.close()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def _worker_render_threads(env_cfg: EnvConfig) -> str | None:
     """LP_NUM_THREADS as a worker process sees it after building its env."""
     import os

@@ -171,6 +171,24 @@ def make_worker_env(cfg: EnvConfig, render_size: tuple[int, int] | None, from_pi
     return make_base_env(cfg, render_size, from_pixels, seed)
 
 
+class WorkerEnvs(ParallelEnv):
+    """TorchRL's ``ParallelEnv``, except that closing it leaves this process's torch thread
+    count as it was when the envs were made. TorchRL 0.14's ``close`` adds the number of
+    workers back to it even when starting them took none away (with 1 thread and 2 workers
+    it left 2), so whatever ran after a close (scoring, updates) ran on more threads than
+    ``agent.num_threads`` asked for."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._caller_threads = torch.get_num_threads()
+
+    def close(self, *, raise_if_closed: bool = True) -> None:
+        try:
+            super().close(raise_if_closed=raise_if_closed)
+        finally:
+            torch.set_num_threads(self._caller_threads)
+
+
 def make_env(cfg: EnvConfig, render_size: tuple[int, int] | None, from_pixels: bool,
              seed: int) -> EnvBase:
     """``cfg.num_envs`` envs batched as one (serially or in worker processes)."""
@@ -181,7 +199,7 @@ def make_env(cfg: EnvConfig, render_size: tuple[int, int] | None, from_pixels: b
         # workers by spin-polling in Python, which held the GIL and burned 0.8 of a core per
         # step here (2 humanoid workers: 24.7 env steps/s); through pipes it blocks in the OS
         # (37.2 env steps/s, 0.07 of a core), and frames are small next to a render.
-        env = ParallelEnv(cfg.num_envs, functools.partial(
+        env = WorkerEnvs(cfg.num_envs, functools.partial(
             make_worker_env, cfg, render_size, from_pixels), use_buffers=False)
     else:
         env = SerialEnv(cfg.num_envs, functools.partial(
