@@ -109,8 +109,8 @@ def make_reward_model(cfg: Config, device: str | torch.device | None = None
 def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataFactory:
     """Builds each rank's envs, collector and replay buffer on its rank and device.
 
-    ``env.num_envs``, ``agent.batch_size`` and ``agent.learning_starts`` count all ranks
-    together: each rank takes its share, so N ranks run the same experiment as one.
+    ``env.num_envs``, ``agent.batch_size``, ``agent.learning_starts`` and
+    ``agent.buffer_size`` count all ranks together: each rank takes its share, so N ranks run the same experiment as one.
     """
 
     def factory(module: SACModule) -> DataPipeline:
@@ -130,7 +130,7 @@ def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataF
         return DataPipeline(
             batches=collection, reward_model=reward_model,
             reward_transform=VLMRewardTransform(reward_model, drop_pixels=True),
-            replay_buffer=make_replay_buffer(cfg.agent.buffer_size,
+            replay_buffer=make_replay_buffer(cfg.agent.buffer_size // world,
                                              cfg.agent.batch_size // world, module.device),
             episodes=EpisodeTracker(env_cfg.num_envs), eval_env=eval_env,
             envs=[loop.env] if isinstance(loop, StepLoop) else [],
@@ -228,18 +228,26 @@ def make_run_dir(cfg: Config, config_path: str | os.PathLike | None) -> Path:
     directory, even when started in the same second: an automatic name
     (``<config name>-<timestamp>``) takes the first free suffix (``-2``, ``-3``, ...), and an
     explicit ``logging.run_name`` that exists is refused. DDP worker ranks started by
-    Lightning re-run the command and reuse the launcher's directory (``VLMRM_RUN_DIR``);
-    under an external launcher (torchrun, SLURM) ranks other than 0 create nothing.
+    Lightning re-run the command and reuse the launcher's directory (``VLMRM_RUN_DIR``).
+    Under an external launcher (torchrun, SLURM) every rank derives the same name from the
+    launcher's job id (:func:`launcher_run_name`) and only rank 0 creates the directory.
     """
     if os.environ.get(RUN_DIR_ENV):
         return Path(os.environ[RUN_DIR_ENV])
     parent = _output_dir(cfg.logging.output_dir)
     stem = Path(config_path).stem if config_path else "run"
-    name = cfg.logging.run_name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    launched = cfg.logging.run_name is None and _launcher_world() > 1
+    if launched:
+        name = launcher_run_name(stem)
+    else:
+        name = cfg.logging.run_name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     if _launcher_rank() > 0:
         return parent / name
-    run_dir = (_create_named(parent, name) if cfg.logging.run_name
-               else _create_unique(parent, name))
+    if launched:
+        run_dir = _create_launched(parent, name)
+    else:
+        run_dir = (_create_named(parent, name) if cfg.logging.run_name
+                   else _create_unique(parent, name))
     os.environ[RUN_DIR_ENV] = str(run_dir)
     return run_dir
 
@@ -256,6 +264,52 @@ def _launcher_rank() -> int:
         if os.environ.get(var, "").isdecimal():
             return int(os.environ[var])
     return 0
+
+
+def _launcher_world() -> int:
+    """The processes an external launcher started for this run (1 without one)."""
+    for var in ("WORLD_SIZE", "SLURM_NTASKS"):
+        if os.environ.get(var, "").isdecimal():
+            return int(os.environ[var])
+    return 1
+
+
+def launcher_run_name(stem: str) -> str:
+    """The run name every rank of an externally launched run derives alike, without talking
+    to the others: ``<stem>-slurm<job id>[.<step id>]`` under SLURM, ``<stem>-torchrun-<run
+    id>`` under torchrun (its ``--rdzv-id``; ``--standalone`` makes a fresh one per launch).
+    Refused where the launcher gives nothing that names this run alone."""
+    env = os.environ
+    if env.get("TORCHELASTIC_RUN_ID", "none") not in ("", "none"):
+        return f"{stem}-torchrun-{_name_part(env['TORCHELASTIC_RUN_ID'])}"
+    if env.get("SLURM_JOB_ID") and "SLURM_PROCID" in env:
+        step = env.get("SLURM_STEP_ID")
+        return f"{stem}-slurm{_name_part(env['SLURM_JOB_ID'])}" + (
+            f".{_name_part(step)}" if step else "")
+    raise ConfigError(
+        f"This process is rank {_launcher_rank()} of {_launcher_world()} started by an external "
+        "launcher that gives no id naming this run (torchrun without --standalone or "
+        "--rdzv-id, or a launcher other than torchrun or SLURM), so the ranks cannot agree on a "
+        "run directory without talking to each other. Set logging.run_name=NAME (the same on "
+        "every rank), or start torchrun with --standalone or --rdzv-id=ID.")
+
+
+def _name_part(value: str) -> str:
+    """``value`` as part of a directory name (launcher ids are normally safe already)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in value)[:80]
+
+
+def _create_launched(parent: Path, name: str) -> Path:
+    run_dir = parent / name
+    try:
+        run_dir.mkdir()
+    except FileExistsError:
+        raise ConfigError(
+            f"{run_dir} already exists: the run directory's name comes from the launcher's job "
+            "id, and a job with this id already made a run. To continue that run, use "
+            f"vlmrm fit --resume {run_dir}; to start another one, set logging.run_name=NAME "
+            "(the same on every rank) or launch with a new id.") from None
+    return run_dir
 
 
 def _output_dir(value: str) -> Path:
@@ -303,15 +357,25 @@ def discard_run_dir(run_dir: Path) -> None:
 
 
 def make_callbacks(cfg: Config, run_dir: Path) -> list[L.Callback]:
+    """The run's own callbacks, the checkpoint last (see :func:`checkpoint_last`)."""
     log = cfg.logging
-    callbacks: list[L.Callback] = [
-        EnvStepCheckpoint(run_dir / "checkpoints", log.checkpoint_every, log.keep_checkpoints)]
+    callbacks: list[L.Callback] = []
     if log.video_every:
         callbacks.append(VideoRecorder(run_dir / "videos", log.video_every))
     if log.monitor and cfg.reward.backend != GROUND_TRUTH:
         callbacks.append(RewardMonitor(run_dir / "monitor", log.monitor_window,
                                        log.monitor_frames, log.video_every))
+    callbacks.append(
+        EnvStepCheckpoint(run_dir / "checkpoints", log.checkpoint_every, log.keep_checkpoints))
     return callbacks
+
+
+def checkpoint_last(callbacks: Sequence[L.Callback]) -> list[L.Callback]:
+    """``callbacks`` in order, with the checkpoint moved behind all others. Lightning calls
+    them in list order at each step's end, so a checkpoint then holds what the video,
+    monitor (and any user callback) did at its step, and a run resumed from it does not
+    record that step's video or strip again."""
+    return sorted(callbacks, key=lambda c: isinstance(c, EnvStepCheckpoint))
 
 
 def make_trainer(cfg: Config, run_dir: Path, extra_callbacks: Sequence[L.Callback] = (),
@@ -325,7 +389,7 @@ def make_trainer(cfg: Config, run_dir: Path, extra_callbacks: Sequence[L.Callbac
             num_nodes=t.num_nodes, precision=t.precision,
             enable_progress_bar=t.enable_progress_bar, max_epochs=max_epochs,
             logger=TensorBoardLogger(save_dir=str(run_dir), name="", version=""),
-            callbacks=[*make_callbacks(cfg, run_dir), *extra_callbacks],
+            callbacks=checkpoint_last([*make_callbacks(cfg, run_dir), *extra_callbacks]),
             plugins=[AtomicCheckpointIO()],
             enable_checkpointing=False, use_distributed_sampler=False,
             num_sanity_val_steps=0, default_root_dir=str(run_dir), log_every_n_steps=1,

@@ -66,10 +66,23 @@ def is_new_dir(path: str | os.PathLike) -> bool:
     return not path.exists() or (path.is_dir() and not any(path.iterdir()))
 
 
+def fsync_tree(root: Path) -> None:
+    """Flush every file and folder under ``root`` (and ``root``) to disk, folders after
+    their contents: once this returns, a power loss leaves the tree as it is now."""
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            _fsync(Path(folder) / name)
+        _fsync(Path(folder))
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``path`` to fill; on success it becomes ``path`` in
-    one rename (``path`` must be absent or empty), on failure it is removed with its files."""
+    one rename (``path`` must be absent or empty), on failure it is removed with its files.
+
+    ``durable``: flush every file and folder to disk before the rename, and the parent
+    folder after it (as :func:`atomic_path`): the rename cannot reach the disk before the
+    data it names."""
     path = Path(path)
     if not is_new_dir(path):
         raise FileExistsError(f"{str(path)!r} exists and is not an empty folder")
@@ -79,8 +92,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        if durable:
+            fsync_tree(tmp)
         if path.exists():
             path.rmdir()  # empty (checked above); a rename cannot replace a folder
         os.replace(tmp, path)
+        if durable:
+            _fsync(path.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

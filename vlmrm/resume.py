@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from vlmrm.config import Config, load_config
 from vlmrm.errors import ConfigError
 from vlmrm.rl.checkpoints import LAST, step_checkpoints
-from vlmrm.rl.runstate import data_dir_name
+from vlmrm.rl.runstate import data_dir_name, data_state_problem
 
 #: Keys a resumed run may change: they decide how long it runs and what it writes, never
 #: what it computes. Everything else (the model, prompts, envs, seeds, the number of ranks,
@@ -42,9 +42,13 @@ class Resume:
     epochs_done: int
 
 
-def find_run(spec: str, config_path: str | None, output_dir: str) -> Path:
+def find_run(spec: str, config_path: str | None, output_dir: str,
+             cfg: Config | None = None) -> Path:
     """``spec`` is a run directory, or ``last``: the newest run of ``config_path`` (by the
-    time its newest checkpoint was written) under ``output_dir``."""
+    time its newest checkpoint was written) under ``output_dir``. A run of the config is one
+    named ``<config stem>-*`` (automatic and launcher-derived names), ``cfg``'s
+    ``logging.run_name``, or any run whose saved ``config.yaml`` computes what ``cfg`` does
+    (a run named by ``logging.run_name`` earlier)."""
     if spec != "last":
         run_dir = Path(spec).expanduser()
         if not (run_dir / "checkpoints").is_dir():
@@ -56,22 +60,42 @@ def find_run(spec: str, config_path: str | None, output_dir: str) -> Path:
         raise ConfigError("--resume last needs --config: it resumes the newest run of that "
                           "config. Add --config FILE, or give the run directory instead.")
     stem = Path(config_path).stem
-    runs = [d for d in Path(output_dir).expanduser().glob(f"{stem}-*")
-            if resumable_checkpoint(d / "checkpoints") is not None]
-    if not runs:
+    parent = Path(output_dir).expanduser()
+    found = [(d, ckpt) for d in (parent.iterdir() if parent.is_dir() else ())
+             if _is_run_of(d, stem, cfg) and (ckpt := resumable_checkpoint(d / "checkpoints"))]
+    if not found:
         raise ConfigError(f"--resume last: no run of {stem!r} with a checkpoint to resume under "
                           f"{output_dir!r}. Start one with vlmrm fit --config {config_path}.")
-    return max(runs, key=lambda d: resumable_checkpoint(d / "checkpoints").stat().st_mtime_ns)
+    return max(found, key=lambda found: found[1].stat().st_mtime_ns)[0]
+
+
+def _is_run_of(run_dir: Path, stem: str, cfg: Config | None) -> bool:
+    if not (run_dir / "checkpoints").is_dir():
+        return False
+    if run_dir.name.startswith(f"{stem}-"):
+        return True
+    if cfg is None:
+        return False
+    if run_dir.name == cfg.logging.run_name:
+        return True
+    try:  # named freely: compare what it computes (keys a resume may change aside)
+        check_changes(load_config(run_dir / "config.yaml"), cfg)
+    except (ConfigError, OSError, ValueError):
+        return False
+    return True
 
 
 def resumable_checkpoint(dirpath: Path) -> Path | None:
-    """The most recently completed checkpoint whose data folders are all complete."""
+    """The most recently completed checkpoint whose data folders are all complete (their
+    manifests check out: :func:`~vlmrm.rl.runstate.data_state_problem`); an older one where
+    the newest's data state was damaged."""
     candidates = step_checkpoints(dirpath) + ([dirpath / LAST] if (dirpath / LAST).is_file()
                                               else [])
     for path in sorted(candidates, key=lambda p: p.stat().st_mtime_ns, reverse=True):
         meta = read_meta(path)
         stem, world = meta.get("data_state"), meta.get("world_size", 1)
-        if stem and all((dirpath / data_dir_name(stem, r)).is_dir() for r in range(world)):
+        if stem and all(data_state_problem(dirpath / data_dir_name(stem, r)) is None
+                        for r in range(world)):
             return path
     return None
 
@@ -97,8 +121,9 @@ def _epoch_finished(data: dict[str, Any]) -> int:
 
 def plan_resume(spec: str, config_path: str | None, overrides: list[str]) -> Resume:
     """The run, checkpoint and config to resume, or a :class:`ConfigError` saying why not."""
-    output_dir = load_config(config_path, overrides).logging.output_dir if config_path else "runs"
-    run_dir = find_run(spec, config_path, output_dir)
+    given = load_config(config_path, overrides) if config_path else None
+    output_dir = given.logging.output_dir if given is not None else "runs"
+    run_dir = find_run(spec, config_path, output_dir, given)
     checkpoint = resumable_checkpoint(run_dir / "checkpoints")
     if checkpoint is None:
         raise ConfigError(f"--resume {spec!r}: {run_dir} has no complete checkpoint with its "

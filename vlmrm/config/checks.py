@@ -271,7 +271,8 @@ def static_world_size(cfg: Config) -> int | None:
 
 
 #: Quantities counted over all ranks together, each rank taking an equal share.
-GLOBAL_QUANTITIES = ("env.num_envs", "agent.batch_size", "agent.learning_starts")
+GLOBAL_QUANTITIES = ("env.num_envs", "agent.batch_size", "agent.learning_starts",
+                     "agent.buffer_size")
 
 
 def check_global_split(cfg: Config, world_size: int) -> None:
@@ -279,7 +280,8 @@ def check_global_split(cfg: Config, world_size: int) -> None:
     if world_size <= 1:
         return
     values = {"env.num_envs": cfg.env.num_envs, "agent.batch_size": cfg.agent.batch_size,
-              "agent.learning_starts": cfg.agent.learning_starts}
+              "agent.learning_starts": cfg.agent.learning_starts,
+              "agent.buffer_size": cfg.agent.buffer_size}
     for key, value in values.items():
         require(value % world_size == 0,
                 f"{key}={value} does not split evenly over {world_size} ranks "
@@ -292,6 +294,7 @@ def _validate_trainer(t: TrainerConfig) -> None:
     for name in ("accelerator", "strategy"):
         value = getattr(t, name)
         require(bool(value.strip()), f"trainer.{name} is empty. Use trainer.{name}=auto.")
+    _check_strategy(t.strategy)
     require(t.num_nodes >= 1, f"trainer.num_nodes={t.num_nodes} must be >= 1.")
     require(t.precision in TRAINER_PRECISIONS,
             f"trainer.precision={t.precision!r} is not a Lightning precision. Use one of "
@@ -299,6 +302,19 @@ def _validate_trainer(t: TrainerConfig) -> None:
     require(_devices_ok(t.devices),
             f"trainer.devices={t.devices!r} is not a device count or list. Use a positive "
             "integer, -1 (all), 'auto', or a list of device indices such as [0, 1].")
+
+
+def _check_strategy(strategy: str) -> None:
+    """Only strategies that keep every rank's whole module as built: the update reads the
+    networks' original parameter tensors (vlmrm.rl.fast_loss, SoftUpdate), which sharding
+    strategies (FSDP, DeepSpeed, model parallel) replace with shards of their own."""
+    name = strategy.strip().lower()
+    require(name in ("auto", "single_device") or name.startswith("ddp"),
+            f"trainer.strategy={strategy!r} is not supported: vlmrm's SAC update reads the "
+            "networks' parameter tensors as built, and sharding strategies (FSDP, DeepSpeed, "
+            "model parallel) replace them, so the update would train tensors the strategy no "
+            "longer uses. SAC's networks are small enough to copy whole: use "
+            "trainer.strategy=ddp for several devices, or auto.")
 
 
 def _devices_ok(value: Any) -> bool:

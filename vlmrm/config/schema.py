@@ -156,7 +156,8 @@ class AgentConfig:
     batch_size: int = opt(
         256, "Replay minibatch size of one update, over all ranks: under DDP each of N ranks "
         "samples batch_size / N and DDP averages the gradients.")
-    buffer_size: int = opt(1_000_000, "Replay buffer capacity in transitions.")
+    buffer_size: int = opt(1_000_000, "Replay buffer capacity in transitions, all ranks "
+                           "together: under DDP each rank keeps its share.")
     gamma: float = opt(0.99, "Discount factor.")
     tau: float = opt(0.005, "Polyak coefficient of the target critics.")
     learning_rate: float = opt(3e-4, "Adam learning rate (actor, critics and entropy "
@@ -227,8 +228,9 @@ class TrainerConfig:
 
     accelerator: str = opt("auto", "'auto', 'cpu', 'gpu'/'cuda', ... (Lightning accelerator).")
     devices: Any = opt(1, "Devices per node: an int, a list of indices, or 'auto'.")
-    strategy: str = opt("auto", "Lightning strategy: 'auto', 'ddp', 'fsdp', ...; each rank "
-                        "collects its own env steps.")
+    strategy: str = opt("auto", "Lightning strategy: 'auto' or a DDP variant ('ddp', ...); "
+                        "each rank collects its own env steps. Sharding strategies (FSDP, "
+                        "DeepSpeed) are refused: the SAC update needs the networks whole.")
     num_nodes: int = opt(1, "Nodes for multi-node training (with a cluster launcher such as "
                          "SLURM or torchrun).")
     precision: str = opt("32-true", "Lightning precision of the SAC networks: '32-true', "

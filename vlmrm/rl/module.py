@@ -29,9 +29,10 @@ from vlmrm.rl.runstate import (
     load_data_state,
     load_global_rng_state,
     save_data_state,
+    seed_global_rng,
 )
 from vlmrm.rl.schedule import crossed
-from vlmrm.rl.update import make_optimizer, make_update, replay_seed
+from vlmrm.rl.update import learner_seed, make_optimizer, make_update, replay_seed
 
 #: Builds the rank's data pipeline once the module knows its rank and device.
 DataFactory = Callable[["SACModule"], DataPipeline]
@@ -92,6 +93,11 @@ class SACModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         self.replay_generator.manual_seed(replay_seed(self.cfg.seed, self.global_rank))
+        if self.trainer.world_size > 1:
+            # Lightning's DDP setup has just re-seeded every rank's global generators with the
+            # same seed: without this the ranks would draw the same loss noise, the same
+            # random-phase actions and (agent.loss_impl=torchrl) the same replay indices.
+            seed_global_rng(learner_seed(self.cfg.seed, self.global_rank))
 
     @property
     def update_loss(self) -> nn.Module:

@@ -4,13 +4,17 @@ Lightning saves, to continue a run exactly where it stopped.
 Each rank writes a folder of its own beside the checkpoint, ``step-<env steps>.data-r<rank>``
 (Lightning writes the ``.ckpt`` on rank 0 only): ``state.pt`` (plain tensors, numbers,
 strings, lists and dicts, loaded with ``torch.load(weights_only=True)``) and ``replay/``
-(:mod:`vlmrm.rl.replay_state`, memory-mapped, no pickle). The folder is written under a
-temporary name and renamed when complete; every rank's folder is complete before rank 0
-writes the checkpoint, so a checkpoint file never points at a partial folder.
+(:mod:`vlmrm.rl.replay_state`, memory-mapped, no pickle), then ``manifest.json`` last: every
+other file's path and size. The folder is written under a temporary name, flushed to disk
+(files and folders) and renamed when complete; every rank's folder is complete before rank 0
+writes the checkpoint, so a checkpoint file never points at a partial folder. Resume checks
+the manifest (:func:`data_state_problem`) before using a folder: after a power loss or a
+copy that lost files, an incomplete folder is found and not loaded.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,7 @@ from vlmrm.rl.replay_state import load_replay, save_replay
 FORMAT = 1
 STATE = "state.pt"
 REPLAY = "replay"
+MANIFEST = "manifest.json"
 
 
 def data_dir_name(stem: str, rank: int) -> str:
@@ -42,9 +47,33 @@ def save_data_state(data: DataPipeline, path: Path, extra: dict[str, Any]) -> No
     data.pause()  # a batch being collected is finished first, and saved as pending below
     state = {"format": FORMAT, "data": pipeline_state(data), "rng": global_rng_state(),
              "extra": extra}
-    with atomic_dir(path) as tmp:
+    with atomic_dir(path, durable=True) as tmp:
         torch.save(state, tmp / STATE)
         save_replay(data.replay_buffer, tmp / REPLAY)
+        write_manifest(tmp)
+
+
+def write_manifest(folder: Path) -> None:
+    """List every file under ``folder`` with its size in ``manifest.json`` (written last)."""
+    files = {f.relative_to(folder).as_posix(): f.stat().st_size
+             for f in sorted(folder.rglob("*")) if f.is_file() and f.name != MANIFEST}
+    (folder / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": files}))
+
+
+def data_state_problem(path: Path) -> str | None:
+    """Why the data-state folder ``path`` cannot be used (None: it is complete): missing,
+    no manifest, or a listed file absent or of another size than when it was written."""
+    if not path.is_dir():
+        return f"{path} is missing"
+    try:
+        files = json.loads((path / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{path} has no readable {MANIFEST} (written last: the folder is incomplete)"
+    for name, size in files.items():
+        file = path / name
+        if not file.is_file() or file.stat().st_size != size:
+            return f"{file} is missing or truncated (the manifest lists {size} bytes)"
+    return None
 
 
 def load_data_state(data: DataPipeline, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -52,6 +81,10 @@ def load_data_state(data: DataPipeline, path: Path) -> tuple[dict[str, Any], dic
     its ``extra`` and the global random generators' state, which the caller restores with
     :func:`load_global_rng_state` right before the next iteration (building a dataloader
     iterator, for one, draws from torch's generator)."""
+    problem = data_state_problem(path)
+    if problem is not None:
+        raise ValueError(f"the checkpoint's data state cannot be used: {problem}. Resume from "
+                         "an older checkpoint (remove the newer ones), or start a new run.")
     state = torch.load(path / STATE, weights_only=True)
     if state.get("format") != FORMAT:
         raise ValueError(f"{path / STATE} has format {state.get('format')!r}; this vlmrm "
@@ -123,6 +156,13 @@ def global_rng_state() -> dict[str, Any]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         out["cuda"] = torch.cuda.get_rng_state_all()
     return out
+
+
+def seed_global_rng(seed: int) -> None:
+    """Seed torch's (CPU and CUDA), numpy's and Python's global generators with ``seed``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
 
 
 def load_global_rng_state(state: dict[str, Any]) -> None:

@@ -63,6 +63,12 @@ def replay_seed(seed: int, rank: int) -> int:
     return seed + RANK_STRIDE * rank + REPLAY_SEED_OFFSET
 
 
+def learner_seed(seed: int, rank: int) -> int:
+    """The seed of a DDP rank's global generators (loss noise, sequential exploration,
+    TorchRL's replay sampler): ``seed`` itself on rank 0, so rank 0 draws what it always did."""
+    return (seed + RANK_STRIDE * rank) % 2**32  # numpy takes seeds below 2**32
+
+
 class ReplaySampler:
     """Draws all k minibatches of an iteration at once: one ``randint`` of k*B indices on
     its own generator, one gather from the buffer's storage, one copy to the device.
