@@ -6,6 +6,7 @@ TorchRL owns envs, collectors, the replay buffer and the SAC losses.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from vlmrm.rl.interrupt import StopRequest
 from vlmrm.rl.nonfinite import NonFiniteBatch, agree_to_stop, check_losses
 from vlmrm.rl.runstate import (
     data_dir_name,
+    data_state_problem,
     load_data_state,
     load_global_rng_state,
     save_data_state,
@@ -156,6 +158,8 @@ class SACModule(L.LightningModule):
         calls this before rank 0 writes the checkpoint file)."""
         self.data_state_stem = f"step-{self.env_steps}"
         path = dirpath / data_dir_name(self.data_state_stem, self.global_rank)
+        if path.exists() and data_state_problem(path) is not None:
+            shutil.rmtree(path)  # damaged before a crash this run resumed from: write it anew
         if not path.exists():  # last.ckpt at a step that has its step checkpoint too
             extra = {"next_eval": self._next_eval, "last_eval": dict(self.last_eval),
                      "replay_generator": self.replay_generator.get_state()}
