@@ -2,7 +2,9 @@
 
 Lightning's DDP launcher re-runs this script for every rank, so each rank writes
 ``<out>/rank<r>.json``: its envs per batch, the global env step of its first policy action
-(before that: random actions), its minibatch size and first update, and a parameter checksum.
+(before that: random actions), its minibatch size and first update, a parameter checksum, its
+replay buffer's capacity, its first batch's (random-phase) actions and the first noise its
+loss draws (continuous actions, ``agent.loss_impl=fast``).
 
     python tests/rl/ddp_probe.py OUT_DIR [--sigterm-at N] [--resume RUN_DIR] key=value ...
 
@@ -43,11 +45,29 @@ class Probe(L.Callback):
         def recording_next_batch(*args, **kwargs):
             got = next_batch(*args, **kwargs)
             self.record["envs_per_batch"].append(got.batch.batch_size[0])
+            self.record.setdefault("first_actions", got.batch["action"].flatten().tolist())
             return got
 
         module.data.next_batch = recording_next_batch
         self.record["random_batches"] = module.data.batches.random_batches
+        self.record["buffer_capacity"] = module.data.replay_buffer.storage.max_size
+        module.update_loss.register_forward_pre_hook(self._record_noise)
         module.update_loss.register_forward_hook(self._on_update(module))
+
+    def _record_noise(self, *_args) -> None:
+        """Keep the first reparameterisation noise the loss draws (torch.randn_like in
+        vlmrm.rl.fast_loss), then stop listening."""
+        if "first_noise" in self.record:
+            return
+        randn_like = torch.randn_like
+
+        def recording(*args, **kwargs):
+            noise = randn_like(*args, **kwargs)
+            self.record["first_noise"] = noise.flatten()[:16].tolist()
+            torch.randn_like = randn_like
+            return noise
+
+        torch.randn_like = recording
 
     def on_train_batch_end(self, trainer, module, *args) -> None:
         if (self.sigterm_at is not None and trainer.global_rank == 0

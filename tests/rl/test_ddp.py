@@ -1,15 +1,19 @@
-"""Under DDP the global quantities (env.num_envs, agent.batch_size, agent.learning_starts) are
-split across ranks, so N ranks run the same experiment as one learner."""
+"""Under DDP the global quantities (env.num_envs, agent.batch_size, agent.learning_starts,
+agent.buffer_size) are split across ranks, and every rank draws its own random numbers, so N
+ranks run the same experiment as one learner: under Lightning's launcher and under torchrun."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
+import uuid
 
 import pytest
 
-from tests.helpers import QUIET, ROOT, scalars
+from tests.helpers import CONFIGS, QUIET, ROOT, scalars
 
 PROBE = str(ROOT / "tests" / "rl" / "ddp_probe.py")
 #: Two CPU ranks (gloo), each with 2 of the 4 envs, collected in a process of its own.
@@ -20,10 +24,13 @@ DDP_RUN = (*QUIET, "agent.collector=process", "reward.backend=ground_truth", "en
            "agent.loss_impl=fast", "trainer.strategy=ddp", "trainer.devices=2")
 
 
-def test_two_cpu_ranks_split_envs_batch_and_learning_starts(tmp_path):
+def test_two_cpu_ranks_split_the_run_and_draw_their_own_random_numbers(tmp_path):
     # Lightning's DDP launcher re-runs the command for rank 1, so run a script, not a function.
+    # Continuous actions (the loss draws reparameterisation noise), collected in turn from
+    # torch's global generator (agent.overlap=false): what every rank once drew alike.
     out = tmp_path / "runs"
-    cmd = [sys.executable, PROBE, str(tmp_path), *DDP_RUN, f"logging.output_dir={out}",
+    cmd = [sys.executable, PROBE, str(tmp_path), *DDP_RUN, "env.id=Pendulum-v1",
+           "agent.overlap=false", "agent.buffer_size=1000", f"logging.output_dir={out}",
            "logging.run_name=ddp"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -38,6 +45,11 @@ def test_two_cpu_ranks_split_envs_batch_and_learning_starts(tmp_path):
         assert rank["update_steps"][0] == 96
     assert ranks[0]["update_steps"] == ranks[1]["update_steps"]
     assert ranks[0]["checksum"] == ranks[1]["checksum"]  # bit-identical parameters
+    # One run's buffer, held in shares; each rank's own exploration and loss noise.
+    assert sum(rank["buffer_capacity"] for rank in ranks) == 1000
+    assert ranks[0]["first_actions"] != ranks[1]["first_actions"]
+    assert len(ranks[0]["first_noise"]) == 16
+    assert ranks[0]["first_noise"] != ranks[1]["first_noise"]
     steps = [v for _, v in scalars(out / "ddp")["env_steps"]]
     assert steps[0] == 32 and steps[-1] == 320  # 2 envs x 8 steps x 2 ranks per iteration
     assert (out / "ddp" / "checkpoints" / "last.ckpt").is_file()
@@ -71,3 +83,63 @@ def test_sigterm_stops_both_ranks_together_and_resume_matches_the_straight_run(t
     final = [json.loads((tmp_path / d / "rank0.json").read_text()) for d in ("straight", "resumed")]
     assert final[1]["env_steps"] == final[0]["env_steps"] == 320
     assert final[1]["checksum"] == final[0]["checksum"]
+    # Every logged point of the stopped-and-resumed run is the straight run's (timings aside).
+    ours, theirs = (_logged_points(out / name) for name in ("split", "straight"))
+    assert ours.keys() == theirs.keys() and "loss/critic" in ours
+    for tag, points in theirs.items():
+        assert ours[tag] == points, tag
+
+
+def _logged_points(run_dir) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar point but timings (perf/...), which no two runs share."""
+    return {tag: points for tag, points in scalars(run_dir).items()
+            if not tag.startswith("perf/")}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _launch_like_torchrun(run_id: str, args: list[str]) -> list[subprocess.CompletedProcess]:
+    """``vlmrm fit ARGS`` as ``torchrun --nproc-per-node=2 --rdzv-id=RUN_ID`` starts it: two
+    processes, each told its rank and the rendezvous in environment variables."""
+    port = _free_port()
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "GROUP_RANK": "0",
+               "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "TORCHELASTIC_RUN_ID": run_id}
+        procs.append(subprocess.Popen([sys.executable, "-m", "vlmrm", "fit", *args], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    done = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=300)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    return done
+
+
+def test_a_torchrun_launch_writes_one_run_directory_that_resumes(tmp_path):
+    """No logging.run_name: both ranks name the run after torchrun's run id; rank 0 creates
+    it, rank 1 writes its data state into it, and `--resume last` continues it."""
+    out = tmp_path / "runs"
+    run_id = uuid.uuid4().hex[:12]
+    args = ["--config", str(CONFIGS / "cartpole.yaml"), *DDP_RUN, "agent.collector=thread",
+            "agent.total_env_steps=96", "logging.checkpoint_every=1000000",
+            f"logging.output_dir={out}"]
+    first = _launch_like_torchrun(run_id, args)
+    for rank, done in enumerate(first):
+        assert done.returncode == 0, f"rank {rank}: {done.stderr[-3000:]}"
+    run = out / f"cartpole-torchrun-{run_id}"
+    assert [p.name for p in out.iterdir()] == [run.name]
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {
+        "last.ckpt", "step-96.data-r0", "step-96.data-r1"}
+    resumed = _launch_like_torchrun(run_id, ["--resume", "last", *args,
+                                             "agent.total_env_steps=128"])
+    for rank, done in enumerate(resumed):
+        assert done.returncode == 0, f"rank {rank}: {done.stderr[-3000:]}"
+    assert "run finished after 128 env steps" in resumed[0].stdout
+    assert "run finished" not in resumed[1].stdout  # reported once, by rank 0
+    assert [p.name for p in out.iterdir()] == [run.name]
+    assert [v for _, v in scalars(run)["env_steps"]] == [32, 64, 96, 128]
