@@ -105,12 +105,17 @@ def _free_port() -> int:
 def _launch_like_torchrun(run_id: str, args: list[str]) -> list[subprocess.CompletedProcess]:
     """``vlmrm fit ARGS`` as ``torchrun --nproc-per-node=2 --rdzv-id=RUN_ID`` starts it: two
     processes, each told its rank and the rendezvous in environment variables."""
+    return _launch(args, lambda rank: {
+        "RANK": str(rank), "LOCAL_RANK": str(rank), "GROUP_RANK": "0", "WORLD_SIZE": "2",
+        "LOCAL_WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": run_id})
+
+
+def _launch(args: list[str], rank_env) -> list[subprocess.CompletedProcess]:
     port = _free_port()
     procs = []
     for rank in (0, 1):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "GROUP_RANK": "0",
-               "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-               "MASTER_PORT": str(port), "TORCHELASTIC_RUN_ID": run_id}
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               **rank_env(rank)}
         procs.append(subprocess.Popen([sys.executable, "-m", "vlmrm", "fit", *args], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     done = []
@@ -143,3 +148,23 @@ def test_a_torchrun_launch_writes_one_run_directory_that_resumes(tmp_path):
     assert "run finished" not in resumed[1].stdout  # reported once, by rank 0
     assert [p.name for p in out.iterdir()] == [run.name]
     assert [v for _, v in scalars(run)["env_steps"]] == [32, 64, 96, 128]
+
+
+@pytest.mark.slow
+def test_an_srun_launch_writes_one_run_directory(tmp_path):
+    """Two tasks as `srun --ntasks=2` starts them (SLURM's variables; Lightning's SLURM
+    environment): one run directory named after the job and step, both ranks' data in it."""
+    out = tmp_path / "runs"
+    args = ["--config", str(CONFIGS / "cartpole.yaml"), *DDP_RUN, "agent.collector=thread",
+            "agent.total_env_steps=96", "logging.checkpoint_every=1000000",
+            f"logging.output_dir={out}"]
+    done = _launch(args, lambda rank: {
+        "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1",
+        "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "SLURM_NODEID": "0",
+        "SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "3", "SLURM_JOB_NAME": "vlmrm-test"})
+    for rank, result in enumerate(done):
+        assert result.returncode == 0, f"rank {rank}: {result.stderr[-3000:]}"
+    run = out / "cartpole-slurm4242.3"
+    assert [p.name for p in out.iterdir()] == [run.name]
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {
+        "last.ckpt", "step-96.data-r0", "step-96.data-r1"}
