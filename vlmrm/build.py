@@ -38,7 +38,7 @@ from vlmrm.rl.collect_process import ProcessStepLoop
 from vlmrm.rl.data import DataPipeline, EpisodeTracker, make_replay_buffer
 from vlmrm.rl.envs import SeedOffset, env_seed, make_base_env, make_env
 from vlmrm.rl.module import DataFactory, SACModule
-from vlmrm.rl.monitor import RewardMonitor
+from vlmrm.rl.monitor import RewardMonitor, no_verdict_reason
 from vlmrm.rl.stream import FrameStream, steps_per_pass
 
 #: Run directory shared with DDP worker processes, which re-run the command line.
@@ -309,8 +309,9 @@ def make_callbacks(cfg: Config, run_dir: Path) -> list[L.Callback]:
     if log.video_every:
         callbacks.append(VideoRecorder(run_dir / "videos", log.video_every))
     if log.monitor and cfg.reward.backend != GROUND_TRUTH:
-        callbacks.append(RewardMonitor(run_dir / "monitor", log.monitor_window,
-                                       log.monitor_frames, log.video_every))
+        callbacks.append(RewardMonitor(
+            run_dir / "monitor", log.monitor_window, log.monitor_frames, log.video_every,
+            no_verdict=no_verdict_reason(cfg.env.id, log.monitor_gt_measures_task)))
     return callbacks
 
 

@@ -28,6 +28,8 @@ SAFE_TO_CHANGE = frozenset({
     "agent.collector",
     "logging.checkpoint_every", "logging.video_every", "logging.keep_checkpoints",
     "logging.output_dir", "logging.run_name", "trainer.enable_progress_bar",
+    # Decides only whether the monitor gives a verdict.
+    "logging.monitor_gt_measures_task",
 })
 
 

@@ -27,6 +27,7 @@ from vlmrm.config.checks import check_global_split
 from vlmrm.errors import ConfigError, NonFiniteError
 from vlmrm.fileio import write_text
 from vlmrm.resume import Resume
+from vlmrm.rl.monitor import RewardMonitor
 
 
 @dataclass
@@ -40,6 +41,8 @@ class RunResult:
     primary: bool = True
     #: Stopped early by SIGINT/SIGTERM, after writing last.ckpt (resume it).
     interrupted: bool = False
+    #: The reward-hacking monitor's one-line summary (None: no monitor ran).
+    monitor: str | None = None
 
     @property
     def checkpoint(self) -> Path:
@@ -56,6 +59,8 @@ class RunResult:
             figures = "  ".join(f"{k.removeprefix('eval/')} {v:.3f}"
                                 for k, v in sorted(self.last_eval.items()))
             lines.append(f"  last evaluation: {figures}")
+        if self.monitor is not None:
+            lines.append(f"  {self.monitor}")
         lines.append(f"  watch the agent: vlmrm play --checkpoint "
                      f"{shlex.quote(str(self.checkpoint))} --out episode.mp4")
         lines.append(f"  see the curves:  tensorboard --logdir {shlex.quote(str(self.run_dir))}")
@@ -125,5 +130,8 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None,
         os.environ.pop(RUN_DIR_ENV, None)
         if module.data is not None:  # after an error too: env worker processes must end
             module.data.close()
+    monitor = next((c.summary() for c in trainer.callbacks if isinstance(c, RewardMonitor)),
+                   None)
     return RunResult(run_dir, module.env_steps, dict(module.last_eval),
-                     primary=trainer.is_global_zero, interrupted=module.interrupted)
+                     primary=trainer.is_global_zero, interrupted=module.interrupted,
+                     monitor=monitor)

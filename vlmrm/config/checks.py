@@ -337,7 +337,8 @@ def _validate_logging(g: LoggingConfig) -> None:
             "every step checkpoint).")
     require(g.video_every >= 0,
             f"logging.video_every={g.video_every} must be >= 0 (0 disables videos).")
-    require(g.monitor_window >= 4,
-            f"logging.monitor_window={g.monitor_window} must be >= 4 episodes: a trend needs a "
-            "few points (20 is the default).")
+    require(g.monitor_window >= 7,
+            f"logging.monitor_window={g.monitor_window} must be >= 7 points: over fewer, even "
+            "a perfectly steady trend happens by chance more often than the monitor's "
+            "false-alarm rate of 1e-3 (20 is the default).")
     require(g.monitor_frames >= 1, f"logging.monitor_frames={g.monitor_frames} must be >= 1.")

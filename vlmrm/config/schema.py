@@ -254,12 +254,20 @@ class LoggingConfig:
         "ground-truth reward and success where the env has them) under it; 0 disables.")
     monitor: bool = opt(
         True, "Reward-hacking monitor (VLM reward runs with a ground-truth reward): logs "
-        "monitor/vlm_gt_spearman every 100 env steps and monitor/hacking_suspected when the VLM "
-        "return rises while the ground-truth return falls over the last monitor_window "
-        "episodes; every logging.video_every env steps it saves the batch's highest-VLM-reward "
-        "frames to <run dir>/monitor/step-<N>.png.")
+        "monitor/vlm_gt_spearman every 100 env steps and monitor/hacking_suspected when, over "
+        "time, the VLM return rises while the ground-truth return falls (Mann-Kendall trend "
+        "tests, false-alarm rate 1e-3 each); every logging.video_every env steps it saves the "
+        "batch's highest-VLM-reward frames to <run dir>/monitor/step-<N>.png.")
     monitor_window: int = opt(
-        20, "Finished episodes whose return trends the monitor compares (>= 4).")
+        20, "Points of the return series whose trends the monitor compares (>= 7); a point "
+        "is the mean return of as many finished episodes as the rank has envs, so the window "
+        "spans about this many episode lengths of env time.")
+    monitor_gt_measures_task: bool | None = opt(
+        None, "Whether the env's own reward (the ground truth) measures the task the prompts "
+        "describe; the monitor gives its hacking verdict only then. null: the scene says "
+        "(vlmrm/Humanoid-v0: no, its reward is locomotion, not a pose; vlmrm/CartPole-v0 and "
+        "vlmrm/MountainCarContinuous-v0: yes); any other env id: yes, its reward is its task. "
+        "Set false when you prompt an env for something its reward does not pay for.")
     monitor_frames: int = opt(
         8, "Highest-VLM-reward frames per monitor picture strip.")
 
