@@ -25,7 +25,7 @@ from vlmrm.reward.model import VLMRewardModel
 from vlmrm.reward.transform import VLMRewardTransform
 from vlmrm.rl.data import DataPipeline, EpisodeTracker, make_replay_buffer
 from vlmrm.rl.module import SACModule
-from vlmrm.rl.monitor import RewardMonitor
+from vlmrm.rl.monitor import RewardMonitor, no_verdict_reason
 
 EPISODE = 6  # steps per scripted episode (one env; one batch per episode)
 
@@ -116,41 +116,48 @@ class PixelReward:
         return frames
 
 
-def scripted(vlm_per_episode, gt_per_episode) -> Iterator[TensorDict]:
-    """One episode per batch: episode k pays vlm(k) and gt(k) per step."""
+def scripted(vlm_per_episode, gt_per_episode, num_envs=1, by_env=0) -> Iterator[TensorDict]:
+    """One episode per env per batch, all ending in the batch's last step (as the presets'
+    100-step episodes do): in batch k, env i pays vlm(k) + by_env * i and gt(k) - by_env * i
+    per step, so env order holds a trend of its own, opposite in sign for VLM and GT."""
     k = 0
+    shape = (num_envs, EPISODE)
     while True:
-        vlm, gt = vlm_per_episode(k), gt_per_episode(k)
-        pixels = torch.zeros(EPISODE, 8, 8, 3, dtype=torch.uint8)
-        pixels[:, 0, 0, 0] = torch.tensor([vlm + t % 2 for t in range(EPISODE)])  # ranks vary
-        done = torch.zeros(EPISODE, 1, dtype=torch.bool)
-        done[-1] = True
-        obs = torch.randn(EPISODE, 3)
+        offset = by_env * torch.arange(num_envs).reshape(-1, 1)
+        vlm = (vlm_per_episode(k) + offset + torch.arange(EPISODE) % 2).expand(shape)  # ranks vary
+        pixels = torch.zeros(*shape, 8, 8, 3, dtype=torch.uint8)
+        pixels[..., 0, 0, 0] = vlm.to(torch.uint8)
+        done = torch.zeros(*shape, 1, dtype=torch.bool)
+        done[:, -1] = True
+        obs = torch.randn(*shape, 3)
+        gt = (gt_per_episode(k) - offset).float().expand(shape).unsqueeze(-1)
         yield TensorDict({
             "observation": obs, "action": torch.nn.functional.one_hot(
-                torch.arange(EPISODE) % 2, 2),
-            "next": {"observation": obs, "pixels": pixels,
-                     "reward": torch.full((EPISODE, 1), float(gt)), "done": done,
+                torch.arange(EPISODE) % 2, 2).expand(*shape, 2),
+            "next": {"observation": obs, "pixels": pixels, "reward": gt.clone(), "done": done,
                      "terminated": torch.zeros_like(done), "truncated": done.clone()},
-        }, batch_size=[EPISODE])
+        }, batch_size=list(shape))
         k += 1
 
 
-def fit_monitored(tmp_path, vlm, gt, episodes=12, every=0, correlation_every=EPISODE):
+def fit_monitored(tmp_path, vlm, gt, episodes=12, every=0, correlation_every=EPISODE,
+                  num_envs=1, by_env=0, no_verdict=None):
     cfg = Config()
     a = cfg.agent
-    a.total_env_steps, a.learning_starts, a.train_freq = episodes * EPISODE, 10**6, EPISODE
+    cfg.env.num_envs = num_envs
+    a.total_env_steps, a.learning_starts, a.train_freq = episodes * EPISODE * num_envs, 10**6, EPISODE
     a.batch_size, a.hidden_sizes, a.eval_every = 8, [8], 0
 
     def data_factory(module):
         model = PixelReward()
-        return DataPipeline(scripted(vlm, gt), model, VLMRewardTransform(model, drop_pixels=True),
-                            make_replay_buffer(1000, 8, module.device), EpisodeTracker(1))
+        return DataPipeline(scripted(vlm, gt, num_envs, by_env), model,
+                            VLMRewardTransform(model, drop_pixels=True),
+                            make_replay_buffer(1000, 8, module.device), EpisodeTracker(num_envs))
 
     module = SACModule(cfg, 3, OneHot(2), data_factory)
     logger = RecordingLogger()
-    monitor = RewardMonitor(tmp_path / "monitor", window=5, frames=2, every=every,
-                            correlation_every=correlation_every)
+    monitor = RewardMonitor(tmp_path / "monitor", window=7, frames=2, every=every,
+                            correlation_every=correlation_every, no_verdict=no_verdict)
     # With a progress bar: the monitor shows its flag there (and only then logs it).
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=logger, callbacks=[monitor],
                         enable_progress_bar=True, enable_checkpointing=False,
@@ -163,24 +170,58 @@ def logged(logger, tag):
     return [(step, row[tag]) for step, row in logger.rows if tag in row]
 
 
-def test_rising_vlm_and_falling_gt_returns_are_flagged_once(tmp_path, caplog):
+@pytest.mark.parametrize("num_envs", [1, 32])
+def test_rising_vlm_and_falling_gt_returns_are_flagged_once(tmp_path, caplog, num_envs):
+    """With 32 envs the returns also trend across env order, the other way round: the
+    monitor must follow time, one point per batch of 32 episodes ending together."""
     with caplog.at_level(logging.WARNING, logger="vlmrm.rl.monitor"):
-        trainer, logger = fit_monitored(tmp_path, vlm=lambda k: 10 + k, gt=lambda k: 20 - k)
+        trainer, logger = fit_monitored(tmp_path, vlm=lambda k: 10 + k, gt=lambda k: 20 - k,
+                                        num_envs=num_envs, by_env=1)
     flags = logged(logger, "monitor/hacking_suspected")
-    # Checked from the 5th finished episode (the window) on, at every episode end.
-    assert [s for s, _ in flags] == [EPISODE * k for k in range(5, 13)]
+    # Checked from the 7th point (the window) on, at every point: one batch each.
+    batch = EPISODE * num_envs
+    assert [s for s, _ in flags] == [batch * k for k in range(7, 13)]
     assert all(v == 1.0 for _, v in flags)
     assert logged(logger, "monitor/vlm_return_trend")[0][1] == pytest.approx(1.0)
     assert logged(logger, "monitor/gt_return_trend")[0][1] == pytest.approx(-1.0)
-    assert caplog.text.count("Reward hacking suspected at env step 30") == 1  # warned once
+    assert caplog.text.count(f"Reward hacking suspected at env step {7 * batch}") == 1
+    assert caplog.text.count("Reward hacking suspected") == 1  # warned once
     assert trainer.progress_bar_metrics["hacking"] == 1.0
+    monitor = next(c for c in trainer.callbacks if isinstance(c, RewardMonitor))
+    assert monitor.summary().startswith(
+        f"reward-hacking monitor: hacking suspected from env step(s) {7 * batch};")
 
 
-def test_returns_rising_together_stay_silent(tmp_path, caplog):
+@pytest.mark.parametrize(("vlm", "gt"), [(lambda k: 10 + k, lambda k: 1 + k),
+                                         (lambda k: 20, lambda k: 20)],
+                         ids=["rising-together", "flat-over-time"])
+def test_returns_rising_together_or_trending_only_across_envs_stay_silent(tmp_path, caplog,
+                                                                          vlm, gt):
+    """Rising together over time; or flat over time, with VLM returns rising and GT returns
+    falling across the 32 envs of every batch (what the env-order monitor took for hacking)."""
     with caplog.at_level(logging.WARNING, logger="vlmrm.rl.monitor"):
-        trainer, logger = fit_monitored(tmp_path, vlm=lambda k: 10 + k, gt=lambda k: 1 + k)
-    assert {v for _, v in logged(logger, "monitor/hacking_suspected")} == {0.0}
+        trainer, logger = fit_monitored(tmp_path, vlm=vlm, gt=gt, num_envs=32, by_env=1)
+    flags = logged(logger, "monitor/hacking_suspected")
+    assert len(flags) == 6 and {v for _, v in flags} == {0.0}
     assert "hacking" not in caplog.text and trainer.progress_bar_metrics["hacking"] == 0.0
+    monitor = next(c for c in trainer.callbacks if isinstance(c, RewardMonitor))
+    assert monitor.summary() == ("reward-hacking monitor: no hacking suspected (6 checks of "
+                                 "7-point return trends)")
+
+
+def test_no_verdict_where_the_ground_truth_does_not_measure_the_task(tmp_path, caplog):
+    reason = no_verdict_reason("vlmrm/Humanoid-v0", None)
+    with caplog.at_level(logging.WARNING, logger="vlmrm.rl.monitor"):
+        trainer, logger = fit_monitored(tmp_path, vlm=lambda k: 10 + k, gt=lambda k: 20 - k,
+                                        num_envs=32, no_verdict=reason)
+    assert not logged(logger, "monitor/hacking_suspected")
+    assert "hacking" not in trainer.progress_bar_metrics and "hacking" not in caplog.text
+    # The trends themselves are still logged: they describe the env's own reward.
+    assert [v for _, v in logged(logger, "monitor/gt_return_trend")] == [-1.0] * 6
+    monitor = next(c for c in trainer.callbacks if isinstance(c, RewardMonitor))
+    assert monitor.summary() == f"reward-hacking monitor: no verdict, {reason}; its monitor/* " \
+                                "trends compare the VLM reward with that reward only"
+    assert "locomotion reward" in reason
 
 
 def test_vlm_gt_correlation_is_logged_every_n_steps_over_recent_steps(tmp_path):

@@ -176,7 +176,11 @@ class RewardMonitor(L.Callback):
             data.watch = True
             # Frames are only copied out of the batches that will reach the next picture.
             data.keep_frames, data.keep_frames_every = self.frames, self.every
-            self.trends = ReturnTrends(self.window, data.episodes.num_envs)
+            self.start(data.episodes.num_envs)
+
+    def start(self, num_envs: int) -> None:
+        """A fresh return series whose points pool ``num_envs`` episodes (the rank's envs)."""
+        self.trends = ReturnTrends(self.window, num_envs)
 
     def on_train_batch_end(self, trainer: L.Trainer, module: SACModule, *args) -> None:
         data = self._data(module)
