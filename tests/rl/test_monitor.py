@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import gymnasium as gym
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from tensordict import TensorDict
@@ -241,6 +242,102 @@ def test_top_frames_strip_every_n_steps(tmp_path):
     fit_monitored(tmp_path, vlm=lambda k: 10 + k, gt=lambda k: 1, episodes=4, every=12)
     strips = sorted(p.name for p in (tmp_path / "monitor").iterdir())
     assert strips == ["step-12.png", "step-24.png"]
+
+
+NUM_ENVS = 32  # the presets'
+
+
+def preset_batches(ending, rng, batches=1000, trend_from=None, drift=0.1, rho=0.0):
+    """``batches`` batches of 32 envs as ``(env step, finished episodes)``: "together", the
+    humanoid presets (100-step episodes, train_freq 100: all 32 end in every batch);
+    "staggered", episodes of random length (~25 steps, train_freq 8: ~10 end per batch).
+    Returns are N(0, 1), VLM and GT correlated ``rho``, env i offset by +0.1 i (VLM) and
+    -0.1 i (GT): a trend across env order only. From batch ``trend_from`` on, the VLM
+    return rises and the GT return falls by ``drift`` per batch."""
+    for b in range(batches):
+        if ending == "together":
+            ended, step = np.arange(NUM_ENVS), (b + 1) * 100 * NUM_ENVS
+        else:
+            ended, step = np.flatnonzero(rng.random(NUM_ENVS) < 8 / 25), (b + 1) * 8 * NUM_ENVS
+        z, other = rng.normal(size=(2, ended.size))
+        trend = 0.0 if trend_from is None else drift * max(0, b - trend_from)
+        vlm = z + 0.1 * ended + trend
+        gt = rho * z + math.sqrt(1 - rho**2) * other - 0.1 * ended - trend
+        yield step, {"vlm_return": vlm.tolist(), "gt_return": gt.tolist()}
+
+
+def watch(monitor, batches):
+    """Feed the monitor's real episode path; the env steps where it logged each verdict."""
+    monitor.start(NUM_ENVS)
+    verdicts = []
+    for step, finished in batches:
+        out = monitor.observe_episodes(finished, step)
+        if "monitor/hacking_suspected" in out:
+            verdicts.append((step, out["monitor/hacking_suspected"]))
+    return verdicts
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.8], ids=["independent", "correlated"])
+@pytest.mark.parametrize("ending", ["together", "staggered"])
+def test_stationary_returns_over_1000_batches_raise_no_alarm(tmp_path, ending, rho):
+    monitor = RewardMonitor(tmp_path)
+    verdicts = watch(monitor, preset_batches(ending, np.random.default_rng(0), rho=rho))
+    # together: a point per batch, checked from the 20th; staggered: one per ~3 batches.
+    assert len(verdicts) == (981 if ending == "together" else pytest.approx(290, abs=40))
+    assert {v for _, v in verdicts} == {0.0} and not monitor.onsets
+
+
+@pytest.mark.parametrize("ending", ["together", "staggered"])
+def test_vlm_rising_while_gt_falls_over_time_raises_it(tmp_path, caplog, ending):
+    per_batch = (100 if ending == "together" else 8) * NUM_ENVS
+    monitor = RewardMonitor(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="vlmrm.rl.monitor"):
+        verdicts = watch(monitor, preset_batches(ending, np.random.default_rng(0),
+                                                 trend_from=500))
+    fired = [s for s, v in verdicts if v == 1.0]
+    print(f"{ending}: trend from env step {500 * per_batch}, first alarm {fired[0]}, "
+          f"{len(fired)} of {sum(s > 500 * per_batch for s, _ in verdicts)} checks after")
+    # Silent while the returns have no trend; on within 100 batches of the trend's start.
+    assert 500 * per_batch < fired[0] <= 600 * per_batch
+    assert monitor.onsets[0] == fired[0] and "Reward hacking suspected" in caplog.text
+    assert len(fired) > 0.8 * sum(s > 600 * per_batch for s, _ in verdicts)
+
+
+def test_no_verdict_on_1000_batches_of_hacking_where_gt_does_not_measure_the_task(
+        tmp_path, caplog):
+    monitor = RewardMonitor(tmp_path, no_verdict=no_verdict_reason("vlmrm/Humanoid-v0", None))
+    with caplog.at_level(logging.WARNING, logger="vlmrm.rl.monitor"):
+        assert watch(monitor, preset_batches("together", np.random.default_rng(0),
+                                             trend_from=500)) == []
+    assert monitor.checks == 981 and not monitor.onsets and "hacking" not in caplog.text
+    assert "no verdict, the ground truth of vlmrm/Humanoid-v0 is" in monitor.summary()
+
+
+@pytest.mark.parametrize(("config", "overrides", "verdict"), [
+    ("humanoid_kneeling.yaml", [], False),
+    ("humanoid_lotus.yaml", [], False),
+    ("humanoid_lotus.yaml", ["logging.monitor_gt_measures_task=true"], True),
+    ("cartpole.yaml", [], True),
+    ("mountaincar.yaml", [], True),
+    ("quickstart.yaml", ["env.id=Pendulum-v1", "env.episode_length=null"], True),
+    ("quickstart.yaml", ["logging.monitor_gt_measures_task=false"], False),
+])
+def test_each_scene_says_whether_its_ground_truth_measures_the_task(tmp_path, config,
+                                                                    overrides, verdict):
+    from vlmrm.build import make_callbacks
+
+    cfg = load_config(CONFIGS / config, overrides)
+    monitor = next(c for c in make_callbacks(cfg, tmp_path) if isinstance(c, RewardMonitor))
+    assert (monitor.no_verdict is None) == verdict
+    if not verdict:
+        assert "does not measure the task" in monitor.no_verdict
+
+
+def test_monitor_window_below_7_points_is_refused():
+    from vlmrm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"logging.monitor_window=6 must be >= 7 points"):
+        load_config(CONFIGS / "quickstart.yaml", ["logging.monitor_window=6"])
 
 
 def test_top_frames_keeps_the_best_frames_best_first():
