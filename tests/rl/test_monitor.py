@@ -92,7 +92,8 @@ def test_hackable_reward_sets_off_the_monitor_in_a_short_real_run(tmp_path, monk
         *QUIET, "env.episode_length=50", "agent.total_env_steps=3000",
         "agent.learning_starts=300", "agent.learning_rate=1e-3", "agent.hidden_sizes=[64,64]",
         "agent.batch_size=64",
-        "agent.eval_every=0", "logging.monitor_window=10", "logging.video_every=1000",
+        # 30 points: the window spans the VLM return's climb (~1,000 to ~2,000 env steps).
+        "agent.eval_every=0", "logging.monitor_window=30", "logging.video_every=1000",
         f"logging.output_dir={tmp_path}", "logging.run_name=hack"])
     with caplog.at_level(logging.WARNING, logger="vlmrm.rl.monitor"):
         train.fit(cfg)
@@ -104,6 +105,36 @@ def test_hackable_reward_sets_off_the_monitor_in_a_short_real_run(tmp_path, monk
     assert "Reward hacking suspected" in caplog.text
     assert sorted(p.name for p in (tmp_path / "hack" / "monitor").iterdir()) == [
         "step-1000.png", "step-2000.png", "step-3000.png"]
+
+
+@pytest.mark.parametrize(("env", "verdict"), [
+    (["logging.monitor_gt_measures_task=false"], False),
+    (["env.id=Pendulum-v1", "env.num_envs=3"], True)], ids=["cartpole-no-verdict", "pendulum"])
+def test_short_real_fit_gives_the_verdict_only_where_the_ground_truth_measures_the_task(
+        tmp_path, monkeypatch, env, verdict):
+    """A real fit with several envs (the hackable reward, a few hundred steps): trends are
+    logged either way; the verdict, its progress-bar flag and the report's line follow
+    whether the ground truth measures the task."""
+    from vlmrm import train
+
+    monkeypatch.setattr(train, "make_reward_model", lambda cfg: VLMRewardModel(
+        CartPosition(), ["the cart at the right"], ["a cart"]))
+    cfg = load_config(CONFIGS / "quickstart.yaml", [
+        *QUIET, "env.num_envs=2", "env.episode_length=20", "agent.total_env_steps=600",
+        "agent.learning_starts=480", "agent.hidden_sizes=[16]", "agent.batch_size=32",
+        "agent.eval_every=0", "logging.monitor_window=7", f"logging.output_dir={tmp_path}",
+        "logging.run_name=run", *env])
+    result = train.fit(cfg)
+    tags = scalars(tmp_path / "run")
+    assert len(tags["monitor/gt_return_trend"]) >= 2
+    assert ("monitor/hacking_suspected" in tags) == verdict
+    line = result.report().splitlines()[1]
+    if verdict:
+        assert line.startswith("  reward-hacking monitor: no hacking suspected (")
+    else:
+        assert line == ("  reward-hacking monitor: no verdict, logging.monitor_gt_measures_task"
+                        "=false: the env's own reward does not measure the task; its monitor/* "
+                        "trends compare the VLM reward with that reward only")
 
 
 class PixelReward:
