@@ -85,34 +85,54 @@ def code_blocks(text: str) -> list[str]:
     return blocks
 
 
-def vlmrm_commands() -> list[tuple[str, str]]:
-    """``(file, command)`` for every ``vlmrm`` command in the pages' shell blocks and the
+def commands(program: str = "vlmrm") -> list[tuple[str, list[str]]]:
+    """``(file, words)`` for every ``program`` command in the pages' shell blocks and the
     included snippets, continuation lines joined and comments dropped."""
     sources = [(p, block) for p in PAGES for block in code_blocks(p.read_text())]
     sources += [(p, p.read_text()) for p in SNIPPETS if p.suffix == ".sh"]
-    commands = []
+    found = []
     for path, block in sources:
         for line in block.replace("\\\n", " ").splitlines():
             words = shlex.split(line, comments=True)
-            if "vlmrm" in words:
-                commands.append((path.name, words[words.index("vlmrm"):]))
-    return commands
+            if program in words:
+                found.append((path.name, words[words.index(program):]))
+    return found
+
+
+def check_args(name: str, words: list[str], args) -> None:
+    keys = set(schema_keys())
+    for item in getattr(args, "overrides", None) or []:
+        assert item.split("=", 1)[0] in keys, (name, words)
+    config = getattr(args, "config", None)
+    assert config is None or (ROOT / config).is_file(), (name, config)
 
 
 def test_every_command_on_the_pages_parses():
-    commands = vlmrm_commands()
-    assert len(commands) >= 20
+    found = commands()
+    assert len(found) >= 20
     parser, _ = build_parser()
-    keys = set(schema_keys())
-    for name, words in commands:
+    for name, words in found:
         if "--help" in words:
             continue
         cut = next((i for i, w in enumerate(words) if w in ("||", "&&", ";")), len(words))
-        args = parser.parse_args(words[1:cut])
-        for item in getattr(args, "overrides", None) or []:
-            assert item.split("=", 1)[0] in keys, (name, words)
-        config = getattr(args, "config", None)
-        assert config is None or (ROOT / config).is_file(), (name, config)
+        check_args(name, words, parser.parse_args(words[1:cut]))
+
+
+def test_every_throughput_benchmark_command_on_the_pages_parses():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_throughput",
+                                                  ROOT / "benchmarks" / "throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses resolve annotations through it
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        del sys.modules[spec.name]
+    found = [(n, w) for n, w in commands("python") if w[1:2] == ["benchmarks/throughput.py"]]
+    assert len(found) >= 3
+    for name, words in found:
+        check_args(name, words, bench.parse_args(words[2:]))
 
 
 def mentions(pattern: str) -> list[tuple[str, str]]:
