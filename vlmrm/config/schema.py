@@ -195,7 +195,7 @@ class AgentConfig:
         "exploring policy: 'process' (a process of its own, started in a few seconds, whose "
         "batches reach the training process through shared memory and are scored there) or "
         "'thread' (a thread of the training process, which takes turns with the learner at "
-        "Python's interpreter lock: slower wherever cores are free; README, \"How fast\"). Both "
+        "Python's interpreter lock: slower wherever cores are free; docs/scaling.md, \"How fast\"). Both "
         "collect the same batches; each batch crossing between processes costs a round trip, "
         "so 'thread' is a little faster for iterations of one env step without rendering "
         "(Pendulum with train_freq 1: 0.93x against 0.89x SB3's learn()). With "
@@ -217,7 +217,7 @@ class AgentConfig:
         "updates/s on CPU, for 15-40 s of compiling at the first update (in every DDP rank); "
         "needs a C++ compiler; runs eager with a warning if compiling fails.")
     num_threads: int | None = opt(
-        1, "torch intra-op threads of this process; 1 is fastest on small CPUs (see README); "
+        1, "torch intra-op threads of this process; 1 is fastest on small CPUs (see docs/scaling.md); "
         "null leaves torch's default.")
 
 
