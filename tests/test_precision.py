@@ -9,6 +9,7 @@ import yaml
 
 from tests.helpers import CONFIGS, QUIET, fit_run
 from vlmrm.config import load_config
+from vlmrm.config.schema import RewardConfig
 from vlmrm.errors import ConfigError
 from vlmrm.precision import NOTE_PREFIX, CpuFacts, choose_precision, cpu_choice
 from vlmrm.resume import plan_resume
@@ -88,11 +89,12 @@ def test_devices_other_than_cpu_and_cuda_get_fp32():
 
 
 def test_auto_is_the_default_and_the_presets_value():
-    assert load_config(None).reward.precision == "auto"
+    assert RewardConfig().precision == "auto"
+    assert load_config(CONFIGS / "cartpole.yaml").reward.precision == "auto"  # not set there
     for preset in sorted(CONFIGS.glob("humanoid_*.yaml")):
         assert yaml.safe_load(preset.read_text())["reward"]["precision"] == "auto", preset.name
     with pytest.raises(ConfigError, match=r"'auto', '32', 'bf16', '16'"):
-        load_config(None, ["reward.precision=fp8"])
+        load_config(CONFIGS / "cartpole.yaml", ["reward.precision=fp8"])
 
 
 def test_a_run_prints_stores_and_resumes_the_choice(tmp_path, monkeypatch, capsys):
@@ -100,8 +102,8 @@ def test_a_run_prints_stores_and_resumes_the_choice(tmp_path, monkeypatch, capsy
     config.yaml holds the value and the reason; resuming with the preset's own `auto`
     keeps what the run chose."""
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-    run = fit_run(tmp_path, "quickstart.yaml", "agent.total_env_steps=64",
-                  "agent.learning_starts=32", "agent.eval_every=0")
+    short = ["agent.learning_starts=32", "agent.eval_every=0"]
+    run = fit_run(tmp_path, "quickstart.yaml", "agent.total_env_steps=64", *short)
     lines = [x for x in capsys.readouterr().out.splitlines() if "reward.precision" in x]
     assert lines == ["vlmrm: reward.precision=auto chose 32 (fp32): ONEDNN_MAX_CPU_ISA=AVX2 "
                      "keeps oneDNN below AVX512_CORE_BF16, so bf16 matmuls would be emulated, "
@@ -112,5 +114,5 @@ def test_a_run_prints_stores_and_resumes_the_choice(tmp_path, monkeypatch, capsy
     assert load_config(run / "config.yaml").reward.precision == "32"  # the file loads as is
 
     resume = plan_resume(str(run), str(CONFIGS / "quickstart.yaml"),
-                         [*QUIET, "agent.total_env_steps=96"])
+                         [*QUIET, *short, "agent.total_env_steps=96"])
     assert resume.cfg.reward.precision == "32"
