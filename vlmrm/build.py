@@ -84,8 +84,7 @@ def make_backend(cfg: RewardConfig, device: str | torch.device) -> RewardBackend
             "(vlmrm.backend.RewardBackend). Update the package that provides it.")
     backend = cls(cfg.model, pretrained=cfg.pretrained, device=str(device),
                   precision=resolve_precision(cfg.precision, device), batch_size=cfg.batch_size,
-                  cache_dir=cfg.cache_dir,
-                  model_config=cfg.model_config)
+                  cache_dir=cfg.cache_dir, model_config=cfg.model_config)
     if cfg.resize is not None:
         backend.preprocessor = backend.preprocessor.with_resize(cfg.resize)
     if cfg.compile:
