@@ -21,6 +21,7 @@ from torchrl.envs import EnvBase
 from vlmrm.backend import RewardBackend
 from vlmrm.config.schema import Config, RewardConfig
 from vlmrm.errors import ConfigError, VLMRMError, one_paragraph
+from vlmrm.precision import resolve as resolve_precision
 from vlmrm.registry import GROUND_TRUTH, backend_class
 from vlmrm.reward.model import VLMRewardModel, input_size
 from vlmrm.reward.transform import VLMRewardTransform
@@ -82,8 +83,8 @@ def make_backend(cfg: RewardConfig, device: str | torch.device) -> RewardBackend
             f"implement {', '.join(missing)} of vlmrm's backend contract "
             "(vlmrm.backend.RewardBackend). Update the package that provides it.")
     backend = cls(cfg.model, pretrained=cfg.pretrained, device=str(device),
-                  precision=cfg.precision, batch_size=cfg.batch_size, cache_dir=cfg.cache_dir,
-                  model_config=cfg.model_config)
+                  precision=resolve_precision(cfg.precision, device), batch_size=cfg.batch_size,
+                  cache_dir=cfg.cache_dir, model_config=cfg.model_config)
     if cfg.resize is not None:
         backend.preprocessor = backend.preprocessor.with_resize(cfg.resize)
     if cfg.compile:
@@ -329,6 +330,7 @@ def make_trainer(cfg: Config, run_dir: Path, extra_callbacks: Sequence[L.Callbac
             callbacks=[*make_callbacks(cfg, run_dir), *extra_callbacks],
             plugins=[AtomicCheckpointIO()],
             enable_checkpointing=False, use_distributed_sampler=False,
+            enable_model_summary=False,  # no FLOPs to count; vlmrm reports its own sizes
             num_sanity_val_steps=0, default_root_dir=str(run_dir), log_every_n_steps=1,
         )
     except (ValueError, TypeError, MisconfigurationException) as err:

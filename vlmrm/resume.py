@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from vlmrm.config import Config, load_config
 from vlmrm.errors import ConfigError
+from vlmrm.precision import AUTO
 from vlmrm.rl.checkpoints import LAST, step_checkpoints
 from vlmrm.rl.runstate import data_dir_name
 
@@ -109,6 +110,8 @@ def plan_resume(spec: str, config_path: str | None, overrides: list[str]) -> Res
     meta = read_meta(checkpoint)
     saved = load_config(None, base=meta["config"])
     cfg = load_config(config_path, overrides, base=meta["config"])
+    if cfg.reward.precision == AUTO:  # what auto chose when the run started stays
+        cfg.reward.precision = saved.reward.precision
     check_changes(saved, cfg)
     cfg.logging.output_dir, cfg.logging.run_name = saved.logging.output_dir, run_dir.name
     if meta["env_steps"] >= cfg.agent.total_env_steps:

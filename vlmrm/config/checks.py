@@ -20,7 +20,7 @@ from vlmrm.config.schema import (
     CRITIC_LOSSES,
     EPISODE_ENDS,
     LOSS_IMPLS,
-    PRECISIONS,
+    PRECISION_CHOICES,
     RESIZE_MODES,
     TRAINER_PRECISIONS,
     AgentConfig,
@@ -91,8 +91,8 @@ def _validate_reward(r: RewardConfig) -> None:
         require(len(prompts) > 0 and all(p.strip() for p in prompts),
                 f"reward.{name}={prompts} must hold at least one non-empty prompt, e.g. "
                 f"reward.{name}='[\"{example}\"]'.")
-    require(r.precision in PRECISIONS,
-            f"reward.precision={r.precision!r} is not one of {list(PRECISIONS)}.")
+    require(r.precision in PRECISION_CHOICES,
+            f"reward.precision={r.precision!r} is not one of {list(PRECISION_CHOICES)}.")
     require(r.batch_size >= 1, f"reward.batch_size={r.batch_size} must be >= 1.")
     require(r.stream_frames >= 0, f"reward.stream_frames={r.stream_frames} must be >= 0 (0 "
             "scores each batch once it is complete).")

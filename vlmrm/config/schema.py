@@ -13,6 +13,8 @@ from typing import Any
 
 #: Reward-model weight precisions (``reward.precision``); the backend maps them to dtypes.
 PRECISIONS = ("32", "bf16", "16")
+#: What ``reward.precision`` accepts: a precision, or ``auto`` (vlmrm.precision picks one).
+PRECISION_CHOICES = ("auto", *PRECISIONS)
 CRITIC_LOSSES = ("smooth_l1", "l2")
 #: ``agent.loss_impl`` values: vlmrm's plain-torch SAC losses, or TorchRL's (the reference).
 LOSS_IMPLS = ("fast", "torchrl")
@@ -127,7 +129,11 @@ class RewardConfig:
         "ones. 0 scores each batch once it is complete.")
     device: str = opt("auto", "'auto' (the trainer's device), 'cpu', 'cuda', 'cuda:N', 'mps', "
                       "'xpu', 'xpu:N'.")
-    precision: str = opt("32", f"Reward-model weights precision: one of {list(PRECISIONS)}.")
+    precision: str = opt(
+        "auto", f"Reward-model weights precision: one of {list(PRECISION_CHOICES)}. 'auto' picks "
+        "bf16 where the device runs it fast (CUDA GPUs with native bf16; CPUs with bf16 "
+        "matmul instructions, e.g. AVX512-BF16 or AMX) and 32 elsewhere; a run prints the "
+        "choice and its reason and stores both in its config.yaml.")
     compile: bool = opt(
         False, "torch.compile the image encoder (needs a C++ compiler on CPU; runs eager with a "
         "warning if compiling fails). Pays off on a GPU for long runs: the first batch takes "
