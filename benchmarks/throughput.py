@@ -26,7 +26,7 @@ import contextlib
 import json
 import sys
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -45,9 +45,11 @@ from throughput_stages import (  # noqa: E402
     steps_per_iteration,
 )
 
-from vlmrm.build import make_reward_model  # noqa: E402
+from vlmrm.build import make_reward_model, reward_device  # noqa: E402
 from vlmrm.config import Config, load_config  # noqa: E402
 from vlmrm.plan import RunPlan, plan_run  # noqa: E402
+from vlmrm.precision import AUTO, FP32, choose_precision  # noqa: E402
+from vlmrm.registry import GROUND_TRUTH  # noqa: E402
 from vlmrm.train import quiet_third_party  # noqa: E402
 
 QUICK = Budget(env_s=1.5, score_s=2.0, update_rounds=2, loop_warmup=3, loop_s=4.0,
@@ -115,6 +117,9 @@ class Results:
     sb3_update_ratio: float | None
     projection: Projection
     cpu: CpuWork | None  # None without psutil
+    #: reward.precision as configured, the value the stages ran with and why (what
+    #: ``auto`` chose on this machine); None for reward.backend=ground_truth.
+    reward_precision: dict[str, str] | None = None
 
     def stages(self) -> dict[str, Stage]:
         """The stages measured alone (score left out when it was skipped)."""
@@ -131,7 +136,7 @@ def project(plan: RunPlan, stages: dict[str, Stage], end_to_end: float) -> Proje
 
 def run(config: str | None, overrides: list[str], quick: bool) -> Results:
     """Measure every stage of ``config`` with ``overrides``, then the loop."""
-    cfg = load_config(config, overrides)
+    cfg, precision = settle_precision(load_config(config, overrides))
     budget = QUICK if quick else FULL
     if cfg.agent.num_threads:
         torch.set_num_threads(cfg.agent.num_threads)  # as training does
@@ -145,7 +150,22 @@ def run(config: str | None, overrides: list[str], quick: bool) -> Results:
     before = measure_update(cfg, half)
     loop, bytes_per, stored = measure_loop(config, overrides, cfg, budget)
     update = bracketed(before, measure_update(cfg, half))
-    return summarise(cfg, config, overrides, quick, env, score, update, loop, bytes_per, stored)
+    results = summarise(cfg, config, overrides, quick, env, score, update, loop, bytes_per,
+                        stored)
+    results.reward_precision = precision
+    return results
+
+
+def settle_precision(cfg: Config) -> tuple[Config, dict[str, str] | None]:
+    """``cfg`` with the reward precision the run would use, and how it was chosen."""
+    if cfg.reward.backend == GROUND_TRUTH:
+        return cfg, None
+    configured, reason = cfg.reward.precision, "set in the config"
+    if configured == AUTO:
+        choice = choose_precision(reward_device(cfg))
+        cfg = replace(cfg, reward=replace(cfg.reward, precision=choice.value))
+        reason = choice.reason
+    return cfg, {"configured": configured, "value": cfg.reward.precision, "reason": reason}
 
 
 def summarise(cfg: Config, config: str | None, overrides: list[str], quick: bool, env: Stage,
@@ -224,6 +244,7 @@ def table(r: Results) -> str:
         f"stages in turn: {r.serial_env_steps_per_s:.1f} env steps/s; the loop runs "
         f"{r.overlap_gain:.2f}x that",
         cpu_line(r.cpu),
+        precision_line(r.reward_precision),
         f"replay: {r.replay_bytes_per_transition:.0f} bytes per stored transition "
         f"({r.replay_transitions} stored)",
         f"update rate vs Stable-Baselines3 SAC: {sb3}",
@@ -240,6 +261,13 @@ def score_note(d: dict) -> str:
            else f"passes of {d['pass_frames']}")
     return (f"{how} as in training (reward.batch_size {d['batch_size']}), precision "
             f"{d['precision']}, {d['threads']} thread(s), on {d['device']}")
+
+
+def precision_line(p: dict[str, str] | None) -> str:
+    if p is None:
+        return "reward precision: n/a (ground-truth reward)"
+    value = "32 (fp32)" if p["value"] == FP32 else p["value"]
+    return f"reward precision: {value}, reward.precision={p['configured']}: {p['reason']}"
 
 
 def cpu_line(c: CpuWork | None) -> str:

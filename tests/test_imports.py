@@ -87,7 +87,8 @@ def test_the_cycle_finder_finds_cycles_through_lazy_imports(tmp_path):
 
 
 def test_low_layers_do_not_import_the_layers_above_them():
-    """The floors of the README's layout table, checked: each may import only downward."""
+    """The floors of the layout table in docs/development.md, checked: each may import only
+    downward."""
     graph = import_graph()
     forbidden = {
         "vlmrm.keys": ("vlmrm.",),

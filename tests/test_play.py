@@ -64,3 +64,35 @@ def test_play_refuses_broken_and_mismatched_checkpoints_cleanly(tmp_path, capsys
         err = capsys.readouterr().err
         assert code == 2 and expected in err, err
         assert len(err.strip().splitlines()) == 1 and not movie.exists()
+
+
+def test_play_writes_a_gif_and_refuses_other_names_before_any_episode(tmp_path, capsys,
+                                                                       monkeypatch):
+    run = fit_run(tmp_path, "cartpole.yaml", "reward.backend=ground_truth",
+                  "agent.total_env_steps=48", "agent.learning_starts=16",
+                  "agent.hidden_sizes=[16,16]", "agent.batch_size=16", "agent.eval_every=0",
+                  "env.episode_length=12")
+    capsys.readouterr()  # the run's own output
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    gif = tmp_path / "Episode.GIF"  # the extension in any case
+    assert main(["play", "--checkpoint", ckpt, "--out", str(gif), "--episodes", "2"]) == 0
+    assert gif.read_bytes()[:6] == b"GIF89a"
+    frames = imageio.mimread(gif)
+    assert len(frames) == 2 * 12 and frames[0].shape[0] > 400  # frame plus caption strip
+    assert f"wrote {gif}" in capsys.readouterr().out
+
+    import vlmrm.play
+
+    def no_episode(*args, **kwargs):
+        raise AssertionError("an episode ran before the output name was checked")
+
+    monkeypatch.setattr(vlmrm.play, "run_episode", no_episode)
+    for name, expected in [("episode.avi", "has the extension '.avi'"),
+                           ("episode", "has no extension"),
+                           ("episode.mp4.part", "has the extension '.part'")]:
+        out = tmp_path / name
+        assert main(["play", "--checkpoint", ckpt, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {str(out)!r} {expected}" in err and "writes .mp4 or .gif" in err, err
+        assert "episode.mp4 or episode.gif" in err.replace(str(tmp_path) + "/", "")
+        assert len(err.strip().splitlines()) == 1 and not out.exists()

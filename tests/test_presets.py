@@ -1,6 +1,6 @@
 """The presets reproduce the original code's regime: every humanoid config holds the values
-of README's "The presets against the original code" table, and the table's compute figures
-follow from the configs."""
+of the humanoid table in docs/presets.md ("Presets against the original code"), and that
+page's compute figures follow from the configs."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from vlmrm.plan import plan_run
 
 HUMANOID = sorted(CONFIGS.glob("humanoid_*.yaml"))
 TABLE_HEADER = "| setting | original humanoid run | humanoid presets | same? |"
+PRESETS_PAGE = ROOT / "docs" / "presets.md"
 
 
 def readme_regime() -> dict[str, object]:
-    """``config key -> value`` from the README's humanoid preset table."""
-    text = (ROOT / "README.md").read_text()
+    """``config key -> value`` from the docs' humanoid preset table."""
+    text = PRESETS_PAGE.read_text()
     rows = text[text.index(TABLE_HEADER):].split("\n\n", 1)[0].splitlines()[2:]
     regime = {}
     for row in rows:
@@ -37,7 +38,7 @@ def get(cfg, dotted: str):
     return node
 
 
-def test_the_readme_table_covers_the_regime_the_issue_names():
+def test_the_docs_table_covers_the_regime_the_issue_names():
     regime = readme_regime()
     for key in ("env.num_envs", "agent.train_freq", "agent.batch_size", "reward.batch_size",
                 "agent.activation", "agent.critic_loss", "env.episode_end", "reward.resize",
@@ -47,7 +48,7 @@ def test_the_readme_table_covers_the_regime_the_issue_names():
 
 
 @pytest.mark.parametrize("path", HUMANOID, ids=[p.stem for p in HUMANOID])
-def test_humanoid_preset_matches_the_readme_table(path):
+def test_humanoid_preset_matches_the_docs_table(path):
     cfg = load_config(path)
     for key, value in readme_regime().items():
         ours = get(cfg, key)
@@ -55,8 +56,8 @@ def test_humanoid_preset_matches_the_readme_table(path):
     assert "# paper:" in path.read_text()  # the header says where each value comes from
 
 
-def test_readme_compute_figures_follow_from_the_presets():
-    text = (ROOT / "README.md").read_text()
+def test_docs_compute_figures_follow_from_the_presets():
+    text = PRESETS_PAGE.read_text()
     for path in HUMANOID:
         plan = plan_run(load_config(path))
         assert f"{plan.iterations:,} iterations" in text

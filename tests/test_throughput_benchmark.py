@@ -4,7 +4,9 @@ and with the ground-truth reward, no scoring stage."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import sys
@@ -16,6 +18,7 @@ import pytest
 from tests.helpers import CONFIGS, ROOT
 from vlmrm.config import load_config
 from vlmrm.plan import plan_run
+from vlmrm.precision import choose_precision
 from vlmrm.rl.envs import make_base_env
 
 QUICKSTART = str(CONFIGS / "quickstart.yaml")
@@ -35,10 +38,13 @@ def bench() -> Iterator[ModuleType]:
 
 @pytest.fixture(scope="module")
 def quickstart(bench, tmp_path_factory) -> dict:
+    """The JSON, plus the table printed beside it under "table"."""
     path = tmp_path_factory.mktemp("throughput") / "quickstart.json"
-    bench.main(["--config", QUICKSTART, "--quick", "--json", str(path),
-                "trainer.accelerator=cpu"])
-    return json.loads(path.read_text())
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        bench.main(["--config", QUICKSTART, "--quick", "--json", str(path),
+                    "trainer.accelerator=cpu"])
+    return {**json.loads(path.read_text()), "table": printed.getvalue()}
 
 
 def cartpole_bytes_per_transition() -> int:
@@ -74,6 +80,24 @@ def test_every_stage_has_a_positive_rate_in_env_steps(quickstart):
     assert r["loop"]["detail"]["timed_iterations"] >= 5
     assert set(r["loop"]["detail"]["in_loop_median"]) >= {"env_steps_per_s",
                                                           "vlm_frames_per_s"}
+
+
+def test_reward_precision_is_what_auto_chooses_here(quickstart):
+    """The quick start leaves reward.precision at its default, auto: the report names the
+    value this machine's CPU gets, the reason, and the score stage ran with it."""
+    chosen = choose_precision("cpu")
+    assert quickstart["reward_precision"] == {"configured": "auto", "value": chosen.value,
+                                              "reason": chosen.reason}
+    assert quickstart["score"]["detail"]["precision"] == chosen.value
+    label = "32 (fp32)" if chosen.value == "32" else chosen.value
+    assert (f"reward precision: {label}, reward.precision=auto: {chosen.reason}"
+            in quickstart["table"].splitlines())
+
+
+def test_a_configured_precision_is_reported_as_set(bench):
+    cfg, report = bench.settle_precision(load_config(QUICKSTART, ["reward.precision=bf16"]))
+    assert cfg.reward.precision == "bf16"
+    assert report == {"configured": "bf16", "value": "bf16", "reason": "set in the config"}
 
 
 def test_efficiency_is_end_to_end_over_the_slowest_stage(quickstart):
@@ -165,6 +189,8 @@ def test_ground_truth_has_no_score_stage(bench, capsys, monkeypatch):
     table = bench.table(results)
     assert "n/a (pip install vlmrm[bench])" in table and "skipped" in table
     assert "CPU work: n/a (pip install vlmrm[bench] for psutil)" in table
+    assert r["reward_precision"] is None
+    assert "reward precision: n/a (ground-truth reward)" in table.splitlines()
 
 
 @pytest.mark.parametrize("overrides, expected", [

@@ -21,6 +21,7 @@ from torchrl.envs import EnvBase
 from vlmrm.backend import RewardBackend
 from vlmrm.config.schema import Config, RewardConfig
 from vlmrm.errors import ConfigError, VLMRMError, one_paragraph
+from vlmrm.precision import resolve as resolve_precision
 from vlmrm.registry import GROUND_TRUTH, backend_class
 from vlmrm.reward.model import VLMRewardModel, input_size
 from vlmrm.reward.transform import VLMRewardTransform
@@ -38,7 +39,7 @@ from vlmrm.rl.collect_process import ProcessStepLoop
 from vlmrm.rl.data import DataPipeline, EpisodeTracker, make_replay_buffer
 from vlmrm.rl.envs import SeedOffset, env_seed, make_base_env, make_env
 from vlmrm.rl.module import DataFactory, SACModule
-from vlmrm.rl.monitor import RewardMonitor
+from vlmrm.rl.monitor import RewardMonitor, no_verdict_reason
 from vlmrm.rl.stream import FrameStream, steps_per_pass
 
 #: Run directory shared with DDP worker processes, which re-run the command line.
@@ -82,8 +83,8 @@ def make_backend(cfg: RewardConfig, device: str | torch.device) -> RewardBackend
             f"implement {', '.join(missing)} of vlmrm's backend contract "
             "(vlmrm.backend.RewardBackend). Update the package that provides it.")
     backend = cls(cfg.model, pretrained=cfg.pretrained, device=str(device),
-                  precision=cfg.precision, batch_size=cfg.batch_size, cache_dir=cfg.cache_dir,
-                  model_config=cfg.model_config)
+                  precision=resolve_precision(cfg.precision, device), batch_size=cfg.batch_size,
+                  cache_dir=cfg.cache_dir, model_config=cfg.model_config)
     if cfg.resize is not None:
         backend.preprocessor = backend.preprocessor.with_resize(cfg.resize)
     if cfg.compile:
@@ -363,8 +364,9 @@ def make_callbacks(cfg: Config, run_dir: Path) -> list[L.Callback]:
     if log.video_every:
         callbacks.append(VideoRecorder(run_dir / "videos", log.video_every))
     if log.monitor and cfg.reward.backend != GROUND_TRUTH:
-        callbacks.append(RewardMonitor(run_dir / "monitor", log.monitor_window,
-                                       log.monitor_frames, log.video_every))
+        callbacks.append(RewardMonitor(
+            run_dir / "monitor", log.monitor_window, log.monitor_frames, log.video_every,
+            no_verdict=no_verdict_reason(cfg.env.id, log.monitor_gt_measures_task)))
     callbacks.append(
         EnvStepCheckpoint(run_dir / "checkpoints", log.checkpoint_every, log.keep_checkpoints))
     return callbacks
@@ -392,6 +394,7 @@ def make_trainer(cfg: Config, run_dir: Path, extra_callbacks: Sequence[L.Callbac
             callbacks=checkpoint_last([*make_callbacks(cfg, run_dir), *extra_callbacks]),
             plugins=[AtomicCheckpointIO()],
             enable_checkpointing=False, use_distributed_sampler=False,
+            enable_model_summary=False,  # no FLOPs to count; vlmrm reports its own sizes
             num_sanity_val_steps=0, default_root_dir=str(run_dir), log_every_n_steps=1,
         )
     except (ValueError, TypeError, MisconfigurationException) as err:

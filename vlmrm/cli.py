@@ -105,9 +105,9 @@ def _add_render_play(sub) -> None:
     render.add_argument("--steps", type=int, default=12, help="frames in the grid (12)")
     render.add_argument("--stride", type=int, default=5, help="env steps between frames (5)")
     render.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    play = sub.add_parser("play", help="run a saved agent, write an mp4, print its returns")
+    play = sub.add_parser("play", help="run a saved agent, write a video, print its returns")
     play.add_argument("--checkpoint", required=True, help="e.g. runs/NAME/checkpoints/last.ckpt")
-    play.add_argument("--out", required=True, help="mp4 file to write")
+    play.add_argument("--out", required=True, help="video file to write: .mp4 or .gif")
     play.add_argument("--episodes", type=int, default=1, help="episodes to run (1)")
     play.add_argument("overrides", nargs="*", metavar="key=value",
                       help="overrides of the saved config, e.g. reward.device=cuda")

@@ -1,6 +1,6 @@
 """Errors users can fix: the CLI prints their message and exits with their ``exit_code``.
 
-Exit codes (documented in the README):
+Exit codes (documented in docs/checkpoints-and-resume.md):
 
 - 2: bad input (config value, path, prompt, checkpoint, unavailable model): nothing ran;
 - 3: the run stopped on a non-finite value (NaN/inf reward or loss); its last good

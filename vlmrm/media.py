@@ -96,6 +96,24 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int = FPS) -> Pa
     return Path(path)
 
 
+def write_gif(path: str | os.PathLike, frames: np.ndarray, fps: int = FPS) -> Path:
+    """Write ``frames`` as a looping GIF."""
+    import imageio.v2 as imageio
+
+    with atomic_path(path) as tmp:
+        imageio.mimwrite(tmp, list(frames), duration=1000 / fps, loop=0)
+    return Path(path)
+
+
+#: Video formats ``vlmrm play --out`` writes, by file extension (lower case).
+VIDEO_WRITERS = {".mp4": write_mp4, ".gif": write_gif}
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = FPS) -> Path:
+    """``frames`` as an mp4 or a GIF, by ``path``'s extension (see :data:`VIDEO_WRITERS`)."""
+    return VIDEO_WRITERS[Path(path).suffix.lower()](path, frames, fps)
+
+
 def gif_bytes(frames: np.ndarray, fps: int = FPS) -> bytes:
     images = [Image.fromarray(f) for f in frames]
     buf = io.BytesIO()

@@ -1,4 +1,4 @@
-"""``vlmrm play``: run a saved agent, write an annotated mp4 and print its returns."""
+"""``vlmrm play``: run a saved agent, write an annotated video and print its returns."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from vlmrm.build import make_module, make_reward_model
 from vlmrm.config import Config, load_config
 from vlmrm.errors import VLMRMError, one_paragraph
-from vlmrm.media import write_mp4
+from vlmrm.media import VIDEO_WRITERS, write_video
 from vlmrm.reward.model import VLMRewardModel, input_size
 from vlmrm.rl.envs import SeedOffset, env_seed, episode_cap, make_base_env
 from vlmrm.rl.evaluate import episode_video, mean_summary, run_episode
@@ -59,12 +59,25 @@ def restore_formula(reward_model: VLMRewardModel, state: dict | None, path: Path
             "reward.transform (drop the override that changes it).") from None
 
 
+def check_video_path(out: str | os.PathLike) -> None:
+    """Refuse a name whose extension no writer takes, before any episode runs."""
+    path = Path(out)
+    if path.suffix.lower() not in VIDEO_WRITERS:
+        what = f"has the extension {path.suffix!r}" if path.suffix else "has no extension"
+        base = path.name.split(".")[0] or "episode"
+        mp4, gif = (str(path.with_name(base + ext)) for ext in VIDEO_WRITERS)
+        raise VLMRMError(f"--out {str(out)!r} {what}; vlmrm play writes "
+                         f"{' or '.join(VIDEO_WRITERS)} videos. Name the file e.g. {mp4} or "
+                         f"{gif}.")
+
+
 def play(checkpoint: str | os.PathLike, out: str | os.PathLike, episodes: int = 1,
          overrides: list[str] | tuple[str, ...] = ()) -> dict[str, float]:
-    """Run ``episodes`` deterministic episodes, write them to ``out`` (mp4) and return the
-    mean VLM return, GT return and (where the env reports it) success rate."""
+    """Run ``episodes`` deterministic episodes, write them to ``out`` (.mp4 or .gif) and
+    return the mean VLM return, GT return and (where the env reports it) success rate."""
     if episodes < 1:
         raise VLMRMError(f"--episodes {episodes} must be at least 1.")
+    check_video_path(out)
     cfg, module, reward_model = load_agent(checkpoint, overrides)
     env = make_base_env(cfg.env, input_size(reward_model), from_pixels=True,
                         seed=env_seed(cfg.seed, SeedOffset.PLAY))
@@ -74,5 +87,5 @@ def play(checkpoint: str | os.PathLike, out: str | os.PathLike, episodes: int = 
                 for _ in range(episodes)]
     finally:
         env.close()
-    write_mp4(out, episode_video(runs, has_vlm=reward_model is not None))
+    write_video(out, episode_video(runs, has_vlm=reward_model is not None))
     return mean_summary(runs)

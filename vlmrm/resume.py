@@ -7,7 +7,7 @@ a config file or overrides given on resume may change only :data:`SAFE_TO_CHANGE
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from vlmrm.config import Config, load_config
 from vlmrm.errors import ConfigError
+from vlmrm.precision import AUTO
 from vlmrm.rl.checkpoints import LAST, step_checkpoints
 from vlmrm.rl.runstate import data_dir_name, data_state_problem
 
@@ -28,6 +29,8 @@ SAFE_TO_CHANGE = frozenset({
     "agent.collector",
     "logging.checkpoint_every", "logging.video_every", "logging.keep_checkpoints",
     "logging.output_dir", "logging.run_name", "trainer.enable_progress_bar",
+    # Decides only whether the monitor gives a verdict.
+    "logging.monitor_gt_measures_task",
 })
 
 
@@ -79,7 +82,10 @@ def _is_run_of(run_dir: Path, stem: str, cfg: Config | None) -> bool:
     if run_dir.name == cfg.logging.run_name:
         return True
     try:  # named freely: compare what it computes (keys a resume may change aside)
-        check_changes(load_config(run_dir / "config.yaml"), cfg)
+        saved = load_config(run_dir / "config.yaml")
+        if cfg.reward.precision == AUTO:  # the saved config holds what auto chose
+            cfg = replace(cfg, reward=replace(cfg.reward, precision=saved.reward.precision))
+        check_changes(saved, cfg)
     except (ConfigError, OSError, ValueError):
         return False
     return True
@@ -132,6 +138,8 @@ def plan_resume(spec: str, config_path: str | None, overrides: list[str]) -> Res
     meta = read_meta(checkpoint)
     saved = load_config(None, base=meta["config"])
     cfg = load_config(config_path, overrides, base=meta["config"])
+    if cfg.reward.precision == AUTO:  # what auto chose when the run started stays
+        cfg.reward.precision = saved.reward.precision
     check_changes(saved, cfg)
     cfg.logging.output_dir, cfg.logging.run_name = saved.logging.output_dir, run_dir.name
     if meta["env_steps"] >= cfg.agent.total_env_steps:

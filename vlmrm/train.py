@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import shlex
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from vlmrm.build import (
     RUN_DIR_ENV,
@@ -20,13 +19,18 @@ from vlmrm.build import (
     make_reward_model,
     make_run_dir,
     make_trainer,
+    reward_device,
     use_run_dir,
 )
 from vlmrm.config import Config, to_yaml
 from vlmrm.config.checks import check_global_split
 from vlmrm.errors import ConfigError, NonFiniteError
 from vlmrm.fileio import write_text
+from vlmrm.precision import AUTO, PrecisionChoice, choose_precision, read_note
+from vlmrm.quiet import quiet_third_party
+from vlmrm.registry import GROUND_TRUTH
 from vlmrm.resume import Resume
+from vlmrm.rl.monitor import RewardMonitor
 
 
 @dataclass
@@ -40,6 +44,8 @@ class RunResult:
     primary: bool = True
     #: Stopped early by SIGINT/SIGTERM, after writing last.ckpt (resume it).
     interrupted: bool = False
+    #: The reward-hacking monitor's one-line summary (None: no monitor ran).
+    monitor: str | None = None
 
     @property
     def checkpoint(self) -> Path:
@@ -56,26 +62,32 @@ class RunResult:
             figures = "  ".join(f"{k.removeprefix('eval/')} {v:.3f}"
                                 for k, v in sorted(self.last_eval.items()))
             lines.append(f"  last evaluation: {figures}")
+        if self.monitor is not None:
+            lines.append(f"  {self.monitor}")
         lines.append(f"  watch the agent: vlmrm play --checkpoint "
                      f"{shlex.quote(str(self.checkpoint))} --out episode.mp4")
         lines.append(f"  see the curves:  tensorboard --logdir {shlex.quote(str(self.run_dir))}")
         return "\n".join(lines)
 
 
-def quiet_third_party() -> None:
-    """Silence messages that are not about the user's run (tips, storage notes, deprecations
-    inside libraries); warnings about the run itself still show."""
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")
-    if "RL_LOGGING_LEVEL" not in os.environ:
-        logging.getLogger("torchrl").setLevel(logging.WARNING)
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_drop_lightning_chatter)
+def settle_precision(cfg: Config) -> tuple[Config, PrecisionChoice | None]:
+    """``cfg`` with ``reward.precision=auto`` replaced by this machine's choice, which rank 0
+    prints once. The run (and its checkpoints) then hold the resolved value: a resumed run
+    keeps it on any machine."""
+    if cfg.reward.precision != AUTO or cfg.reward.backend == GROUND_TRUTH:
+        return cfg, None
+    choice = choose_precision(reward_device(cfg))
+    if rank_zero_only.rank == 0:
+        print(choice.line(), flush=True)
+    return replace(cfg, reward=replace(cfg.reward, precision=choice.value)), choice
 
 
-def _drop_lightning_chatter(record: logging.LogRecord) -> bool:
-    text = record.getMessage()
-    return not ("💡 Tip" in text or "`Trainer.fit` stopped" in text)
+def write_config(run_dir: Path, cfg: Config, precision: PrecisionChoice | None,
+                 resumed: bool) -> None:
+    """The run's config.yaml; above it, why ``auto`` chose the precision (kept on resume)."""
+    path = run_dir / "config.yaml"
+    note = precision.note() if precision is not None else read_note(path) if resumed else None
+    write_text(path, (f"{note}\n" if note else "") + to_yaml(cfg))
 
 
 def fit(cfg: Config, config_path: str | os.PathLike | None = None,
@@ -93,6 +105,7 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None,
         torch.set_num_threads(cfg.agent.num_threads)
     quiet_third_party()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    cfg, precision = settle_precision(cfg)
     # Load the reward model before anything is written: a missing model leaves no run dir.
     reward_model = make_reward_model(cfg)
     module = make_module(cfg, reward_model)
@@ -106,7 +119,7 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None,
             discard_run_dir(run_dir)
         raise
     if trainer.is_global_zero:
-        write_text(run_dir / "config.yaml", to_yaml(cfg))
+        write_config(run_dir, cfg, precision, resumed=resume is not None)
     module.stop_request.install()  # from here on, a signal stops the run gracefully
     try:
         trainer.fit(module, ckpt_path=None if resume is None else resume.checkpoint)
@@ -125,5 +138,8 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None,
         os.environ.pop(RUN_DIR_ENV, None)
         if module.data is not None:  # after an error too: env worker processes must end
             module.data.close()
+    monitor = next((c.summary() for c in trainer.callbacks if isinstance(c, RewardMonitor)),
+                   None)
     return RunResult(run_dir, module.env_steps, dict(module.last_eval),
-                     primary=trainer.is_global_zero, interrupted=module.interrupted)
+                     primary=trainer.is_global_zero, interrupted=module.interrupted,
+                     monitor=monitor)

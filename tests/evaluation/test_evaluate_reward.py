@@ -11,6 +11,13 @@ from vlmrm.cli import main
 
 QUICKSTART = str(CONFIGS / "quickstart.yaml")
 PNG = b"\x89PNG\r\n\x1a\n"
+#: EPIC distances the bundled demo model achieves, measured (deterministic: the same to four
+#: decimals run after run; bf16 weights moved them by less than 0.001). Uncorrelated rewards
+#: are 0.707 away. Landscape: against 1 in the goal region (|angle| <= 12 degrees), 0
+#: outside, by alpha; frames: against the success labels of the round trip's episode.
+DEMO_EPIC = {"landscape": {0.0: 0.585, 0.5: 0.596, 1.0: 0.600}, "frames": 0.545}
+#: Far below the 0.11 between these figures and 0.707, far above what precision moves them.
+EPIC_MARGIN = 0.01
 
 
 def read_csv(path):
@@ -35,7 +42,9 @@ def test_quickstart_landscape_writes_csv_json_pngs_and_the_demo_model_tracks_the
     for row in rows.values():
         assert row["model"] == "open_clip:vlmrm-demo" and row["formula"] == "goal_baseline"
         assert row["spearman"] >= 0.9  # the demo model's held-out bound (model card: 0.998)
-        assert row["roc_auc"] >= 0.9 and row["separation"] > 0 and 0 < row["epic"] < 1
+        assert row["roc_auc"] >= 0.9 and row["separation"] > 0
+    for alpha, row in rows.items():
+        assert row["epic"] == pytest.approx(DEMO_EPIC["landscape"][alpha], abs=EPIC_MARGIN)
     table = read_csv(out / "landscape.csv")
     assert len(table) == 3 * 73 and {r["in_goal"] for r in table} == {"0", "1"}
     for name in ("landscape-open_clip_vlmrm-demo.png", "histogram-open_clip_vlmrm-demo.png"):
@@ -65,7 +74,8 @@ def test_dataset_round_trip_reports_epic_spearman_and_auc(tmp_path, capsys):
     assert part["frames"] == 20 and part["labels"] == ["success", "score"]
     (row,) = part["results"]
     assert set(row) >= {"epic", "spearman", "roc_auc", "separation"}
-    assert row["roc_auc"] >= 0.8 and row["spearman"] > 0.5 and row["epic"] < 0.7
+    assert row["roc_auc"] >= 0.8 and row["spearman"] > 0.5
+    assert row["epic"] == pytest.approx(DEMO_EPIC["frames"], abs=EPIC_MARGIN)
     assert len(read_csv(out / "frames.csv")) == 20
     assert (out / "frames-histogram-open_clip_vlmrm-demo.png").read_bytes()[:8] == PNG
     print("round trip:", row)

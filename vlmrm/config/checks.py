@@ -20,7 +20,7 @@ from vlmrm.config.schema import (
     CRITIC_LOSSES,
     EPISODE_ENDS,
     LOSS_IMPLS,
-    PRECISIONS,
+    PRECISION_CHOICES,
     RESIZE_MODES,
     TRAINER_PRECISIONS,
     AgentConfig,
@@ -91,8 +91,8 @@ def _validate_reward(r: RewardConfig) -> None:
         require(len(prompts) > 0 and all(p.strip() for p in prompts),
                 f"reward.{name}={prompts} must hold at least one non-empty prompt, e.g. "
                 f"reward.{name}='[\"{example}\"]'.")
-    require(r.precision in PRECISIONS,
-            f"reward.precision={r.precision!r} is not one of {list(PRECISIONS)}.")
+    require(r.precision in PRECISION_CHOICES,
+            f"reward.precision={r.precision!r} is not one of {list(PRECISION_CHOICES)}.")
     require(r.batch_size >= 1, f"reward.batch_size={r.batch_size} must be >= 1.")
     require(r.stream_frames >= 0, f"reward.stream_frames={r.stream_frames} must be >= 0 (0 "
             "scores each batch once it is complete).")
@@ -353,7 +353,8 @@ def _validate_logging(g: LoggingConfig) -> None:
             "every step checkpoint).")
     require(g.video_every >= 0,
             f"logging.video_every={g.video_every} must be >= 0 (0 disables videos).")
-    require(g.monitor_window >= 4,
-            f"logging.monitor_window={g.monitor_window} must be >= 4 episodes: a trend needs a "
-            "few points (20 is the default).")
+    require(g.monitor_window >= 7,
+            f"logging.monitor_window={g.monitor_window} must be >= 7 points: over fewer, even "
+            "a perfectly steady trend happens by chance more often than the monitor's "
+            "false-alarm rate of 1e-3 (20 is the default).")
     require(g.monitor_frames >= 1, f"logging.monitor_frames={g.monitor_frames} must be >= 1.")

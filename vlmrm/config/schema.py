@@ -13,6 +13,8 @@ from typing import Any
 
 #: Reward-model weight precisions (``reward.precision``); the backend maps them to dtypes.
 PRECISIONS = ("32", "bf16", "16")
+#: What ``reward.precision`` accepts: a precision, or ``auto`` (vlmrm.precision picks one).
+PRECISION_CHOICES = ("auto", *PRECISIONS)
 CRITIC_LOSSES = ("smooth_l1", "l2")
 #: ``agent.loss_impl`` values: vlmrm's plain-torch SAC losses, or TorchRL's (the reference).
 LOSS_IMPLS = ("fast", "torchrl")
@@ -127,7 +129,11 @@ class RewardConfig:
         "ones. 0 scores each batch once it is complete.")
     device: str = opt("auto", "'auto' (the trainer's device), 'cpu', 'cuda', 'cuda:N', 'mps', "
                       "'xpu', 'xpu:N'.")
-    precision: str = opt("32", f"Reward-model weights precision: one of {list(PRECISIONS)}.")
+    precision: str = opt(
+        "auto", f"Reward-model weights precision: one of {list(PRECISION_CHOICES)}. 'auto' picks "
+        "bf16 where the device runs it fast (CUDA GPUs with native bf16; CPUs with bf16 "
+        "matmul instructions, e.g. AVX512-BF16 or AMX) and 32 elsewhere; a run prints the "
+        "choice and its reason and stores both in its config.yaml.")
     compile: bool = opt(
         False, "torch.compile the image encoder (needs a C++ compiler on CPU; runs eager with a "
         "warning if compiling fails). Pays off on a GPU for long runs: the first batch takes "
@@ -196,7 +202,7 @@ class AgentConfig:
         "exploring policy: 'process' (a process of its own, started in a few seconds, whose "
         "batches reach the training process through shared memory and are scored there) or "
         "'thread' (a thread of the training process, which takes turns with the learner at "
-        "Python's interpreter lock: slower wherever cores are free; README, \"How fast\"). Both "
+        "Python's interpreter lock: slower wherever cores are free; docs/scaling.md, \"How fast\"). Both "
         "collect the same batches; each batch crossing between processes costs a round trip, "
         "so 'thread' is a little faster for iterations of one env step without rendering "
         "(Pendulum with train_freq 1: 0.93x against 0.89x SB3's learn()). With "
@@ -218,7 +224,7 @@ class AgentConfig:
         "updates/s on CPU, for 15-40 s of compiling at the first update (in every DDP rank); "
         "needs a C++ compiler; runs eager with a warning if compiling fails.")
     num_threads: int | None = opt(
-        1, "torch intra-op threads of this process; 1 is fastest on small CPUs (see README); "
+        1, "torch intra-op threads of this process; 1 is fastest on small CPUs (see docs/scaling.md); "
         "null leaves torch's default.")
 
 
@@ -256,12 +262,20 @@ class LoggingConfig:
         "ground-truth reward and success where the env has them) under it; 0 disables.")
     monitor: bool = opt(
         True, "Reward-hacking monitor (VLM reward runs with a ground-truth reward): logs "
-        "monitor/vlm_gt_spearman every 100 env steps and monitor/hacking_suspected when the VLM "
-        "return rises while the ground-truth return falls over the last monitor_window "
-        "episodes; every logging.video_every env steps it saves the batch's highest-VLM-reward "
-        "frames to <run dir>/monitor/step-<N>.png.")
+        "monitor/vlm_gt_spearman every 100 env steps and monitor/hacking_suspected when, over "
+        "time, the VLM return rises while the ground-truth return falls (Mann-Kendall trend "
+        "tests, false-alarm rate 1e-3 each); every logging.video_every env steps it saves the "
+        "batch's highest-VLM-reward frames to <run dir>/monitor/step-<N>.png.")
     monitor_window: int = opt(
-        20, "Finished episodes whose return trends the monitor compares (>= 4).")
+        20, "Points of the return series whose trends the monitor compares (>= 7); a point "
+        "is the mean return of as many finished episodes as the rank has envs, so the window "
+        "spans about this many episode lengths of env time.")
+    monitor_gt_measures_task: bool | None = opt(
+        None, "Whether the env's own reward (the ground truth) measures the task the prompts "
+        "describe; the monitor gives its hacking verdict only then. null: the scene says "
+        "(vlmrm/Humanoid-v0: no, its reward is locomotion, not a pose; vlmrm/CartPole-v0 and "
+        "vlmrm/MountainCarContinuous-v0: yes); any other env id: yes, its reward is its task. "
+        "Set false when you prompt an env for something its reward does not pay for.")
     monitor_frames: int = opt(
         8, "Highest-VLM-reward frames per monitor picture strip.")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass
 class TrainSettings:
-    """How the bundled demo reward model is trained (see the README's model card)."""
+    """How the bundled demo reward model is trained (see its model card, docs/model-card.md)."""
 
     seed: int = 0
     samples: int = 16_000

@@ -9,24 +9,43 @@ with a VLM reward, :class:`RewardMonitor` logs against env steps:
   :data:`CORRELATION_STEPS` scored env steps (a rolling window: a batch alone is often 8
   steps whose ground truth is one constant; ranking the window after every such batch cost
   the training loop 1.6 ms an iteration, measured on the quick start);
-- ``monitor/vlm_return_trend`` and ``monitor/gt_return_trend``, whenever an episode ends
-  once ``window`` episodes have: Spearman's rho of each return against episode order over
-  the last ``window`` finished episodes (+1: rising every episode, -1: falling);
-- ``monitor/hacking_suspected``: 1 when the VLM return trend is >= :data:`TREND` while the
-  ground-truth trend is <= -:data:`TREND`, else 0; shown as ``hacking`` in the progress bar,
-  with a logged warning when it turns on;
+- ``monitor/vlm_return_trend`` and ``monitor/gt_return_trend``, whenever a point of the
+  return series (below) closes once ``window`` points have: Kendall's tau of each return
+  against time over the last ``window`` points (+1: rising at every point, -1: falling);
+- ``monitor/hacking_suspected``: 1 when the VLM return rises while the ground-truth return
+  falls, each by a trend test at false-alarm rate :data:`FALSE_ALARM`, else 0; shown as
+  ``hacking`` in the progress bar, with a logged warning when it turns on. Only where the
+  ground truth measures the task (see ``no_verdict``): elsewhere the verdict is never
+  logged, and :meth:`RewardMonitor.summary` says why;
 - every ``every`` env steps (``logging.video_every``), the batch's ``frames`` highest-VLM-reward
   frames, as the reward model sees them, in ``<dirpath>/step-<N>.png``.
 
-Why 0.5: over 20 episodes, an independent trend-free series reaches rho >= 0.5 about 1 % of
-the time, so both at once by chance is rarer still (~1e-4), while a reward being exploited
-moves both returns steadily for many episodes.
+Trends are taken over time. Episodes that end in the same batch end at the same time (with
+the presets' 32 envs and 100-step episodes, all 32 in one step): their order, the env
+index, is no time axis. So each point of the return series is the mean return of the next
+``num_envs`` episodes (this rank's envs) to end, closed by the batch that completes it:
+about one episode length of env time per point, so the window of ``window`` points spans
+``window`` episode lengths however many envs run (32 envs, 100-step episodes ending
+together: a point per batch, 20 points = 64,000 env steps; one env: a point per episode).
+
+Why the Mann-Kendall test (:mod:`vlmrm.rl.trend`) at 1e-3: with no trend, every order of
+the window's points is equally likely (means of equally many episodes from one stationary
+distribution), so Kendall's S against time has a law that depends on nothing else, computed
+exactly: each one-sided test fires with probability at most 1e-3 per check. The verdict
+needs both at once, so per check it is at most 1e-3 whatever the dependence between the
+VLM and ground-truth returns, and about 1e-6 when they vary independently; over 1,000
+checks (consecutive windows share all points but one, so alarms cluster) at most one
+expected false check in the worst case and ~1e-3 in the independent one. A window of 20
+points passes when tau >= 0.49 (S >= 94 of 190 pairs), the steady trend of a reward being
+exploited; 6 points could not pass even a perfect trend (1/6! = 1.4e-3), hence
+``logging.monitor_window >= 7``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +57,7 @@ from vlmrm.media import grid_image, write_png
 from vlmrm.reward.metrics import spearman
 from vlmrm.rl.data import DataPipeline
 from vlmrm.rl.schedule import crossed
+from vlmrm.rl.trend import Trend, mann_kendall
 
 if TYPE_CHECKING:
     from vlmrm.rl.module import SACModule
@@ -48,8 +68,8 @@ log = logging.getLogger(__name__)
 CORRELATION_STEPS = 1000
 #: Env steps (all ranks) between two ``monitor/vlm_gt_spearman`` points.
 CORRELATION_EVERY = 100
-#: Trend (Spearman's rho of returns against episode order) that counts as rising / falling.
-TREND = 0.5
+#: Per check, the chance that returns with no trend pass one one-sided trend test.
+FALSE_ALARM = 1e-3
 
 
 def _rho(a, b) -> float | None:
@@ -58,18 +78,92 @@ def _rho(a, b) -> float | None:
     return None if value != value else value  # NaN
 
 
+@dataclass
+class _Point:
+    """Episodes pooled into one point of the return series (sums, then their count)."""
+
+    vlm: float = 0.0
+    gt: float = 0.0
+    episodes: int = 0
+
+
+class ReturnTrends:
+    """The return series over time and its trends (the module docstring's "over time").
+
+    ``add`` takes the episodes one batch finished; once a point is complete (at least
+    ``episodes_per_point`` episodes) and the window holds ``window`` points, it returns the
+    VLM and ground-truth trends over the window, else None.
+    """
+
+    def __init__(self, window: int, episodes_per_point: int) -> None:
+        self.window, self.episodes_per_point = window, episodes_per_point
+        self.points: deque[tuple[float, float]] = deque(maxlen=window)
+        self._open = _Point()
+
+    def add(self, vlm_returns: list[float], gt_returns: list[float]
+            ) -> tuple[Trend, Trend] | None:
+        p = self._open
+        p.vlm += sum(vlm_returns)
+        p.gt += sum(gt_returns)
+        p.episodes += len(vlm_returns)
+        if p.episodes < self.episodes_per_point:
+            return None
+        self.points.append((p.vlm / p.episodes, p.gt / p.episodes))
+        self._open = _Point()
+        if len(self.points) < self.window:
+            return None
+        return (mann_kendall([v for v, _ in self.points]),
+                mann_kendall([g for _, g in self.points]))
+
+
+def no_verdict_reason(env_id: str, measures_task: bool | None) -> str | None:
+    """Why the monitor gives no hacking verdict on ``env_id``, or None where it gives one.
+
+    ``measures_task`` is ``logging.monitor_gt_measures_task``: None follows the scene's
+    declaration (:data:`vlmrm.scenes.SCENES`); an env outside the scenes is trusted, since
+    its own reward is the task it was written for.
+    """
+    from vlmrm.scenes import SCENES
+
+    if measures_task is None:
+        scene = SCENES.get(env_id)
+        if scene is None or scene.gt_measures_task:
+            return None
+        return (f"the ground truth of {env_id} is {scene.ground_truth}, which does not measure "
+                "the task (logging.monitor_gt_measures_task=true if your env's reward does)")
+    if measures_task:
+        return None
+    return ("logging.monitor_gt_measures_task=false: the env's own reward does not measure "
+            "the task")
+
+
+def hacking(vlm: Trend, gt: Trend) -> bool:
+    """The verdict: the VLM return rises while the ground-truth return falls, both beyond
+    what :data:`FALSE_ALARM` of trend-free windows would show."""
+    return vlm.p_rising <= FALSE_ALARM and gt.p_falling <= FALSE_ALARM
+
+
 class RewardMonitor(L.Callback):
-    """Watches the VLM reward against the ground truth (see the module docstring)."""
+    """Watches the VLM reward against the ground truth (see the module docstring).
+
+    ``no_verdict``: why the ground truth does not measure the task (then no hacking verdict
+    is ever given); None where it does.
+    """
 
     def __init__(self, dirpath: str | Path, window: int = 20, frames: int = 8,
-                 every: int = 0, correlation_every: int = CORRELATION_EVERY) -> None:
+                 every: int = 0, correlation_every: int = CORRELATION_EVERY,
+                 no_verdict: str | None = None) -> None:
         self.dirpath = Path(dirpath)
         self.window, self.frames, self.every = window, frames, every
         self.correlation_every = correlation_every
-        self.returns: deque[tuple[float, float]] = deque(maxlen=window)
+        self.no_verdict = no_verdict
+        self.trends = ReturnTrends(window, 1)
         self.recent: deque[tuple[torch.Tensor, torch.Tensor]] = deque()
         self._recent_steps = 0
         self.suspected = False
+        #: Trend checks made, and the env steps where the verdict turned on.
+        self.checks = 0
+        self.onsets: list[int] = []
 
     def _data(self, module: SACModule) -> DataPipeline | None:
         """The rank's pipeline when it scores with a VLM (else nothing to watch)."""
@@ -82,6 +176,11 @@ class RewardMonitor(L.Callback):
             data.watch = True
             # Frames are only copied out of the batches that will reach the next picture.
             data.keep_frames, data.keep_frames_every = self.frames, self.every
+            self.start(data.episodes.num_envs)
+
+    def start(self, num_envs: int) -> None:
+        """A fresh return series whose points pool ``num_envs`` episodes (the rank's envs)."""
+        self.trends = ReturnTrends(self.window, num_envs)
 
     def on_train_batch_end(self, trainer: L.Trainer, module: SACModule, *args) -> None:
         data = self._data(module)
@@ -92,18 +191,18 @@ class RewardMonitor(L.Callback):
         steps = scored.numel() * trainer.world_size
         metrics = self._correlation(scored, crossed(self.correlation_every,
                                                     module.env_steps - steps, module.env_steps))
-        if finished is not None:
-            metrics.update(self._trends(finished, module.env_steps))
+        if finished is not None and finished["vlm_return"]:
+            metrics.update(self.observe_episodes(finished, module.env_steps))
         if data.top_frames is not None:
             if trainer.is_global_zero:
                 self.save_strip(data, module.env_steps)
             data.top_frames = None
         if metrics and trainer.logger is not None:
             trainer.logger.log_metrics(metrics, step=module.env_steps)
-        if trainer.progress_bar_callback is not None:  # Lightning's log costs ~1 ms a call
+        # Lightning's log costs ~1 ms a call; no flag at all where there is no verdict.
+        if trainer.progress_bar_callback is not None and self.no_verdict is None:
             module.log("hacking", float(self.suspected), prog_bar=True, logger=False,
                        on_step=True, batch_size=1)
-
     def _correlation(self, scored, due: bool) -> dict[str, float]:
         """``monitor/vlm_gt_spearman`` over the rolling window of recent steps, when ``due``."""
         nxt = scored.get(NEXT)
@@ -119,29 +218,47 @@ class RewardMonitor(L.Callback):
         rho = _rho(vlm, gt) if vlm.numel() >= 3 else None
         return {} if rho is None else {"monitor/vlm_gt_spearman": rho}
 
-    def _trends(self, finished: dict[str, list[float]], step: int) -> dict[str, float]:
-        """Return trends over the last ``window`` episodes, once an episode ends."""
-        self.returns.extend(zip(finished["vlm_return"], finished["gt_return"], strict=True))
-        if not finished["vlm_return"] or len(self.returns) < self.window:
+    def observe_episodes(self, finished: dict[str, list[float]], step: int) -> dict[str, float]:
+        """The return trends (and verdict) to log for the episodes a batch finished at env
+        step ``step``: none until a point closes a full window."""
+        found = self.trends.add(finished["vlm_return"], finished["gt_return"])
+        if found is None:
             return {}
-        order = list(range(len(self.returns)))
-        vlm = _rho(order, [v for v, _ in self.returns])
-        gt = _rho(order, [g for _, g in self.returns])
-        suspected = vlm is not None and gt is not None and vlm >= TREND and gt <= -TREND
+        vlm, gt = found
+        self.checks += 1
+        out = {f"monitor/{name}_return_trend": trend.tau
+               for name, trend in (("vlm", vlm), ("gt", gt)) if trend.tau is not None}
+        if self.no_verdict is not None:
+            return out
+        suspected = hacking(vlm, gt)
         if suspected and not self.suspected:
+            self.onsets.append(step)
             log.warning(
-                "Reward hacking suspected at env step %d: over the last %d episodes the VLM "
-                "return rose (trend %+.2f) while the ground-truth return fell (trend %+.2f). "
-                "The agent may be exploiting the reward model: look at what it scores highest "
+                "Reward hacking suspected at env step %d: over the last %d points (each the "
+                "mean return of %d episodes) the VLM return rose (Kendall's tau %+.2f, "
+                "p=%.1g) while the ground-truth return fell (tau %+.2f, p=%.1g). The agent may "
+                "be exploiting the reward model: look at what it scores highest "
                 "(%s/step-*.png, with logging.video_every) and at the evaluation videos.",
-                step, self.window, vlm, gt, self.dirpath)
+                step, self.window, self.trends.episodes_per_point, vlm.tau or 0.0,
+                vlm.p_rising, gt.tau or 0.0, gt.p_falling, self.dirpath)
         self.suspected = suspected
-        out = {"monitor/hacking_suspected": float(suspected)}
-        if vlm is not None:
-            out["monitor/vlm_return_trend"] = vlm
-        if gt is not None:
-            out["monitor/gt_return_trend"] = gt
+        out["monitor/hacking_suspected"] = float(suspected)
         return out
+
+    def summary(self) -> str:
+        """One line for the run's report: the verdict, or why there is none."""
+        if self.no_verdict is not None:
+            return (f"reward-hacking monitor: no verdict, {self.no_verdict}; its "
+                    "monitor/* trends compare the VLM reward with that reward only")
+        if self.onsets:
+            steps = ", ".join(map(str, self.onsets))
+            return (f"reward-hacking monitor: hacking suspected from env step(s) {steps}; "
+                    f"see {self.dirpath}/step-*.png and the evaluation videos")
+        if not self.checks:
+            return ("reward-hacking monitor: no verdict yet, fewer than "
+                    f"{self.window} x {self.trends.episodes_per_point} episodes finished")
+        return (f"reward-hacking monitor: no hacking suspected ({self.checks} checks of "
+                f"{self.window}-point return trends)")
 
     def save_strip(self, data: DataPipeline, step: int) -> Path:
         """The kept frames as the reward model sees them, best first, captioned."""

@@ -31,15 +31,28 @@ class Scene:
     options: tuple[str, ...]  # which of env.textured / camera / xml / texture_dir it takes
     success: bool  # emits info["is_success"]
     sized: bool  # renders at a requested width/height
+    #: What the env's own reward (the run's ground truth, ``gt_reward``) measures.
+    ground_truth: str = ""
+    #: Whether that measures the task the scene's prompts describe: the reward-hacking
+    #: monitor gives its verdict only then (``logging.monitor_gt_measures_task`` overrides).
+    gt_measures_task: bool = True
 
 
 SCENES: dict[str, Scene] = {
+    # Humanoid-v5's reward pays for running forward and staying up: the presets' poses
+    # (kneeling, lotus, splits, ...) have no measure of their own.
     "vlmrm/Humanoid-v0": Scene("vlmrm.scenes.humanoid:make_humanoid", 100,
-                               ("textured", "camera", "xml", "texture_dir"), success=False, sized=True),
+                               ("textured", "camera", "xml", "texture_dir"), success=False, sized=True,
+                               ground_truth="Humanoid-v5's locomotion reward (forward speed, "
+                               "staying healthy, control cost)", gt_measures_task=False),
     "vlmrm/CartPole-v0": Scene("vlmrm.scenes.cartpole:PaperCartPoleEnv", 200, (),
-                               success=True, sized=False),
+                               success=True, sized=False,
+                               ground_truth="1 per step with the pole upright and the cart on "
+                               "the track"),
     "vlmrm/MountainCarContinuous-v0": Scene("vlmrm.scenes.mountaincar:PaperMountainCarEnv",
-                                            999, ("textured",), success=True, sized=True),
+                                            999, ("textured",), success=True, sized=True,
+                                            ground_truth="MountainCarContinuous' reward "
+                                            "(+100 per step at the flag, minus the action's cost)"),
 }
 
 
