@@ -76,6 +76,9 @@ def make_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None = None) -> 
         raise ConfigError(f"env.id={cfg.id!r} could not be made with {given}: "
                           f"{one_paragraph(str(err))}. Fix or remove the argument it "
                           "names.") from None
+    except gym.error.DependencyNotInstalled as err:
+        raise ConfigError(f"env.id={cfg.id!r} needs a package that is not installed here: "
+                          f"{one_paragraph(str(err))}") from None
 
 
 def _make_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None) -> gym.Env:
