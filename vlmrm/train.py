@@ -27,6 +27,7 @@ from vlmrm.config.checks import check_global_split
 from vlmrm.errors import ConfigError, NonFiniteError
 from vlmrm.fileio import write_text
 from vlmrm.resume import Resume
+from vlmrm.rl.envstate import RESTART_NOTE
 
 
 @dataclass
@@ -40,6 +41,8 @@ class RunResult:
     primary: bool = True
     #: Stopped early by SIGINT/SIGTERM, after writing last.ckpt (resume it).
     interrupted: bool = False
+    #: Whether its checkpoints hold the envs' state (else their episodes restart on resume).
+    exact_envs: bool = True
 
     @property
     def checkpoint(self) -> Path:
@@ -48,8 +51,9 @@ class RunResult:
     def report(self) -> str:
         """What the user needs after a run: where it is, how it did, what to run next."""
         if self.interrupted:
+            how = "exactly" if self.exact_envs else f"({RESTART_NOTE})"
             return (f"vlmrm: run interrupted after {self.env_steps} env steps; its checkpoint "
-                    f"{self.checkpoint} holds everything needed to continue exactly:\n"
+                    f"{self.checkpoint} holds everything needed to continue {how}:\n"
                     f"  vlmrm fit --resume {shlex.quote(str(self.run_dir))}")
         lines = [f"vlmrm: run finished after {self.env_steps} env steps: {self.run_dir}"]
         if self.last_eval:
@@ -126,4 +130,5 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None,
         if module.data is not None:  # after an error too: env worker processes must end
             module.data.close()
     return RunResult(run_dir, module.env_steps, dict(module.last_eval),
-                     primary=trainer.is_global_zero, interrupted=module.interrupted)
+                     primary=trainer.is_global_zero, interrupted=module.interrupted,
+                     exact_envs=module.data is None or module.data.exact_envs)

@@ -45,6 +45,7 @@ def test_env_outside_the_capture_list_checkpoints_resumes_and_plays(env_id, extr
                        "logging.run_name=run"])
     stopped = fit(cfg, callbacks=[SigtermAt(STOP)])
     assert stopped.interrupted and STOP <= stopped.env_steps < TOTAL
+    assert f"continue ({RESTART_NOTE})" in stopped.report()
     assert capsys.readouterr().out.count(RESTART_NOTE) == 1
     ckpts = stopped.run_dir / "checkpoints"
     assert (ckpts / "last.ckpt").is_file()
