@@ -32,8 +32,9 @@ from vlmrm.config.schema import EnvConfig
 from vlmrm.errors import ConfigError, one_paragraph
 from vlmrm.keys import SUCCESS
 from vlmrm.rl.gymstate import gym_state, load_gym_state
+from vlmrm.rl.spaces import fit_spaces
 from vlmrm.rl.wrappers import EpisodeEndIsTerminal, NoEarlyTermination
-from vlmrm.scenes import SCENES, is_mujoco
+from vlmrm.scenes import SCENES, env_spec, is_mujoco
 from vlmrm.scenes.mjcf import mujoco_scene_kwargs
 
 
@@ -75,6 +76,9 @@ def make_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None = None) -> 
         raise ConfigError(f"env.id={cfg.id!r} could not be made with {given}: "
                           f"{one_paragraph(str(err))}. Fix or remove the argument it "
                           "names.") from None
+    except gym.error.DependencyNotInstalled as err:
+        raise ConfigError(f"env.id={cfg.id!r} needs a package that is not installed here: "
+                          f"{one_paragraph(str(err))}") from None
 
 
 def _make_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None) -> gym.Env:
@@ -87,7 +91,7 @@ def _make_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None) -> gym.En
         h, w = (size, size) if isinstance(size, int) else size
         kwargs.setdefault("width", w)
         kwargs.setdefault("height", h)
-    env = gym.make(cfg.id, render_mode="rgb_array", **kwargs)
+    env = fit_spaces(gym.make(cfg.id, render_mode="rgb_array", **kwargs), cfg.id)
     if not cfg.terminate_early:
         env = NoEarlyTermination(env)
     if cfg.episode_end == "terminate":
@@ -113,7 +117,7 @@ def scene_kwargs(cfg: EnvConfig) -> dict[str, Any]:
 
 def _stock_xml(env_id: str) -> str:
     """The model file a Gymnasium MuJoCo id loads by default."""
-    spec = gym.spec(env_id)
+    spec = env_spec(env_id)
     if "xml_file" in spec.kwargs:
         return spec.kwargs["xml_file"]
     creator = gym.envs.registration.load_env_creator(spec.entry_point)

@@ -65,6 +65,15 @@ def _env_id(env: gym.Env) -> str:
     return spec.id if spec is not None else type(env.unwrapped).__name__
 
 
+def uncapturable_layer(env: gym.Env) -> str | None:
+    """The first layer of ``env`` (outermost first) whose state cannot be captured, by class
+    name; None when :func:`gym_state` can capture the whole env."""
+    for layer in _layers(env):
+        if type(layer) not in LAYER_ATTRS:
+            return _class_name(layer)
+    return None
+
+
 def _check_supported(env: gym.Env) -> list[gym.Env]:
     layers = _layers(env)
     for layer in layers:
