@@ -35,6 +35,7 @@ def test_sequential_loop_matches_the_portable_reference(run, tmp_path):
     with safe_open(out, "pt") as f:
         child = json.loads(f.metadata()["json"])
     assert child["cpu_capability"] == "AVX2", "the child did not run ATen's AVX2 kernels"
+    assert child["ieee_sqrt_calls"] > 0, "Adam's sqrt no longer reaches aten::sqrt on CPU"
 
     ours = load_file(out)
     ref = load_file(DATA / f"sequential_portable_{run}.safetensors")
