@@ -19,12 +19,16 @@ import gymnasium as gym
 from torchrl.envs import EnvBase, GymWrapper, TransformedEnv
 from torchrl.envs.batched_envs import BatchedEnvBase
 
-from vlmrm.rl.envs import make_base_env, make_worker_env
+from vlmrm.rl.envs import VectorEnvs, make_base_env
 from vlmrm.rl.gymstate import FORMAT, gym_state, load_gym_state
 
 
 def env_state(env: EnvBase) -> dict[str, Any]:
-    """The state of ``env`` (a single env or a Serial/ParallelEnv of them)."""
+    """The state of ``env`` (a single env, a SerialEnv of them or ``env.parallel``'s
+    workers); the two batched kinds have the same layout."""
+    vector = _vector(env)
+    if vector is not None:
+        return {"format": FORMAT, "batched": True, "envs": vector.gym_states()}
     if isinstance(env, BatchedEnvBase):
         _start(env)
         return {"format": FORMAT, "batched": True, "envs": _dispatch(env, "gym_state")}
@@ -36,6 +40,13 @@ def load_env_state(env: EnvBase, state: dict[str, Any]) -> None:
     if state.get("format") != FORMAT:
         raise ValueError(f"env state has format {state.get('format')!r}, expected {FORMAT}")
     states = state["envs"]
+    vector = _vector(env)
+    if vector is not None:
+        if len(states) != vector.batch_size[0]:
+            raise ValueError(f"env state holds {len(states)} envs; the env has "
+                             f"{vector.batch_size[0]}")
+        vector.load_gym_states(states)
+        return
     if not isinstance(env, BatchedEnvBase):
         if state["batched"] or len(states) != 1:
             raise ValueError(f"env state holds {len(states)} batched envs; got a single env")
@@ -50,10 +61,9 @@ def load_env_state(env: EnvBase, state: dict[str, Any]) -> None:
 
 
 def _start(env: BatchedEnvBase) -> None:
-    # Checked before any call reaches a worker: a ParallelEnv worker dies on a missing method
-    # and the parent would wait for its answer for ever.
+    # Checked before any env is made: only make_base_env's envs have the methods called.
     for fn in env.create_env_fn:
-        if getattr(fn, "func", fn) not in (make_base_env, make_worker_env):
+        if getattr(fn, "func", fn) is not make_base_env:
             raise ValueError(f"cannot capture the state of a {type(env).__name__} whose envs "
                              f"come from {fn!r}: build it with vlmrm.rl.envs.make_env")
     if env.is_closed:
@@ -61,9 +71,14 @@ def _start(env: BatchedEnvBase) -> None:
 
 
 def _dispatch(env: BatchedEnvBase, method: str, *args: Any) -> list[Any]:
-    """Call ``method`` on each worker env (SerialEnv: in turn; ParallelEnv: in its process);
-    the methods are :class:`vlmrm.rl.envs.ResumableEnv`'s."""
+    """Call ``method`` on each env of a SerialEnv, in turn; the methods are
+    :class:`vlmrm.rl.envs.ResumableEnv`'s."""
     return getattr(env, method)(*args)
+
+
+def _vector(env: EnvBase) -> VectorEnvs | None:
+    base = env.base_env if isinstance(env, TransformedEnv) else env
+    return base if isinstance(base, VectorEnvs) else None
 
 
 def _gym_env(env: EnvBase) -> gym.Env:
