@@ -126,6 +126,17 @@ class VectorEnvs(GymWrapper):
         self._env.set_attr("pending_state", [to_arrays(state) for state in states])
         _answers(self._env.call("restore_pending"))
 
+    def process_facts(self) -> list[dict[str, Any]]:
+        """Each worker's :meth:`~vlmrm.rl.gymenv.WorkerEnv.process_facts` (pid, heavy
+        modules loaded, thread and rendering settings)."""
+        return list(self._env.call("process_facts"))
+
+
+def vector_envs(env: EnvBase) -> VectorEnvs | None:
+    """The :class:`VectorEnvs` ``env`` is (or transforms), else None."""
+    base = env.base_env if isinstance(env, TransformedEnv) else env
+    return base if isinstance(base, VectorEnvs) else None
+
 
 def _answers(replies: tuple[dict[str, Any], ...]) -> list[Any]:
     for i, reply in enumerate(replies):

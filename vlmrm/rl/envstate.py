@@ -19,14 +19,14 @@ import gymnasium as gym
 from torchrl.envs import EnvBase, GymWrapper, TransformedEnv
 from torchrl.envs.batched_envs import BatchedEnvBase
 
-from vlmrm.rl.envs import VectorEnvs, make_base_env
+from vlmrm.rl.envs import make_base_env, vector_envs
 from vlmrm.rl.gymstate import FORMAT, gym_state, load_gym_state
 
 
 def env_state(env: EnvBase) -> dict[str, Any]:
     """The state of ``env`` (a single env, a SerialEnv of them or ``env.parallel``'s
     workers); the two batched kinds have the same layout."""
-    vector = _vector(env)
+    vector = vector_envs(env)
     if vector is not None:
         return {"format": FORMAT, "batched": True, "envs": vector.gym_states()}
     if isinstance(env, BatchedEnvBase):
@@ -40,7 +40,7 @@ def load_env_state(env: EnvBase, state: dict[str, Any]) -> None:
     if state.get("format") != FORMAT:
         raise ValueError(f"env state has format {state.get('format')!r}, expected {FORMAT}")
     states = state["envs"]
-    vector = _vector(env)
+    vector = vector_envs(env)
     if vector is not None:
         if len(states) != vector.batch_size[0]:
             raise ValueError(f"env state holds {len(states)} envs; the env has "
@@ -74,11 +74,6 @@ def _dispatch(env: BatchedEnvBase, method: str, *args: Any) -> list[Any]:
     """Call ``method`` on each env of a SerialEnv, in turn; the methods are
     :class:`vlmrm.rl.envs.ResumableEnv`'s."""
     return getattr(env, method)(*args)
-
-
-def _vector(env: EnvBase) -> VectorEnvs | None:
-    base = env.base_env if isinstance(env, TransformedEnv) else env
-    return base if isinstance(base, VectorEnvs) else None
 
 
 def _gym_env(env: EnvBase) -> gym.Env:

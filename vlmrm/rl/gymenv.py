@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import multiprocessing
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -92,10 +93,16 @@ def emits_success(env_id: str) -> bool:
     return env_id in SCENES and SCENES[env_id].success
 
 
-class StateAccess(gym.Wrapper):
-    """The outermost layer of a worker's env: what ``AsyncVectorEnv.call`` reaches to read
-    and set the state of the env it wraps (the same chain a serial env has, so states move
-    between ``env.parallel`` true and false). A state to restore arrives first through
+#: Modules a worker must not hold (:meth:`WorkerEnv.process_facts` reports them).
+HEAVY_MODULES = ("torch", "torchrl", "tensordict", "lightning", "open_clip", "transformers")
+#: Environment variables that set a worker's rendering and thread counts.
+PROCESS_VARS = ("MUJOCO_GL", "LP_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+class WorkerEnv(gym.Wrapper):
+    """The outermost layer of a worker's env: what ``AsyncVectorEnv.call`` reaches in the
+    worker process. It reads and sets the state of the env it wraps (the same chain a
+    serial env has, so states move between ``env.parallel`` true and false). A state to restore arrives first through
     ``set_attr("pending_state", ...)``, one per env, and :meth:`restore_pending` applies it.
     Errors come back as values: a worker that raises is shut down by Gymnasium, and the run
     would lose all its envs."""
@@ -116,13 +123,20 @@ class StateAccess(gym.Wrapper):
             return {"error": str(err)}
         return {}
 
+    def process_facts(self) -> dict[str, Any]:
+        """The worker process: its pid, the :data:`HEAVY_MODULES` it loaded (none is
+        expected) and its :data:`PROCESS_VARS`."""
+        return {"pid": os.getpid(),
+                "heavy_modules": [m for m in HEAVY_MODULES if m in sys.modules],
+                "vars": {name: os.environ.get(name) for name in PROCESS_VARS}}
+
 
 def make_worker_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None,
                         from_pixels: bool, spec: gym.envs.registration.EnvSpec | None = None
                         ) -> gym.Env:
     """One ``env.parallel`` worker's env: :func:`make_gym_env`, with the rendered frame
     under ``pixels`` next to the ``state`` (as TorchRL's GymWrapper adds it in the training
-    process), wrapped in :class:`StateAccess`.
+    process), wrapped in :class:`WorkerEnv`.
 
     ``spec`` is the id's registration in the training process, for ids registered there by
     code a worker does not import. In a worker process, Mesa's software renderer gets one
@@ -137,4 +151,4 @@ def make_worker_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None,
     env = make_gym_env(cfg, render_size)
     if from_pixels:
         env = AddRenderObservation(env, render_only=False)
-    return StateAccess(env)
+    return WorkerEnv(env)

@@ -1,6 +1,6 @@
 """Pickle-free capture and restore of one Gymnasium env's state (used by
 :mod:`vlmrm.rl.envstate`, and inside ``env.parallel`` workers by
-:class:`vlmrm.rl.gymenv.StateAccess`).
+:class:`vlmrm.rl.gymenv.WorkerEnv`).
 
 The state is: the attributes of every layer of the wrapper chain named in
 :data:`LAYER_ATTRS` (a layer whose exact class is not listed is refused), the unwrapped
