@@ -30,8 +30,8 @@ from vlmrm.precision import AUTO, PrecisionChoice, choose_precision, read_note
 from vlmrm.quiet import quiet_third_party
 from vlmrm.registry import GROUND_TRUTH
 from vlmrm.resume import Resume
-from vlmrm.rl.monitor import RewardMonitor
 from vlmrm.rl.envstate import RESTART_NOTE
+from vlmrm.rl.monitor import RewardMonitor
 
 
 @dataclass

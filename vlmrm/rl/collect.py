@@ -148,7 +148,7 @@ class ExplorationSampler:
 
 
 class StepLoop:
-    """Steps a TorchRL env (one env, or a ``SerialEnv`` / ``ParallelEnv`` batch) with an
+    """Steps a TorchRL env (one env, a ``SerialEnv``, or ``env.parallel``'s workers) with an
     :class:`ExplorationSampler`, ``steps`` steps per call.
 
     Without TorchRL's ``Collector`` (its per-step bookkeeping cost ~2-3 ms, measured), it

@@ -25,7 +25,7 @@ import numpy as np
 from torchrl.envs import EnvBase, GymWrapper, TransformedEnv
 from torchrl.envs.batched_envs import BatchedEnvBase
 
-from vlmrm.rl.envs import make_base_env, make_worker_env
+from vlmrm.rl.envs import make_base_env, vector_envs
 from vlmrm.rl.gymstate import FORMAT, gym_state, load_gym_state, uncapturable_layer
 
 #: Said once at the start of a run whose envs' state cannot be captured.
@@ -57,7 +57,11 @@ def env_state(env: EnvBase, exact: bool = True) -> dict[str, Any]:
     """The state of ``env`` (a single env or a Serial/ParallelEnv of them); without
     ``exact``, only a marker that the envs restart on load."""
     if not exact:
-        return {"format": FORMAT, "batched": isinstance(env, BatchedEnvBase), "envs": None}
+        return {"format": FORMAT, "batched": isinstance(env, BatchedEnvBase)
+                or vector_envs(env) is not None, "envs": None}
+    vector = vector_envs(env)
+    if vector is not None:
+        return {"format": FORMAT, "batched": True, "envs": vector.gym_states()}
     if isinstance(env, BatchedEnvBase):
         _start(env)
         return {"format": FORMAT, "batched": True, "envs": _dispatch(env, "gym_state")}
@@ -77,6 +81,13 @@ def load_env_state(env: EnvBase, state: dict[str, Any], restart: int | None = No
                              "their episodes restart from")
         env.set_seed(restart)
         return True
+    vector = vector_envs(env)
+    if vector is not None:
+        if len(states) != vector.batch_size[0]:
+            raise ValueError(f"env state holds {len(states)} envs; the env has "
+                             f"{vector.batch_size[0]}")
+        vector.load_gym_states(states)
+        return False
     if not isinstance(env, BatchedEnvBase):
         if state["batched"] or len(states) != 1:
             raise ValueError(f"env state holds {len(states)} batched envs; got a single env")
@@ -92,10 +103,9 @@ def load_env_state(env: EnvBase, state: dict[str, Any], restart: int | None = No
 
 
 def _start(env: BatchedEnvBase) -> None:
-    # Checked before any call reaches a worker: a ParallelEnv worker dies on a missing method
-    # and the parent would wait for its answer for ever.
+    # Checked before any env is made: only make_base_env's envs have the methods called.
     for fn in env.create_env_fn:
-        if getattr(fn, "func", fn) not in (make_base_env, make_worker_env):
+        if getattr(fn, "func", fn) is not make_base_env:
             raise ValueError(f"cannot capture the state of a {type(env).__name__} whose envs "
                              f"come from {fn!r}: build it with vlmrm.rl.envs.make_env")
     if env.is_closed:
@@ -103,8 +113,8 @@ def _start(env: BatchedEnvBase) -> None:
 
 
 def _dispatch(env: BatchedEnvBase, method: str, *args: Any) -> list[Any]:
-    """Call ``method`` on each worker env (SerialEnv: in turn; ParallelEnv: in its process);
-    the methods are :class:`vlmrm.rl.envs.ResumableEnv`'s."""
+    """Call ``method`` on each env of a SerialEnv, in turn; the methods are
+    :class:`vlmrm.rl.envs.ResumableEnv`'s."""
     return getattr(env, method)(*args)
 
 
