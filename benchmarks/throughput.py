@@ -15,6 +15,9 @@ well the stages overlap. Ends with a projection of the config's ``agent.total_en
     python benchmarks/throughput.py --config configs/humanoid_kneeling.yaml env.num_envs=4
     python benchmarks/throughput.py --config configs/cartpole.yaml --json out.json
 
+With ``env.parallel`` it also reports the env worker processes' memory (proportional set
+size, summed) after stepping and rendering.
+
 ``key=value`` overrides apply to every stage. Stable-Baselines3 (``pip install
 vlmrm[bench]``) is needed for the SB3 update ratio only, psutil for the CPU figures.
 """
@@ -245,6 +248,7 @@ def table(r: Results) -> str:
         f"{r.overlap_gain:.2f}x that",
         cpu_line(r.cpu),
         precision_line(r.reward_precision),
+        workers_line(r.env.detail),
         f"replay: {r.replay_bytes_per_transition:.0f} bytes per stored transition "
         f"({r.replay_transitions} stored)",
         f"update rate vs Stable-Baselines3 SAC: {sb3}",
@@ -279,6 +283,19 @@ def cpu_line(c: CpuWork | None) -> str:
             f"{c.cpu_limit_efficiency:.2f}) however they overlap; the loop kept "
             f"{c.loop_cores_busy:.2f} cores busy, {c.loop_core_s_per_env_step:.4f} core-s "
             "per env step")
+
+
+def workers_line(env: dict) -> str:
+    """The env workers' memory (``env.parallel``), summed proportional set size."""
+    w = env["workers"]
+    if w is not None:
+        loaded = ", ".join(w["heavy_modules"]) or "none"
+        return (f"env workers: {w['workers']} processes hold {w['pss_mb_total']:,.0f} MB "
+                f"(PSS, summed; largest {w['pss_mb_max']:,.0f} MB); torch-side modules "
+                f"loaded: {loaded}")
+    if env["parallel"] and env["num_envs"] > 1:
+        return "env workers: memory n/a (pip install vlmrm[bench] for psutil)"
+    return "env workers: none (the envs step in the training process)"
 
 
 def duration(hours: float) -> str:

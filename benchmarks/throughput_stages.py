@@ -28,7 +28,7 @@ from vlmrm.config import Config, load_config
 from vlmrm.keys import NEXT, PIXELS
 from vlmrm.reward.model import VLMRewardModel, input_size
 from vlmrm.rl.agent import is_discrete
-from vlmrm.rl.envs import SeedOffset, env_seed, make_base_env, make_env
+from vlmrm.rl.envs import SeedOffset, env_seed, make_base_env, make_env, vector_envs
 from vlmrm.train import fit
 
 
@@ -99,6 +99,25 @@ def machine_cores() -> int:
     return os.cpu_count() or 1
 
 
+def worker_memory(env: EnvBase) -> dict[str, Any] | None:
+    """What ``env.parallel``'s worker processes hold now: their proportional set size
+    (each shared page divided among the processes that map it, so the sum is what the
+    workers add to the machine) in all and the largest, in MB (10^6 bytes), and the heavy
+    modules (torch, ...) any of them loaded. None for envs stepped in this process, or
+    without psutil."""
+    vector = vector_envs(env)
+    if vector is None:
+        return None
+    try:
+        import psutil
+    except ImportError:
+        return None
+    facts = vector.process_facts()
+    pss = [psutil.Process(fact["pid"]).memory_full_info().pss for fact in facts]
+    return {"workers": len(pss), "pss_mb_total": sum(pss) / 1e6, "pss_mb_max": max(pss) / 1e6,
+            "heavy_modules": sorted({m for fact in facts for m in fact["heavy_modules"]})}
+
+
 # -- env ----------------------------------------------------------------------------------
 class RandomStepper:
     """Steps an env with random actions via ``step_and_maybe_reset``, as a collector does,
@@ -130,18 +149,20 @@ def measure_env(cfg: Config, reward_model: VLMRewardModel | None, seconds: float
     with CoresBusy() as cpu:
         single_rate = timed(stepper, seconds)
     single.close()
-    batched_rate = single_rate
+    batched_rate, workers = single_rate, None
     if cfg.env.num_envs > 1:
         env = make_env(cfg.env, size, from_pixels=pixels, seed=seed)
         step = RandomStepper(env, keep=0)
         step()  # worker start-up and first renders
         with CoresBusy() as cpu:
             batched_rate = timed(step, seconds) * cfg.env.num_envs
+        workers = worker_memory(env)  # after stepping and rendering: the renderers' memory
         env.close()
     frames = torch.cat(stepper.frames) if stepper.frames else None
     detail = {"single_env_steps_per_s": single_rate, "num_envs": cfg.env.num_envs,
               "parallel": cfg.env.parallel, "renders": pixels, "cores_busy": cpu.cores,
-              "frame_shape": None if frames is None else list(frames.shape[1:])}
+              "frame_shape": None if frames is None else list(frames.shape[1:]),
+              "workers": workers}
     return Stage(batched_rate, "env steps/s", batched_rate, detail), frames
 
 

@@ -39,7 +39,7 @@ from vlmrm.config import Config, describe_schema, load_config
     (["reward.compile=maybe"], "reward.compile"),
     (["env.render_size=0"], "env.render_size=0"),
     (["env.kwargs.render_mode=human"], "env.kwargs.render_mode"),
-    (["env.id=os:Foo-v0"], "env.id='os:Foo-v0'"),                       # would import code
+    (["env.id=os:Foo-v0"], "importing 'os' did not register 'Foo-v0'"),  # module:Env form
     (["reward.device=gpu"], "reward.device='gpu'"),
     (["reward.model_config=/no/such.json"], "reward.model_config='/no/such.json'"),
     (["reward.model='  '"], "reward.model='  '"),

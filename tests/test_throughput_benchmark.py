@@ -207,3 +207,41 @@ def test_the_score_stage_feeds_the_encoder_as_training_does(bench, overrides, ex
 
     cfg = load_config(QUICKSTART, ["env.num_envs=2", "agent.train_freq=16", *overrides])
     assert throughput_stages.encoder_pass(cfg, make_reward_model(cfg)) == expected
+
+
+def test_serial_envs_have_no_worker_memory_line(bench, quickstart):
+    assert quickstart["env"]["detail"]["workers"] is None  # one env, in the main process
+    line = bench.workers_line(quickstart["env"]["detail"])
+    assert line == "env workers: none (the envs step in the training process)"
+
+
+def test_env_workers_memory_is_their_summed_pss(bench):
+    """With env.parallel the env stage reports what the worker processes hold, measured as
+    the benchmark measures it, and the table says it."""
+    import psutil
+    import throughput_stages
+
+    from vlmrm.config.schema import EnvConfig
+    from vlmrm.rl.envs import make_env, vector_envs
+
+    env = make_env(EnvConfig(id="vlmrm/CartPole-v0", num_envs=2, parallel=True), None,
+                   from_pixels=True, seed=0)
+    try:
+        td = env.reset()
+        for _ in range(3):
+            _, td = env.step_and_maybe_reset(env.rand_action(td))
+        memory = throughput_stages.worker_memory(env)
+        pids = [fact["pid"] for fact in vector_envs(env).process_facts()]
+        pss = [psutil.Process(pid).memory_full_info().pss for pid in pids]
+    finally:
+        env.close()
+    assert memory["workers"] == 2 and memory["heavy_modules"] == []
+    assert psutil.Process().pid not in pids
+    # memory moves a little between two reads; the sum is of these two processes
+    assert memory["pss_mb_total"] == pytest.approx(sum(pss) / 1e6, rel=0.05)
+    assert memory["pss_mb_max"] <= memory["pss_mb_total"] < 2 * memory["pss_mb_max"] + 1
+    detail = {"workers": memory, "parallel": True, "num_envs": 2}
+    line = bench.workers_line(detail)
+    assert line.startswith("env workers: 2 processes hold ") and line.endswith(": none")
+    assert bench.workers_line({**detail, "workers": None}) == (
+        "env workers: memory n/a (pip install vlmrm[bench] for psutil)")

@@ -38,6 +38,7 @@ from vlmrm.rl.collect import (
 from vlmrm.rl.collect_process import ProcessStepLoop
 from vlmrm.rl.data import DataPipeline, EpisodeTracker, make_replay_buffer
 from vlmrm.rl.envs import SeedOffset, env_seed, make_base_env, make_env
+from vlmrm.rl.envstate import capture_blocker, restart_note
 from vlmrm.rl.module import DataFactory, SACModule
 from vlmrm.rl.monitor import RewardMonitor, no_verdict_reason
 from vlmrm.rl.stream import FrameStream, steps_per_pass
@@ -128,6 +129,9 @@ def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataF
         collection = make_collection(cfg, loop, world, reward_model)
         eval_env = make_base_env(cfg.env, size, from_pixels=pixels,
                                  seed=env_seed(cfg.seed, SeedOffset.EVAL, rank))
+        blocker = capture_blocker(eval_env)  # decided here, once: workers are never asked
+        if blocker is not None and rank == 0:
+            print(restart_note(cfg.env.id, blocker), flush=True)
         return DataPipeline(
             batches=collection, reward_model=reward_model,
             reward_transform=VLMRewardTransform(reward_model, drop_pixels=True),
@@ -135,7 +139,8 @@ def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataF
                                              cfg.agent.batch_size // world, module.device),
             episodes=EpisodeTracker(env_cfg.num_envs), eval_env=eval_env,
             envs=[loop.env] if isinstance(loop, StepLoop) else [],
-            evidence_dir=evidence_dir(module), rank=rank, world_size=world)
+            evidence_dir=evidence_dir(module), rank=rank, world_size=world,
+            exact_envs=blocker is None, seed=cfg.seed)
 
     return factory
 

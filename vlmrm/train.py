@@ -30,6 +30,7 @@ from vlmrm.precision import AUTO, PrecisionChoice, choose_precision, read_note
 from vlmrm.quiet import quiet_third_party
 from vlmrm.registry import GROUND_TRUTH
 from vlmrm.resume import Resume
+from vlmrm.rl.envstate import RESTART_NOTE
 from vlmrm.rl.monitor import RewardMonitor
 
 
@@ -46,6 +47,8 @@ class RunResult:
     interrupted: bool = False
     #: The reward-hacking monitor's one-line summary (None: no monitor ran).
     monitor: str | None = None
+    #: Whether its checkpoints hold the envs' state (else their episodes restart on resume).
+    exact_envs: bool = True
 
     @property
     def checkpoint(self) -> Path:
@@ -54,8 +57,9 @@ class RunResult:
     def report(self) -> str:
         """What the user needs after a run: where it is, how it did, what to run next."""
         if self.interrupted:
+            how = "exactly" if self.exact_envs else f"({RESTART_NOTE})"
             return (f"vlmrm: run interrupted after {self.env_steps} env steps; its checkpoint "
-                    f"{self.checkpoint} holds everything needed to continue exactly:\n"
+                    f"{self.checkpoint} holds everything needed to continue {how}:\n"
                     f"  vlmrm fit --resume {shlex.quote(str(self.run_dir))}")
         lines = [f"vlmrm: run finished after {self.env_steps} env steps: {self.run_dir}"]
         if self.last_eval:
@@ -142,4 +146,5 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None,
                    None)
     return RunResult(run_dir, module.env_steps, dict(module.last_eval),
                      primary=trainer.is_global_zero, interrupted=module.interrupted,
-                     monitor=monitor)
+                     monitor=monitor,
+                     exact_envs=module.data is None or module.data.exact_envs)

@@ -174,3 +174,44 @@ def test_state_of_another_env_is_refused():
     finally:
         cartpole.close()
         pendulum.close()
+
+
+def _loop(env_id: str, num_envs: int, seed: int):
+    from vlmrm.config.schema import AgentConfig
+    from vlmrm.rl.agent import make_agent
+    from vlmrm.rl.collect import ExplorationSampler, StepLoop
+
+    env = make_env(EnvConfig(id=env_id, num_envs=num_envs), None, from_pixels=False, seed=seed)
+    actor, _ = make_agent(env.observation_spec["observation"].shape[-1],
+                          env.action_spec_unbatched, [8], "tanh")
+    sampler = ExplorationSampler(actor.module[0].module, env.action_spec_unbatched,
+                                 AgentConfig(), torch.Generator().manual_seed(0))
+    return StepLoop(env, sampler)
+
+
+def test_uncapturable_envs_are_marked_and_restart_from_a_seed_of_the_resume_step():
+    """Acrobot's state cannot be captured: its env's capture says so (nothing is asked of
+    the env), and a load reseeds and resets every env, the same way for the same resume
+    step and another way for another step; the exploration state still continues."""
+    from vlmrm.rl.envstate import capture_blocker, restart_seed
+
+    single = make_env(EnvConfig(id="Acrobot-v1"), None, from_pixels=False, seed=0)
+    assert capture_blocker(single).endswith("AcrobotEnv")
+    single.close()
+    old = _loop("Acrobot-v1", 2, seed=0)
+    old.rollout(5, random=True)
+    state = through_disk(old.state(exact=False))
+    assert state["env"]["envs"] is None
+    roots = []
+    for steps in (10, 10, 12):
+        new = _loop("Acrobot-v1", 2, seed=0)
+        new.load_state(state, restart_seed(0, steps))
+        assert new.starts.all()  # every env begins an episode (OU noise restarts too)
+        assert torch.equal(new.sampler.generator.get_state(), old.sampler.generator.get_state())
+        roots.append(new.root["observation"])
+        new.env.close()
+    assert torch.equal(roots[0], roots[1]) and not torch.equal(roots[0], roots[2])
+    assert not torch.equal(roots[0], old.root["observation"])
+    old.env.close()
+    with pytest.raises(ValueError, match="restart"):
+        load_env_state(old.env, state["env"])  # no seed given: refused, never silently kept

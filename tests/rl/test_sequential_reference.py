@@ -23,10 +23,12 @@ DATA = ROOT / "tests" / "data"
 #: Defaults and shipped config values that changed after the recording, set back to the
 #: recorded ones (the default update is now vlmrm's fast one; collection now overlaps the
 #: learner; the mountaincar preset now has the original code's l2 critic, terminal episode end
-#: and OU action noise).
-PINNED = ["agent.activation=tanh", "agent.loss_impl=torchrl", "agent.critic_loss=smooth_l1",
-          "env.episode_end=truncate", "agent.action_noise=null", "agent.overlap=false"]
-#: Float results are exact only on the same CPU code path (BLAS kernels differ by ISA).
+#: and OU action noise; the reward model stays fp32 whatever ``reward.precision: auto`` picks).
+PINNED = ["reward.precision=32", "agent.activation=tanh", "agent.loss_impl=torchrl",
+          "agent.critic_loss=smooth_l1", "env.episode_end=truncate", "agent.action_noise=null",
+          "agent.overlap=false"]
+#: Float results are exact only on the same CPU code path (BLAS kernels differ by ISA);
+#: test_portable_reference.py guards the same runs on every x86-64 CPU with AVX2.
 RECORDED_CPU = "AVX512"
 
 

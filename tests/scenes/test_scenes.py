@@ -373,9 +373,9 @@ def _worker_render_threads(env_cfg: EnvConfig) -> str | None:
     """LP_NUM_THREADS as a worker process sees it after building its env."""
     import os
 
-    from vlmrm.rl.envs import make_worker_env
+    from vlmrm.rl.gymenv import make_worker_gym_env
 
-    make_worker_env(env_cfg, None, from_pixels=False).close()
+    make_worker_gym_env(env_cfg, None, from_pixels=False).close()
     return os.environ.get("LP_NUM_THREADS")
 
 
@@ -384,11 +384,11 @@ def test_parallel_workers_render_with_one_thread_unless_told(monkeypatch):
     import multiprocessing
     import os
 
-    from vlmrm.rl.envs import make_worker_env
+    from vlmrm.rl.gymenv import make_worker_gym_env
 
     cfg = EnvConfig(id="vlmrm/CartPole-v0")
     monkeypatch.delenv("LP_NUM_THREADS", raising=False)
-    make_worker_env(cfg, None, from_pixels=False).close()
+    make_worker_gym_env(cfg, None, from_pixels=False).close()
     assert "LP_NUM_THREADS" not in os.environ  # the main process keeps Mesa's default
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:

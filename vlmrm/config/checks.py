@@ -202,20 +202,48 @@ def _check_env_id(env_id: str) -> None:
 
     from vlmrm.scenes import SCENES
 
-    # Gymnasium imports the module named before a colon ("pkg.module:Env-v0"): a config
-    # value must never choose code to import.
-    require(":" not in env_id,
-            f"env.id={env_id!r}: ids of the form 'module:Env' make Gymnasium import that "
-            "module, which vlmrm does not allow from a config. Import the package that "
-            "registers the env yourself and give its plain id.")
+    module, _, name = env_id.rpartition(":")
+    if module:
+        _import_env_module(env_id, module)
     try:
-        gym.spec(env_id)
+        gym.spec(name)
     except gym.error.Error:
+        if module:
+            raise ConfigError(
+                f"env.id={env_id!r}: importing {module!r} did not register {name!r} with "
+                f"Gymnasium. Check the id that module registers (gymnasium.register(id=...))."
+            ) from None
         known = list(SCENES) + sorted(k for k in gym.registry if "/" not in k)
         raise ConfigError(
             f"env.id={env_id!r} is not a registered Gymnasium environment. "
             f"Known ids include: {', '.join(known[:28])}, ..."
         ) from None
+
+
+def _import_env_module(env_id: str, module: str) -> None:
+    """Gymnasium's ``package.module:EnvName-v0``: the module (installed code only, named
+    by a dotted name) is imported, as ``gym.make`` would, so that it registers the env."""
+    import importlib
+
+    require(MODULE_NAME.fullmatch(module) is not None,
+            f"env.id={env_id!r}: {module!r} is not a module name. Use Gymnasium's "
+            "'package.module:EnvName-v0' form, e.g. env.id=my_envs.reach:Reach-v0.")
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        raise ConfigError(
+            f"env.id={env_id!r}: no module {err.name or module!r} is installed here, so "
+            f"{module!r} cannot be imported to register the env. Install the package that "
+            "provides it in this Python environment (pip install -e path/to/it), or fix the "
+            "module name.") from None
+    except Exception as err:  # the module's own code failed
+        raise ConfigError(
+            f"env.id={env_id!r}: importing {module!r} failed with {type(err).__name__}: "
+            f"{' '.join(str(err).split())}. Fix that module.") from None
+
+
+#: A dotted Python module name (``package.module``).
+MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 def _check_scene_options(e: EnvConfig) -> None:

@@ -61,7 +61,8 @@ class EnvConfig:
         1, "Environments collected from at once, over all ranks: under DDP each of N ranks "
         "runs num_envs / N of them (the paper's humanoid run: 32).")
     parallel: bool = opt(
-        False, "Run the envs in worker processes (ParallelEnv) instead of one after another.")
+        False, "Run the envs in worker processes (Gymnasium's AsyncVectorEnv; a worker holds "
+        "Gymnasium, MuJoCo and numpy, not torch) instead of one after another.")
     render_size: int | None = opt(
         None, "Render size in pixels for envs that accept width/height (MuJoCo); null means "
         "the reward model's own input size. Other envs render natively and the backend resizes.")

@@ -19,7 +19,7 @@ from vlmrm.rl.checkpoints import (
     remove_partials,
 )
 from vlmrm.rl.envs import SeedOffset, env_seed, episode_cap, make_base_env
-from vlmrm.rl.envstate import env_state, load_env_state
+from vlmrm.rl.envstate import capture_blocker, env_state, load_env_state, restart_seed
 from vlmrm.rl.evaluate import episode_video, run_episode
 from vlmrm.rl.schedule import crossed
 
@@ -105,11 +105,13 @@ class VideoRecorder(L.Callback):
         self.every = every
         self._recorded_at = 0
         self._env: EnvBase | None = None
+        #: Whether the env's state can be captured (decided when it is made).
+        self._exact = True
         self._restored_env: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"recorded_at": self._recorded_at,
-                "env": None if self._env is None else env_state(self._env)}
+                "env": None if self._env is None else env_state(self._env, self._exact)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._recorded_at = state["recorded_at"]
@@ -137,11 +139,13 @@ class VideoRecorder(L.Callback):
 
     def _get_env(self, module: SACModule, reward_model: VLMRewardModel | None) -> EnvBase:
         if self._env is None:
+            seed = env_seed(module.cfg.seed, SeedOffset.VIDEO)
             self._env = make_base_env(module.cfg.env, input_size(reward_model),
-                                      from_pixels=True,
-                                      seed=env_seed(module.cfg.seed, SeedOffset.VIDEO))
-            if self._restored_env is not None:
-                load_env_state(self._env, self._restored_env)
+                                      from_pixels=True, seed=seed)
+            self._exact = capture_blocker(self._env) is None
+            if self._restored_env is not None:  # each video is a whole episode: reseed only
+                load_env_state(self._env, self._restored_env,
+                               restart_seed(seed, self._recorded_at))
                 self._restored_env = None
         return self._env
 

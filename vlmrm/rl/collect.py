@@ -148,7 +148,7 @@ class ExplorationSampler:
 
 
 class StepLoop:
-    """Steps a TorchRL env (one env, or a ``SerialEnv`` / ``ParallelEnv`` batch) with an
+    """Steps a TorchRL env (one env, a ``SerialEnv``, or ``env.parallel``'s workers) with an
     :class:`ExplorationSampler`, ``steps`` steps per call.
 
     Without TorchRL's ``Collector`` (its per-step bookkeeping cost ~2-3 ms, measured), it
@@ -201,18 +201,24 @@ class StepLoop:
         """The exploring policy takes the actor's current weights (only between rollouts)."""
         self.sampler.sync(actor)
 
-    def state(self) -> dict[str, Any]:
+    def state(self, exact: bool = True) -> dict[str, Any]:
         """The sampler (generator, noise, policy snapshot), the next step's input and the
-        envs' own state: what a checkpoint needs to continue the same rollouts."""
+        envs' own state (without ``exact``: only that they restart): what a checkpoint
+        needs to continue the same rollouts."""
         return {"sampler": self.sampler.state(),
                 "snapshot": {k: v.clone() for k, v in self.sampler.network.state_dict().items()},
                 "root": self.root.exclude(PIXELS).to_dict(), "starts": self.starts.clone(),
-                "env": env_state(self.env)}
+                "env": env_state(self.env, exact)}
 
-    def load_state(self, state: dict[str, Any]) -> None:
+    def load_state(self, state: dict[str, Any], restart: int | None = None) -> None:
+        """Continue from :meth:`state`; envs captured without their state are reseeded with
+        ``restart`` and reset, so every env starts an episode."""
         self.sampler.load_state(state["sampler"])
         self.sampler.network.load_state_dict(state["snapshot"])
-        load_env_state(self.env, state["env"])
+        if load_env_state(self.env, state["env"], restart):
+            self.root = self.env.reset()
+            self.starts = torch.ones(self.env.batch_size, dtype=torch.bool)
+            return
         self.root = TensorDict(state["root"], batch_size=self.env.batch_size)
         self.starts = state["starts"].clone()
 

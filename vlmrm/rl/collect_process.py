@@ -100,11 +100,11 @@ class ProcessStepLoop:
         weights = [p.detach().cpu().numpy().copy() for p in actor_network(actor).parameters()]
         self._send(("sync", weights))  # numpy arrays: pickled by value, no segment each
 
-    def state(self) -> dict[str, Any]:
-        return self._call("state")
+    def state(self, exact: bool = True) -> dict[str, Any]:
+        return self._call("state", exact)
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        self._call("load_state", state)
+    def load_state(self, state: dict[str, Any], restart: int | None = None) -> None:
+        self._call("load_state", state, restart)
 
     def close(self) -> None:
         """Ask the child to close its envs and exit; stop it if it does not."""
@@ -245,8 +245,8 @@ UNANSWERED = frozenset({"sync"})
 HANDLERS: dict[str, Callable[..., Any]] = {
     "rollout": _rollout,
     "sync": _sync,
-    "state": lambda conn, loop: loop.state(),
-    "load_state": lambda conn, loop, state: loop.load_state(state),
+    "state": lambda conn, loop, exact=True: loop.state(exact),
+    "load_state": lambda conn, loop, state, restart=None: loop.load_state(state, restart),
 }
 
 

@@ -138,6 +138,10 @@ class DataPipeline:
     evidence_dir: Path | None = None
     rank: int = 0
     world_size: int = 1
+    #: Whether checkpoints capture the envs' state (:func:`vlmrm.rl.envstate.capture_blocker`);
+    #: if not, a resume reseeds them from ``seed`` (the run's) and their episodes restart.
+    exact_envs: bool = True
+    seed: int = 0
     #: Env steps this rank has scored (names a bad batch by its step range).
     steps_scored: int = field(default=0, init=False)
     #: Set by the reward monitor (:mod:`vlmrm.rl.monitor`): ``watch`` keeps each scored

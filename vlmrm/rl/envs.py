@@ -7,34 +7,37 @@ The paper's scenes (``vlmrm/Humanoid-v0``, ``vlmrm/CartPole-v0``,
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import inspect
-import multiprocessing
 import os
+import sys
+from collections.abc import Iterator
 from enum import IntEnum
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import torch
+from torchrl._utils import seed_generator
 from torchrl.data import Categorical
 from torchrl.envs import (
     DoubleToFloat,
     EnvBase,
     GymWrapper,
-    ParallelEnv,
     SerialEnv,
     TransformedEnv,
     default_info_dict_reader,
 )
 
 from vlmrm.config.schema import EnvConfig
-from vlmrm.errors import ConfigError, one_paragraph
 from vlmrm.keys import SUCCESS
-from vlmrm.rl.gymstate import gym_state, load_gym_state
-from vlmrm.rl.wrappers import EpisodeEndIsTerminal, NoEarlyTermination
-from vlmrm.scenes import SCENES, is_mujoco
-from vlmrm.scenes.mjcf import mujoco_scene_kwargs
+from vlmrm.rl.gymenv import (  # noqa: F401  (make_gym_env and accepts_size: public here)
+    accepts_size,
+    emits_success,
+    make_gym_env,
+    make_worker_gym_env,
+    scene_kwargs,
+)
+from vlmrm.rl.gymstate import gym_state, load_gym_state, to_arrays, to_tensors
 
 
 class SeedOffset(IntEnum):
@@ -64,77 +67,9 @@ def episode_cap(cfg: EnvConfig) -> int:
     return cfg.episode_length or UNLIMITED_EPISODE_CAP
 
 
-def make_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None = None) -> gym.Env:
-    """The Gymnasium env, rendering ``rgb_array`` at ``render_size`` where the env allows.
-
-    Arguments the env rejects (``env.kwargs``, ``env.xml``) are a :class:`ConfigError`."""
-    try:
-        return _make_gym_env(cfg, render_size)
-    except (TypeError, ValueError) as err:
-        given = f"env.kwargs={dict(cfg.kwargs)!r}" + (f", env.xml={cfg.xml!r}" if cfg.xml else "")
-        raise ConfigError(f"env.id={cfg.id!r} could not be made with {given}: "
-                          f"{one_paragraph(str(err))}. Fix or remove the argument it "
-                          "names.") from None
-
-
-def _make_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None) -> gym.Env:
-    kwargs: dict[str, Any] = dict(cfg.kwargs)
-    if cfg.episode_length is not None:
-        kwargs["max_episode_steps"] = cfg.episode_length
-    kwargs.update(scene_kwargs(cfg))
-    size = cfg.render_size or render_size
-    if size is not None and accepts_size(cfg.id):
-        h, w = (size, size) if isinstance(size, int) else size
-        kwargs.setdefault("width", w)
-        kwargs.setdefault("height", h)
-    env = gym.make(cfg.id, render_mode="rgb_array", **kwargs)
-    if not cfg.terminate_early:
-        env = NoEarlyTermination(env)
-    if cfg.episode_end == "terminate":
-        env = EpisodeEndIsTerminal(env)
-    return env
-
-
-def scene_kwargs(cfg: EnvConfig) -> dict[str, Any]:
-    """gym.make keyword arguments for env.textured / camera / xml / texture_dir."""
-    texture_dir = None if cfg.texture_dir is None else str(Path(cfg.texture_dir).expanduser()
-                                                          .resolve())
-    if cfg.id in SCENES:
-        chosen = {"textured": cfg.textured, "camera": cfg.camera, "xml_file": cfg.xml,
-                  "texture_dir": texture_dir}
-        return {k: v for k, v in chosen.items() if v is not None}
-    options = (cfg.textured, cfg.camera, cfg.xml, cfg.texture_dir)
-    if not is_mujoco(cfg.id) or all(v is None for v in options):
-        return {}
-    textured = cfg.textured if cfg.textured is not None else texture_dir is not None
-    return mujoco_scene_kwargs(cfg.xml or _stock_xml(cfg.id), textured, cfg.camera,
-                               texture_dir)
-
-
-def _stock_xml(env_id: str) -> str:
-    """The model file a Gymnasium MuJoCo id loads by default."""
-    spec = gym.spec(env_id)
-    if "xml_file" in spec.kwargs:
-        return spec.kwargs["xml_file"]
-    creator = gym.envs.registration.load_env_creator(spec.entry_point)
-    return inspect.signature(creator).parameters["xml_file"].default
-
-
-def accepts_size(env_id: str) -> bool:
-    """MuJoCo envs and the textured vlmrm scenes render at any width/height; classic-control
-    ones at a fixed size (the reward model's preprocessing resizes them)."""
-    if env_id in SCENES:
-        return SCENES[env_id].sized
-    return is_mujoco(env_id)
-
-
-def emits_success(env_id: str) -> bool:
-    return env_id in SCENES and SCENES[env_id].success
-
-
 class ResumableEnv(TransformedEnv):
     """A TransformedEnv whose Gymnasium state a batched parent can read and set: a
-    ParallelEnv dispatches calls of these methods to its worker processes."""
+    SerialEnv dispatches calls of these methods to its envs."""
 
     def gym_state(self) -> dict[str, Any]:
         return gym_state(self.base_env._env)
@@ -159,34 +94,101 @@ def make_base_env(cfg: EnvConfig, render_size: tuple[int, int] | None, from_pixe
     return env
 
 
-def make_worker_env(cfg: EnvConfig, render_size: tuple[int, int] | None, from_pixels: bool,
-                    seed: int | None = None) -> EnvBase:
-    """:func:`make_base_env` for an ``env.parallel`` worker. In a worker process, Mesa's
-    software renderer gets one thread unless ``LP_NUM_THREADS`` says otherwise: by default it
-    starts one per core in every process, and N workers' threads, the encoder and the learner
-    then preempt each other (one thread rendered a humanoid frame in 8 % less CPU time; the
-    humanoid loop on 2 cores ran 17.2 against 15.4 env steps/s; README, "How fast")."""
-    if multiprocessing.parent_process() is not None:  # not the main process (spec probing)
-        os.environ.setdefault("LP_NUM_THREADS", "1")
-    return make_base_env(cfg, render_size, from_pixels, seed)
+#: Thread pools a worker's libraries start when they load, before the worker's own code
+#: runs: one thread each (numpy's BLAS and OpenMP) unless the user set a count.
+WORKER_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-class WorkerEnvs(ParallelEnv):
-    """TorchRL's ``ParallelEnv``, except that closing it leaves this process's torch thread
-    count as it was when the envs were made. TorchRL 0.14's ``close`` adds the number of
-    workers back to it even when starting them took none away (with 1 thread and 2 workers
-    it left 2), so whatever ran after a close (scoring, updates) ran on more threads than
-    ``agent.num_threads`` asked for."""
+class VectorEnvs(GymWrapper):
+    """``env.parallel``: the envs in the worker processes of Gymnasium's ``AsyncVectorEnv``,
+    as one TorchRL env of batch ``[num_envs]`` (built by :func:`make_vector_envs`).
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._caller_threads = torch.get_num_threads()
+    A worker holds Gymnasium, MuJoCo, numpy and :mod:`vlmrm.rl.gymenv`'s env, no torch;
+    observations and frames come back through shared memory and become tensors here.
+    Finished episodes reset when ``step_and_maybe_reset`` says so
+    (``AutoresetMode.DISABLED``), and the seeds are those a ``SerialEnv`` gives its envs, so
+    ``env.parallel`` true and false run the same episodes, bit for bit."""
 
-    def close(self, *, raise_if_closed: bool = True) -> None:
-        try:
-            super().close(raise_if_closed=raise_if_closed)
-        finally:
-            torch.set_num_threads(self._caller_threads)
+    def set_seed(self, seed: int | None = None, static_seed: bool = False) -> int | None:
+        seeds = []
+        for _ in range(self.batch_size[0]):
+            seeds.append(seed)
+            if seed is not None and not static_seed:
+                seed = seed_generator(seed)
+        self._env.reset(seed=seeds)
+        return seed
+
+    def gym_states(self) -> list[dict[str, Any]]:
+        """Each worker env's :func:`~vlmrm.rl.gymstate.gym_state`."""
+        return [to_tensors(state) for state in _answers(self._env.call("capture_state"))]
+
+    def load_gym_states(self, states: list[dict[str, Any]]) -> None:
+        self._env.set_attr("pending_state", [to_arrays(state) for state in states])
+        _answers(self._env.call("restore_pending"))
+
+    def process_facts(self) -> list[dict[str, Any]]:
+        """Each worker's :meth:`~vlmrm.rl.gymenv.WorkerEnv.process_facts` (pid, heavy
+        modules loaded, thread and rendering settings)."""
+        return list(self._env.call("process_facts"))
+
+
+def vector_envs(env: EnvBase) -> VectorEnvs | None:
+    """The :class:`VectorEnvs` ``env`` is (or transforms), else None."""
+    base = env.base_env if isinstance(env, TransformedEnv) else env
+    return base if isinstance(base, VectorEnvs) else None
+
+
+def _answers(replies: tuple[dict[str, Any], ...]) -> list[Any]:
+    for i, reply in enumerate(replies):
+        if "error" in reply:
+            raise ValueError(f"env.parallel worker {i}: {reply['error']}")
+    return [reply.get("state") for reply in replies]
+
+
+@contextlib.contextmanager
+def _worker_start() -> Iterator[None]:
+    """While workers start: the thread counts of :data:`WORKER_THREAD_VARS`, and no
+    ``__main__`` to re-import. A spawned process imports the script that started its parent
+    (the ``__main__`` guard only stops it running), and a script importing torch at the top,
+    such as benchmarks/throughput.py or a user's training script, would cost every worker
+    what :mod:`vlmrm.rl.gymenv` spares it. An id registered by that script reaches the
+    workers with the env instead (``make_worker_gym_env``'s ``spec``)."""
+    saved_vars = {name: os.environ.get(name) for name in WORKER_THREAD_VARS}
+    main = sys.modules.get("__main__")
+    hidden = {k: main.__dict__.pop(k) for k in ("__file__", "__spec__")
+              if main is not None and k in main.__dict__}
+    if main is not None:
+        main.__spec__ = None  # spawn reads it unguarded
+    try:
+        for name in WORKER_THREAD_VARS:
+            os.environ.setdefault(name, "1")
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(hidden)
+        for name, value in saved_vars.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def make_vector_envs(cfg: EnvConfig, render_size: tuple[int, int] | None,
+                     from_pixels: bool) -> EnvBase:
+    """``cfg.num_envs`` envs in worker processes (``env.parallel``): ``observation``,
+    ``pixels`` and ``is_success`` as :func:`make_base_env` gives them, batched."""
+    build = functools.partial(make_worker_gym_env, cfg, render_size, from_pixels,
+                              gym.registry.get(cfg.id))
+    with _worker_start():
+        vector = gym.vector.AsyncVectorEnv(
+            [build] * cfg.num_envs, shared_memory=True, context="spawn",
+            autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+    env = VectorEnvs(vector, device="cpu")
+    if emits_success(cfg.id):
+        spec = {SUCCESS: Categorical(n=2, shape=(cfg.num_envs,), dtype=torch.bool)}
+        env.set_info_dict_reader(default_info_dict_reader([SUCCESS], spec=spec))
+    return TransformedEnv(env, DoubleToFloat())
 
 
 def make_env(cfg: EnvConfig, render_size: tuple[int, int] | None, from_pixels: bool,
@@ -195,12 +197,7 @@ def make_env(cfg: EnvConfig, render_size: tuple[int, int] | None, from_pixels: b
     if cfg.num_envs == 1 and not cfg.parallel:
         return make_base_env(cfg, render_size, from_pixels, seed)
     if cfg.parallel:
-        # Not TorchRL's shared-memory buffers: with them the main process waits for the
-        # workers by spin-polling in Python, which held the GIL and burned 0.8 of a core per
-        # step here (2 humanoid workers: 24.7 env steps/s); through pipes it blocks in the OS
-        # (37.2 env steps/s, 0.07 of a core), and frames are small next to a render.
-        env = WorkerEnvs(cfg.num_envs, functools.partial(
-            make_worker_env, cfg, render_size, from_pixels), use_buffers=False)
+        env = make_vector_envs(cfg, render_size, from_pixels)
     else:
         env = SerialEnv(cfg.num_envs, functools.partial(
             make_base_env, cfg, render_size, from_pixels))

@@ -1,10 +1,13 @@
 """Pickle-free capture and restore of one Gymnasium env's state (used by
-:mod:`vlmrm.rl.envstate`, and inside ``ParallelEnv`` workers by
-:class:`vlmrm.rl.envs.ResumableEnv`).
+:mod:`vlmrm.rl.envstate`, and inside ``env.parallel`` workers by
+:class:`vlmrm.rl.gymenv.WorkerEnv`).
 
 The state is: the attributes of every layer of the wrapper chain named in
 :data:`LAYER_ATTRS` (a layer whose exact class is not listed is refused), the unwrapped
 env's ``np_random`` bit generator and, for MuJoCo envs, the physics (:mod:`mujoco` data).
+
+Torch-free, for the workers: :func:`capture_arrays` holds numpy arrays, and
+:func:`gym_state` (what checkpoints store) is that with every array a tensor.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from typing import Any
 import gymnasium as gym
 import mujoco
 import numpy as np
-import torch
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 from gymnasium.envs.classic_control.continuous_mountain_car import Continuous_MountainCarEnv
 from gymnasium.envs.classic_control.pendulum import PendulumEnv
@@ -65,6 +67,15 @@ def _env_id(env: gym.Env) -> str:
     return spec.id if spec is not None else type(env.unwrapped).__name__
 
 
+def uncapturable_layer(env: gym.Env) -> str | None:
+    """The first layer of ``env`` (outermost first) whose state cannot be captured, by class
+    name; None when :func:`gym_state` can capture the whole env."""
+    for layer in _layers(env):
+        if type(layer) not in LAYER_ATTRS:
+            return _class_name(layer)
+    return None
+
+
 def _check_supported(env: gym.Env) -> list[gym.Env]:
     layers = _layers(env)
     for layer in layers:
@@ -81,6 +92,38 @@ def _class_name(obj: object) -> str:
 
 def gym_state(env: gym.Env) -> dict[str, Any]:
     """The state of one Gymnasium env and its wrappers."""
+    return to_tensors(capture_arrays(env))
+
+
+def load_gym_state(env: gym.Env, state: dict[str, Any]) -> None:
+    """Restore :func:`gym_state`'s ``state`` into ``env`` (same id and wrapper chain)."""
+    restore_arrays(env, to_arrays(state))
+
+
+def to_tensors(tree: Any) -> Any:
+    """``tree`` (dicts, lists, plain values) with every numpy array a tensor."""
+    import torch  # only in the training process: workers never import torch
+
+    return _map_leaves(tree, np.ndarray, torch.from_numpy)
+
+
+def to_arrays(tree: Any) -> Any:
+    """The inverse of :func:`to_tensors`."""
+    import torch
+
+    return _map_leaves(tree, torch.Tensor, lambda t: t.numpy())
+
+
+def _map_leaves(tree: Any, kind: type, fn: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _map_leaves(v, kind, fn) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_map_leaves(v, kind, fn) for v in tree]
+    return fn(tree) if isinstance(tree, kind) else tree
+
+
+def capture_arrays(env: gym.Env) -> dict[str, Any]:
+    """:func:`gym_state` with numpy arrays where it holds tensors."""
     layers = _check_supported(env)
     core = env.unwrapped
     return {
@@ -93,8 +136,8 @@ def gym_state(env: gym.Env) -> dict[str, Any]:
     }
 
 
-def load_gym_state(env: gym.Env, state: dict[str, Any]) -> None:
-    """Restore :func:`gym_state`'s ``state`` into ``env`` (same id and wrapper chain)."""
+def restore_arrays(env: gym.Env, state: dict[str, Any]) -> None:
+    """Restore :func:`capture_arrays`'s ``state`` into ``env`` (same id and wrapper chain)."""
     layers = _check_supported(env)
     chain = [_class_name(layer) for layer in layers]
     if state["id"] != _env_id(env) or state["chain"] != chain:
@@ -113,11 +156,12 @@ def load_gym_state(env: gym.Env, state: dict[str, Any]) -> None:
 
 
 def _encode(value: Any) -> Any:
-    """numpy values as tensors (tagged, so they come back as numpy); plain scalars as is."""
+    """numpy values tagged (so that, stored as tensors, they come back as numpy); plain
+    scalars as is."""
     if isinstance(value, np.ndarray):
-        return {"ndarray": torch.from_numpy(value.copy())}
+        return {"ndarray": value.copy()}
     if isinstance(value, np.generic):
-        return {"npscalar": torch.from_numpy(np.array(value))}
+        return {"npscalar": np.array(value)}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise ValueError(f"cannot capture a value of type {type(value).__name__}")
@@ -126,8 +170,8 @@ def _encode(value: Any) -> Any:
 def _decode(value: Any) -> Any:
     if isinstance(value, dict):
         if "ndarray" in value:
-            return value["ndarray"].numpy().copy()
-        return value["npscalar"].numpy()[()]
+            return value["ndarray"].copy()
+        return value["npscalar"][()]
     return value
 
 
@@ -164,8 +208,8 @@ def _physics_state(core: Any) -> dict[str, Any]:
     spec = mujoco.mjtState.mjSTATE_INTEGRATION
     full = np.empty(mujoco.mj_stateSize(model, spec))
     mujoco.mj_getState(model, data, full, spec)
-    arrays = {name: torch.from_numpy(getattr(data, name).copy()) for name in _data_arrays(data)}
-    return {"integration": torch.from_numpy(full), "arrays": arrays}
+    arrays = {name: getattr(data, name).copy() for name in _data_arrays(data)}
+    return {"integration": full, "arrays": arrays}
 
 
 def _load_physics_state(core: Any, state: dict[str, Any]) -> None:
@@ -175,6 +219,6 @@ def _load_physics_state(core: Any, state: dict[str, Any]) -> None:
         # Arrays sized by this step's contacts/constraints (efc_*, island_*, ...) can differ
         # in shape; they are scratch that the next mj_step recomputes before using them.
         if target.shape == tuple(value.shape):
-            target[...] = value.numpy()
+            target[...] = value
     spec = mujoco.mjtState.mjSTATE_INTEGRATION
-    mujoco.mj_setState(model, data, state["integration"].numpy(), spec)
+    mujoco.mj_setState(model, data, state["integration"], spec)

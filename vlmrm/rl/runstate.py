@@ -15,6 +15,7 @@ copy that lost files, an incomplete folder is found and not loaded.
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ from tensordict import TensorDict
 from vlmrm.fileio import atomic_dir
 from vlmrm.rl.collect import Collection
 from vlmrm.rl.data import DataPipeline, ScoredBatch
-from vlmrm.rl.envstate import env_state, load_env_state
+from vlmrm.rl.envs import SeedOffset, env_seed
+from vlmrm.rl.envstate import env_state, load_env_state, restart_seed
 from vlmrm.rl.replay_state import load_replay, save_replay
 
 #: Bumped when the layout of ``state.pt`` changes.
@@ -103,24 +105,40 @@ def pipeline_state(data: DataPipeline) -> dict[str, Any]:
                     if data.reward_model is not None else None),
     }
     if isinstance(data.batches, Collection):
-        out["collection"] = collection_state(data.batches)
+        out["collection"] = collection_state(data.batches, data.exact_envs)
     if data.eval_env is not None:  # its episodes' reset noise continues too
-        out["eval_env"] = env_state(data.eval_env)
+        out["eval_env"] = env_state(data.eval_env, data.exact_envs)
     return out
 
 
 def load_pipeline_state(data: DataPipeline, state: dict[str, Any]) -> None:
     data.steps_scored = state["steps_scored"]
+    if isinstance(data.batches, Collection):
+        restart = _restart_seed(data, SeedOffset.TRAIN, state["steps_scored"])
+        if load_collection_state(data.batches, state["collection"], restart):
+            state = _restarted(data, state)
     data.episodes.load_state_dict(state["episodes"])
     if data.reward_model is not None and state["formula"] is not None:
         data.reward_model.formula.load_state_dict(state["formula"])
-    if isinstance(data.batches, Collection):
-        load_collection_state(data.batches, state["collection"])
     if data.eval_env is not None:
-        load_env_state(data.eval_env, state["eval_env"])
+        load_env_state(data.eval_env, state["eval_env"],
+                       _restart_seed(data, SeedOffset.EVAL, state["steps_scored"]))
 
 
-def collection_state(collection: Collection) -> dict[str, Any]:
+def _restart_seed(data: DataPipeline, purpose: SeedOffset, steps: int) -> int:
+    return restart_seed(env_seed(data.seed, purpose, data.rank), steps)
+
+
+def _restarted(data: DataPipeline, state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with no episode in progress (their running returns would otherwise be
+    added to the restarted episodes'), and without the steps of a dropped batch."""
+    pending = state["collection"]["pending"]
+    if pending is not None:
+        data.steps_scored -= math.prod(pending["shape"])
+    return {**state, "episodes": {k: torch.zeros_like(v) for k, v in state["episodes"].items()}}
+
+
+def collection_state(collection: Collection, exact: bool = True) -> dict[str, Any]:
     """Batches started, the step loop's state (:meth:`StepLoop.state`: the exploration
     sampler, the next step's input, the envs), and a batch collected and scored ahead but not
     handed out yet (a run stopped while one was in flight; pixels are dropped by then, so it
@@ -128,18 +146,26 @@ def collection_state(collection: Collection) -> dict[str, Any]:
     pending = collection.pending
     if pending is not None and pending.problem is not None:
         raise pending.problem  # never saved: the run stops on it
-    return {"started": collection.started, **collection.loop.state(),
+    return {"started": collection.started, **collection.loop.state(exact),
             "pending": None if pending is None else {
                 "batch": pending.batch.to_dict(), "shape": list(pending.batch.batch_size)}}
 
 
-def load_collection_state(collection: Collection, state: dict[str, Any]) -> None:
+def load_collection_state(collection: Collection, state: dict[str, Any],
+                          restart: int | None = None) -> bool:
+    """Restore :func:`collection_state`; True when the envs restarted (reseeded with
+    ``restart``). A batch collected ahead is then dropped and collected again from the
+    restarted envs: it continued the episodes that no longer go on."""
     collection.started = state["started"]
-    collection.loop.load_state(state)
+    collection.loop.load_state(state, restart)
     pending = state["pending"]
+    if state["env"]["envs"] is None:
+        collection.started -= pending is not None
+        return True
     if pending is not None:
         collection.pending = ScoredBatch(TensorDict(pending["batch"],
                                                     batch_size=pending["shape"]), 0.0, 0.0)
+    return False
 
 
 # -- global random generators ------------------------------------------------------------

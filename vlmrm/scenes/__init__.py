@@ -17,6 +17,7 @@ processes included).
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -64,11 +65,20 @@ def register_scenes() -> None:
                          max_episode_steps=scene.max_episode_steps)
 
 
+def env_spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    """``gym.spec`` that also takes Gymnasium's ``package.module:EnvName-v0`` form (as
+    ``gym.make`` does): the module, which registers the env when imported, is imported."""
+    module, _, name = env_id.rpartition(":")
+    if module:
+        importlib.import_module(module)
+    return gym.spec(name)
+
+
 def is_mujoco(env_id: str) -> bool:
     """A Gymnasium MuJoCo env (takes width/height, xml_file and camera_name)."""
     if env_id in SCENES:
         return env_id == "vlmrm/Humanoid-v0"
-    entry = gym.spec(env_id).entry_point
+    entry = env_spec(env_id).entry_point
     return isinstance(entry, str) and ".mujoco" in entry
 
 
