@@ -95,9 +95,11 @@ def test_discrete_observations_are_one_hot(tmp_path):
 
 def test_module_ids_missing_module_or_env_are_clear_config_errors():
     with pytest.raises(ConfigError, match="no module 'vlmrm_no_such_pkg' is installed"):
-        load_config(None, ["env.id=vlmrm_no_such_pkg.envs:Reach-v0"])
+        load_config(None, ["env.id=vlmrm_no_such_pkg.envs:Reach-v0",
+                           "reward.backend=ground_truth"])
     with pytest.raises(ConfigError, match="did not register 'Nope-v0'"):
-        load_config(None, ["env.id=vlmrm_toy_envs:Nope-v0"])
+        load_config(None, ["env.id=vlmrm_toy_envs:Nope-v0", "reward.backend=ground_truth"])
     with pytest.raises(ConfigError, match="is not a module name"):
-        load_config(None, ["env.id=../evil:Reach-v0"])
-    assert load_config(None, ["env.id=vlmrm_toy_envs:ToyReach-v0"]).env.id.endswith("-v0")
+        load_config(None, ["env.id=../evil:Reach-v0", "reward.backend=ground_truth"])
+    assert load_config(None, ["env.id=vlmrm_toy_envs:ToyReach-v0",
+                               "reward.backend=ground_truth"]).env.id.endswith("-v0")
