@@ -28,6 +28,7 @@ SAFE_TO_CHANGE = frozenset({
     "agent.collector",
     "logging.checkpoint_every", "logging.video_every", "logging.keep_checkpoints",
     "logging.output_dir", "logging.run_name", "trainer.enable_progress_bar",
+    "logging.stop_timeout_s",
 })
 
 

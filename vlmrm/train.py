@@ -116,14 +116,14 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None,
         if trainer.is_global_zero:
             raise
         return RunResult(run_dir, module.env_steps, primary=False)
-    except SystemExit:  # Lightning's answer to a KeyboardInterrupt (our second Ctrl-C)
+    except SystemExit:  # Lightning's answer to a KeyboardInterrupt (our second signal)
         if module.stop_request.requested:
             raise KeyboardInterrupt from None
         raise
     finally:
-        module.stop_request.uninstall()
         os.environ.pop(RUN_DIR_ENV, None)
         if module.data is not None:  # after an error too: env worker processes must end
             module.data.close()
+        module.stop_request.uninstall()  # after closing: a signal meanwhile still exits
     return RunResult(run_dir, module.env_steps, dict(module.last_eval),
                      primary=trainer.is_global_zero, interrupted=module.interrupted)

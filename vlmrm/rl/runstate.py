@@ -20,7 +20,7 @@ import torch
 from tensordict import TensorDict
 
 from vlmrm.fileio import atomic_dir
-from vlmrm.rl.collect import Collection
+from vlmrm.rl.collect import Collection, Partial
 from vlmrm.rl.data import DataPipeline, ScoredBatch
 from vlmrm.rl.envstate import env_state, load_env_state
 from vlmrm.rl.replay_state import load_replay, save_replay
@@ -91,22 +91,42 @@ def collection_state(collection: Collection) -> dict[str, Any]:
     """Batches started, the step loop's state (:meth:`StepLoop.state`: the exploration
     sampler, the next step's input, the envs), and a batch collected and scored ahead but not
     handed out yet (a run stopped while one was in flight; pixels are dropped by then, so it
-    is small)."""
+    is small), or a batch cut short by a stop (:class:`~vlmrm.rl.collect.Partial`: its steps
+    with their frames, and the embeddings of the passes already encoded)."""
     pending = collection.pending
-    if pending is not None and pending.problem is not None:
+    if isinstance(pending, Partial):
+        saved = {"partial": {
+            "random": pending.random, "encode_s": pending.encode_s,
+            "batch": None if pending.batch is None else pending.batch.to_dict(),
+            "shape": None if pending.batch is None else list(pending.batch.batch_size),
+            "embeddings": pending.embeddings}}
+    elif pending is not None and pending.problem is not None:
         raise pending.problem  # never saved: the run stops on it
-    return {"started": collection.started, **collection.loop.state(),
-            "pending": None if pending is None else {
-                "batch": pending.batch.to_dict(), "shape": list(pending.batch.batch_size)}}
+    else:
+        saved = None if pending is None else {
+            "batch": pending.batch.to_dict(), "shape": list(pending.batch.batch_size)}
+    held = collection.held
+    return {"started": collection.started, **collection.loop.state(), "pending": saved,
+            "held": None if held is None else {
+                "batch": held.batch.to_dict(), "shape": list(held.batch.batch_size)}}
 
 
 def load_collection_state(collection: Collection, state: dict[str, Any]) -> None:
     collection.started = state["started"]
     collection.loop.load_state(state)
     pending = state["pending"]
-    if pending is not None:
+    if pending is not None and "partial" in pending:
+        part = pending["partial"]
+        batch = (None if part["batch"] is None
+                 else TensorDict(part["batch"], batch_size=part["shape"]))
+        collection.pending = Partial(batch, part["random"], part["embeddings"], part["encode_s"])
+    elif pending is not None:
         collection.pending = ScoredBatch(TensorDict(pending["batch"],
                                                     batch_size=pending["shape"]), 0.0, 0.0)
+    held = state.get("held")
+    if held is not None:
+        collection.held = ScoredBatch(TensorDict(held["batch"], batch_size=held["shape"]),
+                                      0.0, 0.0)
 
 
 # -- global random generators ------------------------------------------------------------
