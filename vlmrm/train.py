@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -118,6 +119,9 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None,
         return RunResult(run_dir, module.env_steps, primary=False)
     except SystemExit:  # Lightning's answer to a KeyboardInterrupt (our second signal)
         if module.stop_request.requested:
+            if trainer.is_global_zero:
+                print(f"vlmrm: exited without a new checkpoint. {module.stop_request.hint()}",
+                      file=sys.stderr, flush=True)
             raise KeyboardInterrupt from None
         raise
     finally:

@@ -27,6 +27,9 @@ from types import FrameType
 #: Exit code of a run stopped by SIGINT/SIGTERM after writing its checkpoint (resumable).
 EXIT_INTERRUPTED = 130
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: A signal this soon after the first counts as the same one: a terminal's Ctrl-C or a
+#: cluster's SIGTERM reaches every process of a DDP run, which also forwards it.
+SAME_SIGNAL_S = 0.5
 #: Seconds from a second signal to the process's end, whatever it still waits for.
 EXIT_GRACE_S = 4.0
 
@@ -47,6 +50,7 @@ class StopRequest:
         self.resume_hint: Callable[[], str] | None = None
         #: A second signal arrived: the process is exiting.
         self.exiting = False
+        self._first_at = 0.0
         self._previous: dict[int, object] = {}
 
     @property
@@ -78,9 +82,10 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signal is not None:
-            if self.exiting:
-                return  # already on the way out
+            if self.exiting or time.monotonic() - self._first_at < SAME_SIGNAL_S:
+                return  # on the way out; or the first one again, sent to each process
             self._exit_now(signum)
+        self._first_at = time.monotonic()
         name = signal.Signals(signum).name
         print(f"\nvlmrm: {name} received: stopping at the next env step or encoder pass, then "
               "writing a checkpoint to resume from (Ctrl-C again to exit at once, without one).",

@@ -267,7 +267,8 @@ class SACModule(L.LightningModule):
             collection = self.data.batches
             stream = getattr(collection, "stream", None)
             streamed = stream is not None
-            frames = got.batch.numel() if stream is None else stream.steps * got.batch.shape[0]
+            envs = got.batch.numel() // got.batch.shape[-1]
+            frames = got.batch.numel() if stream is None else stream.steps * envs
             pass_s = frames / max(metrics.get("perf/vlm_frames_per_s", 0.0), 1e-9)
         note = stop_latency_note(pass_s, frames, streamed, self._update_s,
                                  self.cfg.logging.stop_timeout_s)
