@@ -85,12 +85,22 @@ def test_a_halted_batch_continues_into_the_batch_that_never_stopped(halt_after):
         if added[0] == halt_after:
             cut.loop.halt.set()
 
-    cut.stream.add = halting_add
+    encode, passes = cut.stream.encode, [0]
+
+    def slow_encode(frames):  # from the 3rd pass on, passes are left when the steps end
+        passes[0] += 1
+        if passes[0] >= 3:
+            time.sleep(0.5)
+        return encode(frames)
+
+    cut.stream.encode, cut.stream.add = slow_encode, halting_add
     if halt_after == 0:
         cut.loop.halt.set()
     partial = cut._collect(True)
     assert isinstance(partial, Partial) and partial.steps == halt_after and partial.random
     assert partial.encoded % 2 == 0 and partial.encoded <= partial.steps  # whole passes
+    if halt_after == 10:
+        assert 4 <= partial.encoded < 10
     cut.loop.halt = Halt()  # a resumed run's
     batch, embeddings = cut._collect(partial.random, partial)
     for key in want_batch.keys(True, True):
