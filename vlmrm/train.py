@@ -28,6 +28,7 @@ from vlmrm.config.checks import check_global_split
 from vlmrm.errors import ConfigError, NonFiniteError
 from vlmrm.fileio import write_text
 from vlmrm.resume import Resume
+from vlmrm.rl.interrupt import EXIT_INTERRUPTED, end_process
 
 
 @dataclass
@@ -129,5 +130,7 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None,
         if module.data is not None:  # after an error too: env worker processes must end
             module.data.close()
         module.stop_request.uninstall()  # after closing: a signal meanwhile still exits
+        if module.stop_request.exiting:  # a second signal: what it waits for is closed
+            end_process(EXIT_INTERRUPTED)
     return RunResult(run_dir, module.env_steps, dict(module.last_eval),
                      primary=trainer.is_global_zero, interrupted=module.interrupted)

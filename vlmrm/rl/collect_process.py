@@ -37,6 +37,7 @@ from torchrl.envs import EnvBase
 from vlmrm.config.schema import AgentConfig
 from vlmrm.keys import NEXT, PIXELS
 from vlmrm.rl.collect import ExplorationSampler, Halt, StepLoop, actor_network
+from vlmrm.rl.interrupt import end_process
 
 #: Seconds :meth:`ProcessStepLoop.close` waits for the child to close its envs and exit.
 CLOSE_TIMEOUT_S = 60.0
@@ -200,6 +201,9 @@ def serve(conn: Connection, build_env: Callable[[], EnvBase], network: nn.Module
         if loop is not None and not loop.env.is_closed:
             loop.env.close()
         conn.close()
+    # Multiprocessing's own finalizers run, the interpreter's teardown does not: that
+    # teardown (library destructors, in C) took 5 s here, and a stop must not wait for it.
+    end_process(0)
 
 
 def _answer(conn: Connection, loop: StepLoop) -> bool:

@@ -16,6 +16,7 @@ for, killing the child processes still alive.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.util
 import os
 import signal
 import sys
@@ -154,3 +155,13 @@ def stop_latency_note(pass_s: float, pass_frames: int, streamed: bool, update_s:
             f"than logging.stop_timeout_s={timeout_s:g}: one encoder pass of {pass_frames} "
             f"frames takes {pass_s:.1f} s and one update phase {update_s:.1f} s. {fix}; or give "
             "the job more time between SIGTERM and the kill and raise logging.stop_timeout_s.")
+
+
+def end_process(code: int) -> None:
+    """Exit now with ``code`` once the work is closed: multiprocessing's finalizers release
+    shared memory and semaphores, and the interpreter's own teardown (library destructors,
+    seconds here) is skipped."""
+    multiprocessing.util._exit_function()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
