@@ -10,7 +10,8 @@ encoder pass or one update phase, not an iteration (``logging.stop_timeout_s``).
 
 A second SIGINT or SIGTERM exits now (KeyboardInterrupt, which closes the collector and env
 workers); a watchdog ends the process :data:`EXIT_GRACE_S` seconds later whatever it waits
-for, killing the child processes still alive.
+for, killing the child processes still alive (env workers that take longer to close, for
+one: each one's interpreter teardown takes seconds on a loaded machine).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: cluster's SIGTERM reaches every process of a DDP run, which also forwards it.
 SAME_SIGNAL_S = 0.5
 #: Seconds from a second signal to the process's end, whatever it still waits for.
-EXIT_GRACE_S = 4.0
+EXIT_GRACE_S = 3.0
 
 
 class StopRequest:
@@ -112,7 +113,7 @@ class StopRequest:
             kill_tree(child)
         print(f"vlmrm: exit forced after {EXIT_GRACE_S:.0f} s. {self.hint()}", file=sys.stderr,
               flush=True)
-        os._exit(EXIT_INTERRUPTED)
+        end_process(EXIT_INTERRUPTED)  # the children are gone: their joins return at once
 
     def hint(self) -> str:
         """Which checkpoint a resume would use (the line a second signal ends with)."""
