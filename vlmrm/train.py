@@ -137,17 +137,18 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None,
         return RunResult(run_dir, module.env_steps, primary=False)
     except SystemExit:  # Lightning's answer to a KeyboardInterrupt (our second signal)
         if module.stop_request.requested:
-            if trainer.is_global_zero:
-                print(f"vlmrm: exited without a new checkpoint. {module.stop_request.hint()}",
-                      file=sys.stderr, flush=True)
             raise KeyboardInterrupt from None
         raise
     finally:
+        module.stop_request.closing()
         os.environ.pop(RUN_DIR_ENV, None)
         if module.data is not None:  # after an error too: env worker processes must end
             module.data.close()
         module.stop_request.uninstall()  # after closing: a signal meanwhile still exits
         if module.stop_request.exiting:  # a second signal: what it waits for is closed
+            if trainer.is_global_zero:  # (a DDP collective cut short by it may land here)
+                print(f"vlmrm: exited without a new checkpoint. {module.stop_request.hint()}",
+                      file=sys.stderr, flush=True)
             end_process(EXIT_INTERRUPTED)
     monitor = next((c.summary() for c in trainer.callbacks if isinstance(c, RewardMonitor)),
                    None)

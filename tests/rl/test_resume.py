@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import lightning as L
 import pytest
@@ -122,7 +123,11 @@ def test_resume_refuses_a_changed_config_and_allows_a_longer_run(tmp_path):
     assert "agent.total_env_steps" in SAFE_TO_CHANGE and "agent.learning_rate" not in SAFE_TO_CHANGE
 
 
-def test_stop_request_records_the_first_signal_and_a_second_one_exits_at_once(monkeypatch):
+def test_stop_request_counts_signals_as_they_arrive_and_a_second_one_exits(monkeypatch):
+    """Signals are counted on a thread of their own (a DDP rank's main thread may be stuck in
+    a collective): the first halts the work and is forwarded, the same one again at once is
+    not counted, a second a second later forwards, arms the watchdog and interrupts the main
+    thread."""
     forwarded, halted, watchdogs = [], [], []
     monkeypatch.setattr(StopRequest, "_watchdog", lambda self: watchdogs.append(self))
     request = StopRequest(forward=forwarded.append)
@@ -130,20 +135,33 @@ def test_stop_request_records_the_first_signal_and_a_second_one_exits_at_once(mo
     request.install()
     try:
         assert signal.getsignal(signal.SIGTERM) == request._handle
-        request._handle(signal.SIGTERM, None)
+        os.kill(os.getpid(), signal.SIGTERM)
+        _wait_until(lambda: forwarded)
         assert request.requested and request.signal == signal.SIGTERM and forwarded == [15]
         assert halted == [True]  # the work in flight is cut short at once
         # The same signal again at once (sent to every process, and forwarded): one request.
-        request._handle(signal.SIGTERM, None)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
         assert forwarded == [15] and not request.exiting
         request._first_at -= 1.0  # a second signal a second later exits
         with pytest.raises(KeyboardInterrupt):
-            request._handle(signal.SIGTERM, None)
+            os.kill(os.getpid(), signal.SIGTERM)
+            _wait_until(lambda: False)
         assert request.exiting and forwarded == [15, 15] and len(watchdogs) == 1
-        request._handle(signal.SIGINT, None)  # a third: already on the way out
+        os.kill(os.getpid(), signal.SIGINT)  # a third: already on the way out
+        time.sleep(0.2)
+        assert forwarded == [15, 15] and len(watchdogs) == 1
     finally:
         request.uninstall()
     assert signal.getsignal(signal.SIGTERM) != request._handle
+    assert signal.set_wakeup_fd(-1) == -1  # the wakeup fd is given back too
+
+
+def _wait_until(done, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 @pytest.mark.slow

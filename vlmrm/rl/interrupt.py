@@ -16,6 +16,7 @@ one: each one's interpreter teardown takes seconds on a loaded machine).
 
 from __future__ import annotations
 
+import _thread
 import multiprocessing
 import multiprocessing.util
 import os
@@ -34,13 +35,21 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SAME_SIGNAL_S = 0.5
 #: Seconds from a second signal to the process's end, whatever it still waits for.
 EXIT_GRACE_S = 3.0
+#: The same for a DDP worker rank, which must be gone before rank 0 stops waiting for it.
+WORKER_GRACE_S = 1.5
 
 
 class StopRequest:
     """Installs SIGINT/SIGTERM handlers (main thread only) that record a stop request.
 
-    ``forward`` is called once with the first signal (Lightning's launcher passes it on to
-    the DDP worker processes it started)."""
+    Signals are read on a thread of their own (``signal.set_wakeup_fd``), not in the Python
+    handler: that one runs only when the main thread comes back to the interpreter, and a
+    DDP rank's main thread can sit in a collective for as long as the other rank waits. So
+    the first signal halts the work in flight and is passed on at once, and a second one
+    ends the process within :attr:`grace_s` wherever its main thread is.
+
+    ``forward`` is called with each counted signal (Lightning's launcher passes it on to the
+    DDP worker processes it started; from the second on it waits for them to exit)."""
 
     def __init__(self, forward: Callable[[int], None] | None = None) -> None:
         self.forward = forward
@@ -52,8 +61,15 @@ class StopRequest:
         self.resume_hint: Callable[[], str] | None = None
         #: A second signal arrived: the process is exiting.
         self.exiting = False
-        self._first_at = 0.0
+        #: Seconds from a second signal to the forced exit. A DDP worker rank's is shorter
+        #: than the time rank 0 waits for it (``WorkerForward``) before Lightning kills it.
+        self.grace_s = EXIT_GRACE_S
+        self._first_at: float | None = None
+        self._raise = False
+        self._closing = False
         self._previous: dict[int, object] = {}
+        self._wakeup: tuple[int, int] | None = None
+        self._previous_wakeup = -1
 
     @property
     def requested(self) -> bool:
@@ -69,11 +85,24 @@ class StopRequest:
             if sig not in self._previous:
                 self._previous[sig] = previous
             signal.signal(sig, self._handle)
+        if self._wakeup is None:
+            read, write = os.pipe()
+            os.set_blocking(write, False)
+            self._previous_wakeup = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+            self._wakeup = (read, write)
+            threading.Thread(target=self._watch, args=(read,), name="vlmrm-signals",
+                             daemon=True).start()
 
     def uninstall(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
+        if self._wakeup is not None:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            read, write = self._wakeup
+            self._wakeup = None
+            os.write(write, b"\0")  # the watching thread ends (and closes its end)
+            os.close(write)
 
     def request(self, signum: int) -> None:
         """Record a stop (as a first signal does, without forwarding it)."""
@@ -83,11 +112,39 @@ class StopRequest:
                 self.on_request()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signal is not None:
-            if self.exiting or time.monotonic() - self._first_at < SAME_SIGNAL_S:
-                return  # on the way out; or the first one again, sent to each process
+        """The Python-level handler: the signal itself is the watching thread's; this only
+        raises the KeyboardInterrupt that unwinds the run once a second signal was counted."""
+        if self._raise and not self._closing:
+            self._raise = False
+            raise KeyboardInterrupt
+
+    def closing(self) -> None:
+        """The run is closing its work (the ``finally`` around training): a second signal no
+        longer interrupts the main thread there, which would cut the closing short; the
+        watchdog still bounds the exit."""
+        self._closing = True
+
+    def _watch(self, read: int) -> None:
+        try:
+            while True:
+                data = os.read(read, 64)
+                if not data or 0 in data:
+                    return
+                for signum in data:
+                    if signum in SIGNALS:
+                        self.received(signum)
+        finally:
+            os.close(read)
+
+    def received(self, signum: int) -> None:
+        """Count one SIGINT/SIGTERM (as it arrives, on the watching thread)."""
+        now = time.monotonic()
+        if self.exiting or (self._first_at is not None and now - self._first_at < SAME_SIGNAL_S):
+            return  # on the way out; or the first one again, sent to each process
+        if self._first_at is not None:
             self._exit_now(signum)
-        self._first_at = time.monotonic()
+            return
+        self._first_at = now
         name = signal.Signals(signum).name
         print(f"\nvlmrm: {name} received: stopping at the next env step or encoder pass, then "
               "writing a checkpoint to resume from (Ctrl-C again to exit at once, without one).",
@@ -97,21 +154,24 @@ class StopRequest:
             self.forward(signum)
 
     def _exit_now(self, signum: int) -> None:
-        """The second signal: DDP workers get it too, a watchdog bounds the exit, and the
-        KeyboardInterrupt unwinds the run, closing the collector and env workers."""
+        """The second signal: a watchdog bounds the exit, DDP workers get the signal (and
+        time to close their own collectors), then a KeyboardInterrupt unwinds the run,
+        closing the collector and env workers."""
         self.exiting = True
         print("\nvlmrm: second signal: exiting now, without a new checkpoint.",
               file=sys.stderr, flush=True)
+        threading.Thread(target=self._watchdog, name="vlmrm-exit", daemon=True).start()
         if self.forward is not None:
             self.forward(signum)
-        threading.Thread(target=self._watchdog, name="vlmrm-exit", daemon=True).start()
-        raise KeyboardInterrupt
+        if not self._closing:  # the main thread is not on its way out already
+            self._raise = True
+            _thread.interrupt_main(signal.SIGINT)  # runs _handle on the main thread
 
     def _watchdog(self) -> None:
-        time.sleep(EXIT_GRACE_S)
+        time.sleep(self.grace_s)
         for child in multiprocessing.active_children():
             kill_tree(child)
-        print(f"vlmrm: exit forced after {EXIT_GRACE_S:.0f} s. {self.hint()}", file=sys.stderr,
+        print(f"vlmrm: exit forced after {self.grace_s:.1f} s. {self.hint()}", file=sys.stderr,
               flush=True)
         end_process(EXIT_INTERRUPTED)  # the children are gone: their joins return at once
 

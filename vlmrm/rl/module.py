@@ -10,6 +10,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,7 @@ from vlmrm.rl.agent import make_agent, make_loss
 from vlmrm.rl.collect import Partial
 from vlmrm.rl.data import DataPipeline, ScoredBatch
 from vlmrm.rl.evaluate import evaluate
-from vlmrm.rl.interrupt import StopRequest, stop_latency_note
+from vlmrm.rl.interrupt import WORKER_GRACE_S, StopRequest, stop_latency_note
 from vlmrm.rl.nonfinite import NonFiniteBatch, agree_to_stop, check_losses
 from vlmrm.rl.runstate import (
     data_dir_name,
@@ -142,6 +143,8 @@ class SACModule(L.LightningModule):
         # checkpoint: ours takes over, forwarding to DDP workers as Lightning's does.
         launcher = self.trainer.strategy.launcher
         self.stop_request.forward = forward_to_workers(launcher)
+        if self.global_rank > 0:
+            self.stop_request.grace_s = WORKER_GRACE_S
         self.stop_request.resume_hint = self._resume_hint
         self.stop_request.install()
         self.trainer._signal_connector.received_sigterm = False  # seen by ours already
@@ -358,8 +361,9 @@ class SACModule(L.LightningModule):
 
 
 
-#: Seconds a second signal waits for DDP workers to exit before Lightning kills them.
-WORKER_EXIT_S = 2.0
+#: Seconds a second signal waits for DDP workers to exit before Lightning kills them (a
+#: worker forces its own exit after WORKER_GRACE_S, its replay buffer's semaphores released).
+WORKER_EXIT_S = WORKER_GRACE_S + 1.0
 
 
 class WorkerForward:
@@ -372,15 +376,28 @@ class WorkerForward:
         self.calls = 0
 
     def __call__(self, signum: int) -> None:
+        if self.calls >= 1:
+            stop_watching_workers()
         self.launcher.kill(signum)
         self.calls += 1
         if self.calls < 2:
             return
+        deadline = time.monotonic() + WORKER_EXIT_S
         for proc in getattr(self.launcher, "procs", []):
             try:
-                proc.wait(WORKER_EXIT_S)
+                proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
+
+
+def stop_watching_workers() -> None:
+    """Stop Lightning's watch over the worker ranks: once one exits non-zero (130, after a
+    second signal) it SIGKILLs every rank, this one too, before it closed its collector."""
+    from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
+
+    for thread in threading.enumerate():
+        if isinstance(thread, _ChildProcessObserver):
+            thread._run = lambda: True  # its next check ends it
 
 
 def forward_to_workers(launcher: Any) -> WorkerForward | None:
