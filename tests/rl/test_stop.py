@@ -42,6 +42,9 @@ RUN = ("trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "env.num_
 ARM_AT = "128"
 #: A stop must write its checkpoint within this (the config's default).
 STOP_TIMEOUT_S = 60.0
+#: Variants whose signals go to the whole process group, as a terminal's Ctrl-C does: the
+#: env workers (children of the training process here) get them too.
+GROUP_SIGNALS = {"parallel"}
 VARIANTS = {
     # The collector in a process of its own (the default), envs stepped in it.
     "process": ["agent.collector=process", "agent.gradient_steps=4"],
@@ -128,6 +131,18 @@ def _probe(out: Path, runs: Path, name: str, extra: list[str], *flags: str) -> l
             f"logging.output_dir={runs}", f"logging.run_name={name}"]
 
 
+def _start(cmd: list[str], variant: str) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=variant in GROUP_SIGNALS)
+
+
+def _send(proc: subprocess.Popen, sig: int, variant: str) -> None:
+    if variant in GROUP_SIGNALS:
+        os.killpg(proc.pid, sig)
+    else:
+        os.kill(proc.pid, sig)
+
+
 def _wait_for(path: Path, proc: subprocess.Popen) -> None:
     while not path.exists():
         assert proc.poll() is None, proc.communicate()[1][-3000:]
@@ -151,12 +166,11 @@ def test_sigterm_mid_iteration_checkpoints_a_partial_batch_and_resumes_exactly(v
                               capture_output=True, text=True, timeout=600)
     assert straight.returncode == 0, straight.stderr[-3000:]
 
-    stopped = subprocess.Popen(_probe(tmp_path / "stopped", runs, "split", extra,
-                                      "--arm-at", ARM_AT),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stopped = _start(_probe(tmp_path / "stopped", runs, "split", extra, "--arm-at", ARM_AT),
+                     variant)
     _wait_for(tmp_path / "stopped" / "armed", stopped)
     ckpts = runs / "split" / "checkpoints"
-    os.kill(stopped.pid, signal.SIGTERM)
+    _send(stopped, signal.SIGTERM, variant)
     sent = time.monotonic()
     while resumable_checkpoint(ckpts) is None and stopped.poll() is None:
         time.sleep(0.05)
@@ -207,15 +221,14 @@ def test_a_second_sigint_exits_at_once_and_leaves_no_process(variant, tmp_path):
     """The first Ctrl-C lands while a long update phase runs (2,000 updates, which a stop
     lets finish); the second, a second later, must not wait for it."""
     extra = [*VARIANTS[variant], "agent.gradient_steps=2000"]
-    proc = subprocess.Popen(_probe(tmp_path / "out", tmp_path / "runs", "twice", extra,
-                                   "--arm-at", ARM_AT),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _start(_probe(tmp_path / "out", tmp_path / "runs", "twice", extra,
+                         "--arm-at", ARM_AT), variant)
     _wait_for(tmp_path / "out" / "armed", proc)
     descendants = psutil.Process(proc.pid).children(recursive=True)
     assert descendants  # the collector or env workers (and DDP's rank 1)
-    os.kill(proc.pid, signal.SIGINT)
+    _send(proc, signal.SIGINT, variant)
     time.sleep(1.0)
-    os.kill(proc.pid, signal.SIGINT)
+    _send(proc, signal.SIGINT, variant)
     proc.wait(timeout=5)
     assert proc.returncode == EXIT_INTERRUPTED
     _, alive = psutil.wait_procs(descendants, timeout=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import multiprocessing
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,11 @@ def make_worker_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None,
     2 cores ran 17.2 against 15.4 env steps/s; README, "How fast")."""
     if multiprocessing.parent_process() is not None:  # not the main process (spec probing)
         os.environ.setdefault("LP_NUM_THREADS", "1")
+        # A terminal's Ctrl-C (or a job's SIGTERM) reaches every process of the group: a
+        # worker would die before the stop's checkpoint reads its env. The training process
+        # handles the signal and closes its workers (they also end when its pipe closes).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if spec is not None and spec.id not in gym.registry:
         gym.registry[spec.id] = spec
     env = make_gym_env(cfg, render_size)
