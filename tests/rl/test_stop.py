@@ -28,7 +28,7 @@ from vlmrm.keys import NEXT, PIXELS
 from vlmrm.resume import read_meta, resumable_checkpoint
 from vlmrm.rl.agent import make_agent
 from vlmrm.rl.collect import Collection, ExplorationSampler, Halt, Partial, StepLoop, actor_network
-from vlmrm.rl.envs import make_env
+from vlmrm.rl.envs import make_env, vector_envs
 from vlmrm.rl.interrupt import EXIT_INTERRUPTED, stop_latency_note
 from vlmrm.rl.runstate import STATE, data_dir_name
 
@@ -249,3 +249,24 @@ def _running(procs: list[psutil.Process]) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return out
+
+
+def test_env_parallel_workers_outlive_a_signal_to_the_process_group():
+    """A terminal's Ctrl-C (or a job's SIGTERM) reaches every process of the group: the env
+    workers must still answer when the stop reads their envs; the training process closes
+    them."""
+    cfg = load_config(CONFIGS / "quickstart.yaml", ["env.num_envs=2", "env.parallel=true"])
+    env = make_env(cfg.env, (64, 64), from_pixels=True, seed=3)
+    try:
+        workers = vector_envs(env)
+        pids = [facts["pid"] for facts in workers.process_facts()]
+        os.kill(pids[0], signal.SIGINT)
+        os.kill(pids[1], signal.SIGTERM)
+        time.sleep(0.5)
+        assert len(workers.gym_states()) == 2
+        assert all(psutil.pid_exists(pid) for pid in pids)
+    finally:
+        env.close()
+    _, alive = psutil.wait_procs([psutil.Process(pid) for pid in pids if psutil.pid_exists(pid)],
+                                 timeout=10)
+    assert not _running(alive)
