@@ -31,6 +31,7 @@ SAFE_TO_CHANGE = frozenset({
     "logging.output_dir", "logging.run_name", "trainer.enable_progress_bar",
     # Decides only whether the monitor gives a verdict.
     "logging.monitor_gt_measures_task",
+    "logging.stop_timeout_s",
 })
 
 

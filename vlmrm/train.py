@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,6 +32,7 @@ from vlmrm.quiet import quiet_third_party
 from vlmrm.registry import GROUND_TRUTH
 from vlmrm.resume import Resume
 from vlmrm.rl.envstate import RESTART_NOTE
+from vlmrm.rl.interrupt import EXIT_INTERRUPTED, end_process
 from vlmrm.rl.monitor import RewardMonitor
 
 
@@ -133,15 +135,20 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None,
         if trainer.is_global_zero:
             raise
         return RunResult(run_dir, module.env_steps, primary=False)
-    except SystemExit:  # Lightning's answer to a KeyboardInterrupt (our second Ctrl-C)
+    except SystemExit:  # Lightning's answer to a KeyboardInterrupt (our second signal)
         if module.stop_request.requested:
+            if trainer.is_global_zero:
+                print(f"vlmrm: exited without a new checkpoint. {module.stop_request.hint()}",
+                      file=sys.stderr, flush=True)
             raise KeyboardInterrupt from None
         raise
     finally:
-        module.stop_request.uninstall()
         os.environ.pop(RUN_DIR_ENV, None)
         if module.data is not None:  # after an error too: env worker processes must end
             module.data.close()
+        module.stop_request.uninstall()  # after closing: a signal meanwhile still exits
+        if module.stop_request.exiting:  # a second signal: what it waits for is closed
+            end_process(EXIT_INTERRUPTED)
     monitor = next((c.summary() for c in trainer.callbacks if isinstance(c, RewardMonitor)),
                    None)
     return RunResult(run_dir, module.env_steps, dict(module.last_eval),

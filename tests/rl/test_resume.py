@@ -122,18 +122,25 @@ def test_resume_refuses_a_changed_config_and_allows_a_longer_run(tmp_path):
     assert "agent.total_env_steps" in SAFE_TO_CHANGE and "agent.learning_rate" not in SAFE_TO_CHANGE
 
 
-def test_stop_request_records_the_first_signal_and_a_second_ctrl_c_exits_at_once():
-    forwarded = []
+def test_stop_request_records_the_first_signal_and_a_second_one_exits_at_once(monkeypatch):
+    forwarded, halted, watchdogs = [], [], []
+    monkeypatch.setattr(StopRequest, "_watchdog", lambda self: watchdogs.append(self))
     request = StopRequest(forward=forwarded.append)
+    request.on_request = lambda: halted.append(True)
     request.install()
     try:
         assert signal.getsignal(signal.SIGTERM) == request._handle
         request._handle(signal.SIGTERM, None)
         assert request.requested and request.signal == signal.SIGTERM and forwarded == [15]
-        request._handle(signal.SIGTERM, None)  # repeated: still one request, not forwarded
-        assert forwarded == [15]
+        assert halted == [True]  # the work in flight is cut short at once
+        # The same signal again at once (sent to every process, and forwarded): one request.
+        request._handle(signal.SIGTERM, None)
+        assert forwarded == [15] and not request.exiting
+        request._first_at -= 1.0  # a second signal a second later exits
         with pytest.raises(KeyboardInterrupt):
-            request._handle(signal.SIGINT, None)
+            request._handle(signal.SIGTERM, None)
+        assert request.exiting and forwarded == [15, 15] and len(watchdogs) == 1
+        request._handle(signal.SIGINT, None)  # a third: already on the way out
     finally:
         request.uninstall()
     assert signal.getsignal(signal.SIGTERM) != request._handle

@@ -376,6 +376,9 @@ def _validate_logging(g: LoggingConfig) -> None:
                 "characters, at most 200 bytes), e.g. logging.run_name=kneeling-seed3.")
     require(g.checkpoint_every >= 1,
             f"logging.checkpoint_every={g.checkpoint_every} must be >= 1.")
+    require(g.stop_timeout_s > 0,
+            f"logging.stop_timeout_s={g.stop_timeout_s} must be > 0 (seconds from SIGTERM to a "
+            "resumable checkpoint, e.g. 60).")
     require(g.keep_checkpoints is None or g.keep_checkpoints >= 1,
             f"logging.keep_checkpoints={g.keep_checkpoints} must be >= 1 (or null to keep "
             "every step checkpoint).")

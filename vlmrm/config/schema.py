@@ -279,6 +279,12 @@ class LoggingConfig:
         "Set false when you prompt an env for something its reward does not pay for.")
     monitor_frames: int = opt(
         8, "Highest-VLM-reward frames per monitor picture strip.")
+    stop_timeout_s: float = opt(
+        60.0, "Seconds from SIGTERM (or a first Ctrl-C) to a resumable last.ckpt on disk: "
+        "collection and scoring in flight stop at the next env step or encoder pass and are "
+        "saved as a partial batch. A run whose one encoder pass (reward.stream_frames, "
+        "reward.batch_size) or update phase may take longer says so at start. Give a cluster "
+        "job at least this much grace between SIGTERM and the kill.")
 
 
 @dataclass

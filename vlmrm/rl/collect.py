@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import copy
 import math
+import multiprocessing
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -147,6 +149,22 @@ class ExplorationSampler:
         self.ou_noise = None if noise is None else noise.clone()
 
 
+class Halt:
+    """A stop flag that the step loop checks before each env step and the scoring stream
+    before each encoder pass (a bounded stop, :mod:`vlmrm.rl.interrupt`). Set from a signal
+    handler; shared memory without a lock, so a collector process started with it sees it too
+    and nothing is left for ``resource_tracker`` to report."""
+
+    def __init__(self) -> None:
+        self._flag = multiprocessing.get_context("spawn").RawValue("b", 0)
+
+    def set(self) -> None:
+        self._flag.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._flag.value)
+
+
 class StepLoop:
     """Steps a TorchRL env (one env, a ``SerialEnv``, or ``env.parallel``'s workers) with an
     :class:`ExplorationSampler`, ``steps`` steps per call.
@@ -164,10 +182,13 @@ class StepLoop:
     """
 
     def __init__(self, env: EnvBase, sampler: ExplorationSampler,
-                 resize_frames: Callable[[Tensor], Tensor] | None = None) -> None:
+                 resize_frames: Callable[[Tensor], Tensor] | None = None,
+                 halt: Halt | None = None) -> None:
         self.env = env
         self.sampler = sampler
         self.resize_frames = resize_frames
+        #: Once set, :meth:`rollout` returns before its next step.
+        self.halt = halt or Halt()
         # Reset now, as TorchRL's Collector does when it is built: the envs' first states
         # then do not depend on what else is built before the first batch.
         #: The root TensorDict the next step starts from.
@@ -181,11 +202,14 @@ class StepLoop:
 
     @torch.no_grad()
     def rollout(self, steps: int, random: bool,
-                on_frames: Callable[[Tensor], None] | None = None) -> TensorDictBase:
+                on_frames: Callable[[Tensor], None] | None = None) -> TensorDictBase | None:
         """``[*env batch, steps]`` transitions; ``on_frames`` gets each step's rendered frames
-        ``[*env batch, H, W, 3]`` as soon as they exist (streamed scoring)."""
+        ``[*env batch, H, W, 3]`` as soon as they exist (streamed scoring). Once :attr:`halt`
+        is set, the steps taken so far (None: none), and the loop's state is that after them."""
         out = []
         for _ in range(steps):
+            if self.halt.is_set():
+                break
             td = self.root.exclude(PIXELS)
             td.set(ACTION, self.sampler(td.get(OBSERVATION), random, self.starts))
             td, self.root = self.env.step_and_maybe_reset(td)
@@ -195,7 +219,7 @@ class StepLoop:
             if on_frames is not None:
                 on_frames(td.get((NEXT, PIXELS)))
             out.append(td)
-        return torch.stack(out, dim=len(self.env.batch_size))
+        return torch.stack(out, dim=len(self.env.batch_size)) if out else None
 
     def sync(self, actor: nn.Module) -> None:
         """The exploring policy takes the actor's current weights (only between rollouts)."""
@@ -234,7 +258,7 @@ class BackgroundCollection:
     policy snapshot, the random state, the envs).
     """
 
-    def __init__(self, collect: Callable[[bool], TensorDictBase]) -> None:
+    def __init__(self, collect: Callable[..., TensorDictBase]) -> None:
         self._collect = collect
         self._threads = torch.get_num_threads()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="vlmrm-collect",
@@ -249,10 +273,11 @@ class BackgroundCollection:
     def in_flight(self) -> bool:
         return self._job is not None
 
-    def start(self, random: bool) -> None:
+    def start(self, random: bool, *more: Any) -> None:
+        """Collect ``collect(random, *more)`` on the thread."""
         if self._job is not None:
             raise RuntimeError("a batch is already being collected")
-        self._job = self._pool.submit(self._collect, random)
+        self._job = self._pool.submit(self._collect, random, *more)
 
     def wait(self) -> TensorDictBase:
         """The batch started last (re-raising what the collection raised)."""
@@ -267,6 +292,35 @@ class BackgroundCollection:
             self._job.exception()  # waits; its error, if any, no longer matters
             self._job = None
         self._pool.shutdown(wait=True)
+
+
+@dataclass
+class Partial:
+    """A batch cut short by a halt: its steps so far ``[*env batch, steps]`` with their
+    frames (None before the first step), whether it is a random-phase batch, and, when
+    scored in passes, the embeddings ``[*env batch, encoded, D]`` of its first encoded steps
+    (whole passes) and the seconds they took."""
+
+    batch: TensorDictBase | None
+    random: bool
+    embeddings: Tensor | None = None
+    encode_s: float = 0.0
+
+    @property
+    def steps(self) -> int:
+        return 0 if self.batch is None else self.batch.shape[-1]
+
+    @property
+    def encoded(self) -> int:
+        return 0 if self.embeddings is None else self.embeddings.shape[-2]
+
+
+def join_steps(first: TensorDictBase | None, rest: TensorDictBase | None
+               ) -> TensorDictBase | None:
+    """Two runs of steps ``[*env batch, T]`` one after the other (None: no steps)."""
+    if first is None or rest is None:
+        return rest if first is None else first
+    return torch.cat([first, rest], dim=first.ndim - 1)
 
 
 def random_batches(learning_starts: int, frames_per_batch: int) -> int:
@@ -304,22 +358,39 @@ class Collection:
         #: Batches started so far (the first ``random_batches`` use uniform random actions).
         self.started = 0
         self._background = BackgroundCollection(self._collect) if overlap else None
-        #: A finished batch that :meth:`pause` took off the thread (handed out next).
+        #: A finished batch that :meth:`pause` took off the thread (handed out next), or a
+        #: :class:`Partial` one (continued next).
         self.pending: Any = None
+        #: A batch handed out and given back unused (handed out before :attr:`pending`).
+        self.held: Any = None
 
-    def _collect(self, random: bool) -> Any:
+    def _collect(self, random: bool, partial: Partial | None = None) -> Any:
+        """A batch (scored by :attr:`after`), or a :class:`Partial` once the loop's halt is
+        set; ``partial`` continues one such batch exactly where it was cut."""
+        if partial is not None and self.loop.halt.is_set():
+            return partial  # nothing more to do before the stop
         t0 = time.perf_counter()
-        if self.stream is None:
-            batch = self.loop.rollout(self.steps, random)
-            seconds, streamed = time.perf_counter() - t0, None
-        else:
-            self.stream.begin()
-            batch = self.loop.rollout(self.steps, random, self.stream.add)
-            seconds = time.perf_counter() - t0
-            streamed = self.stream.finish()
+        if self.stream is not None:
+            self.stream.begin(partial)
+        on_frames = None if self.stream is None else self.stream.add
+        done = 0 if partial is None else partial.steps
+        batch = join_steps(None if partial is None else partial.batch,
+                           self.loop.rollout(self.steps - done, random, on_frames))
+        seconds = time.perf_counter() - t0
+        if batch is None or batch.shape[-1] < self.steps:
+            return self._cut(batch, random)
+        streamed = None
+        if self.stream is not None:
+            streamed = self.stream.finish(self.loop.halt)
+            if streamed is None:  # halted while passes were left to encode
+                return self._cut(batch, random)
         if self.after is None:
             return batch
         return self.after(batch, seconds, streamed)
+
+    def _cut(self, batch: TensorDictBase | None, random: bool) -> Partial:
+        embeddings, encode_s = (None, 0.0) if self.stream is None else self.stream.cut()
+        return Partial(batch, random, embeddings, encode_s)
 
     def _take_random(self) -> bool:
         random = self.started < self.random_batches
@@ -334,21 +405,45 @@ class Collection:
     def holds_batch(self) -> bool:
         """A batch in flight or taken off the thread and not yet handed out: the envs and
         the sampler are then ahead of the batches handed out."""
-        return self.in_flight or self.pending is not None
+        return self.in_flight or self.pending is not None or self.held is not None
 
     def next(self, actor: nn.Module, prefetch: bool = True) -> Any:
         """The next batch; with overlap, also start the one after unless ``prefetch`` is
-        False (before a checkpoint or the end, when nothing may be left in flight)."""
+        False (before a checkpoint or the end, when nothing may be left in flight). Once the
+        loop's halt is set, a :class:`Partial` instead, also kept as :attr:`pending` (a
+        checkpoint saves it; a resumed run continues it)."""
+        if self.held is not None:
+            return self._hand_back(prefetch)
         if self._background is None:
             self.loop.sync(actor)
-            return self._collect(self._take_random())
-        self.pause()
+            batch = self._resume_pending()
+        else:
+            self.pause()
+            batch = self._resume_pending()
+            if not isinstance(batch, Partial):
+                self.loop.sync(actor)
+                if prefetch:
+                    self._background.start(self._take_random())
+        if isinstance(batch, Partial):
+            self.pending = batch
+        return batch
+
+    def _hand_back(self, prefetch: bool) -> Any:
+        """The held batch. The batch after it was started with the weights meant for it,
+        and its partial steps continue on the thread (the snapshot is not synced again)."""
+        batch, self.held = self.held, None
+        if prefetch and self._background is not None and isinstance(self.pending, Partial):
+            partial, self.pending = self.pending, None
+            self._background.start(partial.random, partial)
+        return batch
+
+    def _resume_pending(self) -> Any:
+        """The pending batch (a partial one continued first), else a new one."""
         batch, self.pending = self.pending, None
         if batch is None:
-            batch = self._collect(self._take_random())
-        self.loop.sync(actor)
-        if prefetch:
-            self._background.start(self._take_random())
+            return self._collect(self._take_random())
+        if isinstance(batch, Partial):
+            return self._collect(batch.random, batch)
         return batch
 
     def pause(self) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import multiprocessing
+import os
 import pickle
 import signal
 import traceback
@@ -35,7 +36,8 @@ from torchrl.envs import EnvBase
 
 from vlmrm.config.schema import AgentConfig
 from vlmrm.keys import NEXT, PIXELS
-from vlmrm.rl.collect import ExplorationSampler, StepLoop, actor_network
+from vlmrm.rl.collect import ExplorationSampler, Halt, StepLoop, actor_network
+from vlmrm.rl.interrupt import end_process
 
 #: Seconds :meth:`ProcessStepLoop.close` waits for the child to close its envs and exit.
 CLOSE_TIMEOUT_S = 60.0
@@ -66,9 +68,11 @@ class ProcessStepLoop:
         self._conn, child = ctx.Pipe()
         network = copy.deepcopy(network).cpu()  # CUDA tensors would start CUDA in the child
         threads = threads or torch.get_num_threads()
+        #: Shared with the child's loop: set, its rollout returns before the next step.
+        self.halt = Halt()
         self._process = ctx.Process(target=serve, name="vlmrm-collector", daemon=False,
                                     args=(child, build_env, network, agent, seed, threads,
-                                          resize_frames))
+                                          resize_frames, self.halt))
         self._process.start()
         child.close()  # the parent's copy: the child's end closes when the child exits
         self._num_envs: int = self._call("ready")
@@ -78,7 +82,7 @@ class ProcessStepLoop:
         return self._num_envs
 
     def rollout(self, steps: int, random: bool,
-                on_frames: Callable[[Tensor], None] | None = None) -> TensorDictBase:
+                on_frames: Callable[[Tensor], None] | None = None) -> TensorDictBase | None:
         """As :meth:`StepLoop.rollout`. Streamed (``on_frames``), each step's frames cross
         once: they are handed on as they arrive and stacked back into the batch."""
         frames: list[Tensor] = []
@@ -89,6 +93,8 @@ class ProcessStepLoop:
 
         packed = self._call("rollout", steps, random, on_frames is not None,
                             on_frames=received if on_frames is not None else None)
+        if packed is None:  # halted before the first step
+            return None
         batch = unpack(packed)
         if frames:
             batch.set((NEXT, PIXELS), torch.stack(frames, dim=batch.ndim - 1))
@@ -106,16 +112,21 @@ class ProcessStepLoop:
     def load_state(self, state: dict[str, Any], restart: int | None = None) -> None:
         self._call("load_state", state, restart)
 
-    def close(self) -> None:
-        """Ask the child to close its envs and exit; stop it if it does not."""
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Ask the child to close its envs and exit; past ``timeout`` seconds, kill it with
+        the processes it started (its process group: it ignores SIGTERM, which a cluster
+        sends to every process of a job)."""
         if self._process.is_alive():
             try:
                 self._conn.send(("close",))
             except (BrokenPipeError, OSError):
                 pass
-            self._process.join(CLOSE_TIMEOUT_S)
+            self._process.join(timeout)
         if self._process.is_alive():
-            self._process.terminate()
+            try:
+                os.killpg(self._process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self._process.kill()
             self._process.join()
         self._conn.close()
 
@@ -163,18 +174,22 @@ class ProcessStepLoop:
 # -- the child ----------------------------------------------------------------------------
 def serve(conn: Connection, build_env: Callable[[], EnvBase], network: nn.Module,
           agent: AgentConfig, seed: int, threads: int,
-          resize_frames: Callable[[Tensor], Tensor] | None = None) -> None:
+          resize_frames: Callable[[Tensor], Tensor] | None = None,
+          halt: Halt | None = None) -> None:
     """The child's main: build the loop, then answer requests until "close" (or the parent
-    is gone). Interrupts are the parent's to handle: it closes this process when it stops."""
+    is gone). Interrupts are the parent's to handle: it sets ``halt`` to cut a rollout short
+    and closes this process when it stops. A process group of its own lets the parent end
+    this process and its env workers together if closing hangs."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.setpgid(0, 0)
     torch.set_num_threads(threads)
     loop: StepLoop | None = None
     try:
         env = build_env()
         sampler = ExplorationSampler(network, env.action_spec_unbatched, agent,
                                      torch.Generator().manual_seed(seed))
-        loop = StepLoop(env, sampler, resize_frames)
+        loop = StepLoop(env, sampler, resize_frames, halt)
         conn.send(("ready", env.numel()))
         while _answer(conn, loop):
             pass
@@ -186,6 +201,9 @@ def serve(conn: Connection, build_env: Callable[[], EnvBase], network: nn.Module
         if loop is not None and not loop.env.is_closed:
             loop.env.close()
         conn.close()
+    # Multiprocessing's own finalizers run, the interpreter's teardown does not: that
+    # teardown (library destructors, in C) took 5 s here, and a stop must not wait for it.
+    end_process(0)
 
 
 def _answer(conn: Connection, loop: StepLoop) -> bool:
@@ -208,6 +226,8 @@ def _rollout(conn: Connection, loop: StepLoop, steps: int, random: bool, stream:
              ) -> TensorDictBase:
     on_frames = (lambda frames: conn.send(("frames", frames))) if stream else None
     batch = loop.rollout(steps, random, on_frames)
+    if batch is None:
+        return None
     return pack(batch.exclude((NEXT, PIXELS)) if stream else batch)  # the parent has the frames
 
 

@@ -19,7 +19,7 @@ from torchrl.envs import EnvBase
 from vlmrm.keys import DONE, GT_REWARD, NEXT, PIXELS, REPLAY_KEYS, REWARD, SUCCESS
 from vlmrm.reward.model import VLMRewardModel
 from vlmrm.reward.transform import VLMRewardTransform
-from vlmrm.rl.collect import Collection, Streamed
+from vlmrm.rl.collect import Collection, Partial, Streamed
 from vlmrm.rl.nonfinite import NonFiniteBatch, check_rewards
 from vlmrm.rl.schedule import crossed
 
@@ -163,8 +163,9 @@ class DataPipeline:
         else:
             self._iterator = iter(self.batches)
 
-    def next_batch(self, actor: torch.nn.Module, prefetch: bool = True) -> ScoredBatch:
-        """The next scored batch; see :meth:`Collection.next` for ``prefetch``."""
+    def next_batch(self, actor: torch.nn.Module, prefetch: bool = True) -> ScoredBatch | Partial:
+        """The next scored batch (a :class:`~vlmrm.rl.collect.Partial` one once halted); see
+        :meth:`Collection.next` for ``prefetch``."""
         if isinstance(self.batches, Collection):
             return self.batches.next(actor, prefetch)
         t0 = time.perf_counter()
@@ -174,6 +175,18 @@ class DataPipeline:
     def batches_in_flight(self) -> bool:
         """Whether a batch is being collected (or is collected and not yet handed out)."""
         return isinstance(self.batches, Collection) and self.batches.holds_batch
+
+    def halt(self) -> None:
+        """Cut the collection and scoring in flight short, at the next env step or encoder
+        pass: the batch is then kept as a partial one (a stop; see :mod:`vlmrm.rl.interrupt`).
+        Safe to call from a signal handler."""
+        if isinstance(self.batches, Collection):
+            self.batches.loop.halt.set()
+
+    def hold(self, got: ScoredBatch) -> None:
+        """Give back a batch :meth:`next_batch` handed out, unused: the next call hands it out
+        again, and a checkpoint saves it (a DDP stop that cut another rank's batch short)."""
+        self.batches.held = got
 
     def pause(self) -> None:
         """Let a batch in flight finish before the main thread uses the reward model (or

@@ -6,7 +6,10 @@ TorchRL owns envs, collectors, the replay buffer and the SAC losses.
 
 from __future__ import annotations
 
+import shlex
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,10 +23,12 @@ from torch.utils.data import DataLoader
 from torchrl.data import TensorSpec
 
 from vlmrm.config.schema import Config
+from vlmrm.resume import resumable_checkpoint
 from vlmrm.rl.agent import make_agent, make_loss
+from vlmrm.rl.collect import Partial
 from vlmrm.rl.data import DataPipeline, ScoredBatch
 from vlmrm.rl.evaluate import evaluate
-from vlmrm.rl.interrupt import StopRequest
+from vlmrm.rl.interrupt import StopRequest, stop_latency_note
 from vlmrm.rl.nonfinite import NonFiniteBatch, agree_to_stop, check_losses
 from vlmrm.rl.runstate import (
     data_dir_name,
@@ -80,11 +85,13 @@ class SACModule(L.LightningModule):
         self.stop_request = StopRequest()
         #: True once the run stopped early on a signal (its last.ckpt resumes it).
         self.interrupted = False
-        self._draining = False
         #: ``step-N``: the data-side state folders of the checkpoint being written or
         #: restored (:mod:`vlmrm.rl.runstate`).
         self.data_state_stem: str | None = None
         self._restored_rng: dict[str, Any] | None = None
+        #: Seconds the latest update phase took, and whether the stop latency was checked.
+        self._update_s = 0.0
+        self._latency_noted = False
 
     # -- Lightning plumbing -------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -122,6 +129,9 @@ class SACModule(L.LightningModule):
         if self.data_factory is None:
             raise RuntimeError("SACModule needs a data_factory to train")
         self.data = self.data_factory(self)
+        self.stop_request.on_request = self.data.halt
+        if self.stop_request.requested:  # a signal while the data side was being built
+            self.data.halt()
         if self._restored_formula is not None and self.data.reward_model is not None:
             self.data.reward_model.formula.load_state_dict(self._restored_formula)
         if self.data_state_stem is not None:  # resuming: the data side continues exactly
@@ -131,7 +141,8 @@ class SACModule(L.LightningModule):
         # Lightning's own SIGTERM handler (set as fit starts) would end the run without a
         # checkpoint: ours takes over, forwarding to DDP workers as Lightning's does.
         launcher = self.trainer.strategy.launcher
-        self.stop_request.forward = launcher.kill if launcher is not None else None
+        self.stop_request.forward = forward_to_workers(launcher)
+        self.stop_request.resume_hint = self._resume_hint
         self.stop_request.install()
         self.trainer._signal_connector.received_sigterm = False  # seen by ours already
 
@@ -193,21 +204,26 @@ class SACModule(L.LightningModule):
             self._restored_rng = None
         data = self.data
         got = data.next_batch(self.actor, prefetch=self._may_prefetch())  # collected, scored
+        if self._cut_short(got):
+            return
         before = self.env_steps
         self.env_steps += got.batch.numel() * self.trainer.world_size
         # A batch with a non-finite reward is never stored (the run stops below).
         scored = self._record(data.accept, got)
         metrics = {} if scored is None else self._episode_metrics(data.store(scored))
         if self.learning_started:
+            t0 = time.perf_counter()
             losses = self.update(self.cfg.agent.gradient_steps)
+            self._update_s = time.perf_counter() - t0
             self._record(check_losses, losses, before + 1, self.env_steps)
             metrics.update(losses)
         # Every rank passes here once per iteration: where all ranks agree to stop, together.
         if agree_to_stop(self._problem, self.trainer.world_size, self.all_gather, self.device,
-                         data.evidence_dir, self.stop_request.requested) or self._draining:
+                         data.evidence_dir, self.stop_request.requested):
             self._stop_gracefully()
         now = time.perf_counter()
         metrics.update(self._rates(got, now - self._clock))
+        self._note_stop_latency(got, metrics)
         self._clock = now
         if self._next_eval is not None and self.env_steps >= self._next_eval:
             metrics.update(self.run_evaluation())
@@ -215,26 +231,66 @@ class SACModule(L.LightningModule):
         self._log(metrics)
 
     def _stop_gracefully(self) -> None:
-        """Stop after this iteration (last.ckpt is written as the run ends); with a batch
-        already being collected, after the next one, which learns from it first."""
-        if self.data.batches_in_flight() and not self._draining:
-            self._draining = True
-            return
+        """Stop after this iteration's updates (last.ckpt is written as the run ends); a
+        batch being collected ahead stops at its next env step or encoder pass and is saved
+        as a partial batch."""
+        self.data.halt()
         self.interrupted = True
         self.trainer.should_stop = True
 
+    def _cut_short(self, got: ScoredBatch | Partial) -> bool:
+        """Whether a stop cut this iteration's batch short on any rank: then every rank stops
+        here, before storing or learning, with its batch (partial or whole) kept for the
+        checkpoint. One small all-gather per iteration under DDP."""
+        partial = isinstance(got, Partial)
+        if self.trainer.world_size > 1:
+            flags = self.all_gather(torch.tensor([int(partial)], device=self.device))
+            if not bool(flags.any()):
+                return False
+        elif not partial:
+            return False
+        if not partial:
+            self.data.hold(got)
+        self.stop_request.request(self.stop_request.signal or 0)
+        self._stop_gracefully()
+        return True
+
     def _may_prefetch(self) -> bool:
         """Whether collection may run ahead into the next iteration: not when this iteration
-        ends the run, writes a checkpoint or finishes a graceful stop. A checkpoint could
-        save a batch in flight as pending, but its scoring would already have moved the
-        reward statistics past the checkpoint's step (what ``vlmrm play`` loads)."""
-        if self._draining:
-            return False
+        ends the run or writes a checkpoint. A checkpoint could save a batch in flight as
+        pending, but its scoring would already have moved the reward statistics past the
+        checkpoint's step (what ``vlmrm play`` loads)."""
         per_iteration = self.cfg.agent.train_freq * self.cfg.env.num_envs  # all ranks
         after = self.env_steps + per_iteration
         every = self.cfg.logging.checkpoint_every
         return (after < self.cfg.agent.total_env_steps
                 and not (every and crossed(every, self.env_steps, after)))
+
+    def _note_stop_latency(self, got: ScoredBatch, metrics: dict[str, float]) -> None:
+        """Once, on rank 0, as the first updates are measured (or the first batch, without
+        scoring): say when a stop may outlast ``logging.stop_timeout_s``."""
+        if self._latency_noted or not (self.learning_started or self.data.reward_model is None):
+            return
+        self._latency_noted = True
+        pass_s, frames, streamed = 0.0, 0, False
+        if self.data.reward_model is not None:
+            collection = self.data.batches
+            stream = getattr(collection, "stream", None)
+            streamed = stream is not None
+            envs = got.batch.numel() // got.batch.shape[-1]
+            frames = got.batch.numel() if stream is None else stream.steps * envs
+            pass_s = frames / max(metrics.get("perf/vlm_frames_per_s", 0.0), 1e-9)
+        note = stop_latency_note(pass_s, frames, streamed, self._update_s,
+                                 self.cfg.logging.stop_timeout_s)
+        if note is not None and self.global_rank == 0:
+            print(note, file=sys.stderr, flush=True)
+
+    def _resume_hint(self) -> str:
+        found = resumable_checkpoint(Path(self.trainer.default_root_dir) / "checkpoints")
+        if found is None:
+            return "No checkpoint to resume from exists yet."
+        return (f"A resume continues from {found}: vlmrm fit --resume "
+                f"{shlex.quote(self.trainer.default_root_dir)}")
 
     def _record(self, check: Callable[..., Any], *args: Any) -> Any:
         """``check(*args)``, keeping a :class:`NonFiniteBatch` it raises for
@@ -299,3 +355,33 @@ class SACModule(L.LightningModule):
             if key in metrics:
                 bar[key.split("/")[-1]] = metrics[key]
         self.log_dict(bar, prog_bar=True, logger=False, on_step=True, batch_size=1)
+
+
+
+#: Seconds a second signal waits for DDP workers to exit before Lightning kills them.
+WORKER_EXIT_S = 2.0
+
+
+class WorkerForward:
+    """Passes signals on to the DDP worker processes Lightning's launcher started. From the
+    second on, it also waits for them briefly, so that they close their collectors and env
+    workers before Lightning kills them."""
+
+    def __init__(self, launcher: Any) -> None:
+        self.launcher = launcher
+        self.calls = 0
+
+    def __call__(self, signum: int) -> None:
+        self.launcher.kill(signum)
+        self.calls += 1
+        if self.calls < 2:
+            return
+        for proc in getattr(self.launcher, "procs", []):
+            try:
+                proc.wait(WORKER_EXIT_S)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def forward_to_workers(launcher: Any) -> WorkerForward | None:
+    return None if launcher is None else WorkerForward(launcher)

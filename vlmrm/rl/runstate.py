@@ -25,7 +25,7 @@ import torch
 from tensordict import TensorDict
 
 from vlmrm.fileio import atomic_dir
-from vlmrm.rl.collect import Collection
+from vlmrm.rl.collect import Collection, Partial
 from vlmrm.rl.data import DataPipeline, ScoredBatch
 from vlmrm.rl.envs import SeedOffset, env_seed
 from vlmrm.rl.envstate import env_state, load_env_state, restart_seed
@@ -133,7 +133,7 @@ def _restarted(data: DataPipeline, state: dict[str, Any]) -> dict[str, Any]:
     """``state`` with no episode in progress (their running returns would otherwise be
     added to the restarted episodes'), and without the steps of a dropped batch."""
     pending = state["collection"]["pending"]
-    if pending is not None:
+    if pending is not None and "partial" not in pending:  # a partial batch was not scored
         data.steps_scored -= math.prod(pending["shape"])
     return {**state, "episodes": {k: torch.zeros_like(v) for k, v in state["episodes"].items()}}
 
@@ -142,13 +142,24 @@ def collection_state(collection: Collection, exact: bool = True) -> dict[str, An
     """Batches started, the step loop's state (:meth:`StepLoop.state`: the exploration
     sampler, the next step's input, the envs), and a batch collected and scored ahead but not
     handed out yet (a run stopped while one was in flight; pixels are dropped by then, so it
-    is small)."""
+    is small), or a batch cut short by a stop (:class:`~vlmrm.rl.collect.Partial`: its steps
+    with their frames, and the embeddings of the passes already encoded)."""
     pending = collection.pending
-    if pending is not None and pending.problem is not None:
+    if isinstance(pending, Partial):
+        saved = {"partial": {
+            "random": pending.random, "encode_s": pending.encode_s,
+            "batch": None if pending.batch is None else pending.batch.to_dict(),
+            "shape": None if pending.batch is None else list(pending.batch.batch_size),
+            "embeddings": pending.embeddings}}
+    elif pending is not None and pending.problem is not None:
         raise pending.problem  # never saved: the run stops on it
-    return {"started": collection.started, **collection.loop.state(exact),
-            "pending": None if pending is None else {
-                "batch": pending.batch.to_dict(), "shape": list(pending.batch.batch_size)}}
+    else:
+        saved = None if pending is None else {
+            "batch": pending.batch.to_dict(), "shape": list(pending.batch.batch_size)}
+    held = collection.held
+    return {"started": collection.started, **collection.loop.state(exact), "pending": saved,
+            "held": None if held is None else {
+                "batch": held.batch.to_dict(), "shape": list(held.batch.batch_size)}}
 
 
 def load_collection_state(collection: Collection, state: dict[str, Any],
@@ -160,12 +171,23 @@ def load_collection_state(collection: Collection, state: dict[str, Any],
     collection.loop.load_state(state, restart)
     pending = state["pending"]
     if state["env"]["envs"] is None:
+        # The batch in progress (collected ahead or cut short by a stop) continued episodes
+        # that no longer go on: collect it again. A held batch is complete: keep it.
         collection.started -= pending is not None
-        return True
-    if pending is not None:
+        pending = None
+    if pending is not None and "partial" in pending:
+        part = pending["partial"]
+        batch = (None if part["batch"] is None
+                 else TensorDict(part["batch"], batch_size=part["shape"]))
+        collection.pending = Partial(batch, part["random"], part["embeddings"], part["encode_s"])
+    elif pending is not None:
         collection.pending = ScoredBatch(TensorDict(pending["batch"],
                                                     batch_size=pending["shape"]), 0.0, 0.0)
-    return False
+    held = state.get("held")
+    if held is not None:
+        collection.held = ScoredBatch(TensorDict(held["batch"], batch_size=held["shape"]),
+                                      0.0, 0.0)
+    return state["env"]["envs"] is None
 
 
 # -- global random generators ------------------------------------------------------------

@@ -13,10 +13,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+from vlmrm.keys import NEXT, PIXELS
+
+if TYPE_CHECKING:
+    from vlmrm.rl.collect import Halt, Partial
 
 #: Maps uint8 frames ``[N, H, W, 3]`` to embeddings ``[N, D]`` (``RewardBackend.encode_images``).
 Encoder = Callable[[Tensor], Tensor]
@@ -47,11 +53,22 @@ class FrameStream:
         self._frames: list[Tensor] = []
         self._passes: list[Future[tuple[Tensor, float]]] = []
 
-    def begin(self) -> None:
-        """Start a rollout, dropping what a failed one left (its errors included)."""
+    def begin(self, partial: Partial | None = None) -> None:
+        """Start a rollout, dropping what a failed one left (its errors included); or go on
+        with ``partial``'s: its encoded passes kept, its other steps' frames passed again, so
+        that passes are cut where they would have been."""
         passes, self._passes, self._frames = self._passes, [], []
         for p in passes:
             p.exception()  # waits for it
+        if partial is None or partial.batch is None:
+            return
+        if partial.embeddings is not None:
+            done: Future[tuple[Tensor, float]] = Future()
+            done.set_result((partial.embeddings.movedim(-2, 0), partial.encode_s))
+            self._passes.append(done)
+        frames = partial.batch.get((NEXT, PIXELS))
+        for t in range(partial.encoded, partial.steps):
+            self.add(frames.select(partial.batch.ndim - 1, t))
 
     def add(self, frames: Tensor) -> None:
         """One env step's frames, ``[*env batch, H, W, 3]``."""
@@ -59,14 +76,36 @@ class FrameStream:
         if len(self._frames) == self.steps:
             self._submit()
 
-    def finish(self) -> tuple[Tensor, float]:
+    def finish(self, halt: Halt | None = None) -> tuple[Tensor, float] | None:
         """Embeddings ``[*env batch, T, D]`` of the steps added since :meth:`begin` (the layout
-        of a rollout), and the seconds the scoring thread spent encoding them."""
+        of a rollout), and the seconds the scoring thread spent encoding them; None when
+        ``halt`` is set before every pass is done (:meth:`cut` then keeps what is)."""
         if self._frames:
             self._submit()
+        if halt is not None:
+            for p in self._passes:
+                while not p.done():
+                    if halt.is_set():
+                        return None
+                    wait([p], timeout=0.05)  # waking to look at the halt
         results = self._wait()
         if not results:
             raise RuntimeError("no frames were added to the stream")
+        return self._join(results)
+
+    def cut(self) -> tuple[Tensor | None, float]:
+        """Stop at the pass being encoded: the passes not started are dropped, and the
+        embeddings ``[*env batch, T, D]`` of the passes done (None: none) are returned with
+        their seconds. The frames not yet submitted are dropped too (the batch holds them)."""
+        self._frames = []
+        for p in self._passes:
+            p.cancel()  # only passes not started yet
+        passes, self._passes = self._passes, []
+        results = [p.result() for p in passes if not p.cancelled()]
+        return self._join(results) if results else (None, 0.0)
+
+    @staticmethod
+    def _join(results: list[tuple[Tensor, float]]) -> tuple[Tensor, float]:
         embeddings = torch.cat([e for e, _ in results])  # [T, *env batch, D]
         return embeddings.movedim(0, -2), sum(s for _, s in results)
 
