@@ -37,8 +37,8 @@ class DotToCorner(gym.Env):
         return frame
 
 
-# At module level: env.parallel workers and the collector process import this file again
-# (Python's spawn start method) and need the id registered there too.
+# At module level: the collector process imports this file again (Python's spawn start
+# method) and needs the id registered there too.
 gym.register(id="MyDotToCorner-v0", entry_point=DotToCorner, max_episode_steps=50)
 
 

@@ -3,9 +3,9 @@
 With ``agent.overlap`` the learner and the collection run at the same time, but two threads
 of one Python process take turns at the interpreter lock: every env step, policy forward and
 frame copy on the collection thread holds it, and every small kernel the learner launches
-waits for it. Measured on an H100 machine with 16 cores (README, "How fast"), the quick
-start's loop then ran at 107 env steps/s while its slowest stage alone ran at 231, and the
-humanoid's envs stepped at 127 env steps/s in the loop against 197 alone.
+waits for it. Measured on an H100 machine with 16 cores (docs/design-notes.md, "How fast,
+measured"), the quick start's loop then ran at 107 env steps/s while its slowest stage alone
+ran at 231, and the humanoid's envs stepped at 127 env steps/s in the loop against 197 alone.
 
 Here the envs, the exploring policy and the step loop live in a child process; the parent's
 collection thread only waits on a pipe (the lock released), receives each batch (frames

@@ -148,7 +148,7 @@ def make_worker_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None,
     thread unless ``LP_NUM_THREADS`` says otherwise: by default it starts one per core in
     every process, and N workers' threads, the encoder and the learner then preempt each
     other (one thread rendered a humanoid frame in 8 % less CPU time; the humanoid loop on
-    2 cores ran 17.2 against 15.4 env steps/s; README, "How fast")."""
+    2 cores ran 17.2 against 15.4 env steps/s; docs/design-notes.md, "Env workers, measured")."""
     if multiprocessing.parent_process() is not None:  # not the main process (spec probing)
         os.environ.setdefault("LP_NUM_THREADS", "1")
         # A terminal's Ctrl-C (or a job's SIGTERM) reaches every process of the group: a
