@@ -14,15 +14,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from vlmrm.keys import NEXT, PIXELS
-
-if TYPE_CHECKING:
-    from vlmrm.rl.collect import Halt, Partial
 
 #: Maps uint8 frames ``[N, H, W, 3]`` to embeddings ``[N, D]`` (``RewardBackend.encode_images``).
 Encoder = Callable[[Tensor], Tensor]
@@ -53,7 +50,7 @@ class FrameStream:
         self._frames: list[Tensor] = []
         self._passes: list[Future[tuple[Tensor, float]]] = []
 
-    def begin(self, partial: Partial | None = None) -> None:
+    def begin(self, partial: Any = None) -> None:  # a vlmrm.rl.collect.Partial (no cycle)
         """Start a rollout, dropping what a failed one left (its errors included); or go on
         with ``partial``'s: its encoded passes kept, its other steps' frames passed again, so
         that passes are cut where they would have been."""
@@ -76,7 +73,7 @@ class FrameStream:
         if len(self._frames) == self.steps:
             self._submit()
 
-    def finish(self, halt: Halt | None = None) -> tuple[Tensor, float] | None:
+    def finish(self, halt: Any = None) -> tuple[Tensor, float] | None:
         """Embeddings ``[*env batch, T, D]`` of the steps added since :meth:`begin` (the layout
         of a rollout), and the seconds the scoring thread spent encoding them; None when
         ``halt`` is set before every pass is done (:meth:`cut` then keeps what is)."""
