@@ -14,14 +14,10 @@ import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from vlmrm.build import (
-    RUN_DIR_ENV,
-    discard_run_dir,
     make_module,
     make_reward_model,
-    make_run_dir,
     make_trainer,
     reward_device,
-    use_run_dir,
 )
 from vlmrm.config import Config, to_yaml
 from vlmrm.config.checks import check_global_split
@@ -34,6 +30,7 @@ from vlmrm.resume import Resume
 from vlmrm.rl.envstate import RESTART_NOTE
 from vlmrm.rl.interrupt import EXIT_INTERRUPTED, end_process
 from vlmrm.rl.monitor import RewardMonitor
+from vlmrm.rundir import RUN_DIR_ENV, discard_run_dir, make_run_dir, use_run_dir
 
 
 @dataclass

@@ -9,7 +9,7 @@ from torchrl.data import Bounded
 from vlmrm.config import AgentConfig
 from vlmrm.errors import ConfigError
 from vlmrm.rl.agent import check_action_noise, make_agent
-from vlmrm.rl.collect import ExplorationSampler, actor_network
+from vlmrm.rl.exploration import ExplorationSampler, actor_network
 
 
 def noise_rollout(kind: str, steps: int = 600) -> tuple[torch.Tensor, torch.Tensor]:

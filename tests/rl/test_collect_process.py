@@ -19,9 +19,10 @@ from vlmrm.config import load_config
 from vlmrm.errors import ConfigError
 from vlmrm.keys import NEXT, PIXELS
 from vlmrm.rl.agent import make_agent
-from vlmrm.rl.collect import ExplorationSampler, StepLoop, actor_network
+from vlmrm.rl.collect import StepLoop
 from vlmrm.rl.collect_process import CollectorDied, ProcessStepLoop
 from vlmrm.rl.envs import make_env
+from vlmrm.rl.exploration import ExplorationSampler, actor_network
 
 #: Two serial CartPole envs rendering for the demo model.
 OVERRIDES = ["env.num_envs=2"]

@@ -179,7 +179,8 @@ def test_state_of_another_env_is_refused():
 def _loop(env_id: str, num_envs: int, seed: int):
     from vlmrm.config.schema import AgentConfig
     from vlmrm.rl.agent import make_agent
-    from vlmrm.rl.collect import ExplorationSampler, StepLoop
+    from vlmrm.rl.collect import StepLoop
+    from vlmrm.rl.exploration import ExplorationSampler
 
     env = make_env(EnvConfig(id=env_id, num_envs=num_envs), None, from_pixels=False, seed=seed)
     actor, _ = make_agent(env.observation_spec["observation"].shape[-1],

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 
-import lightning as L
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from tests.helpers import ROOT
+from tests.rl.portable_reference import make_recorder
 from vlmrm.config import load_config
 from vlmrm.train import fit
 
@@ -32,24 +32,6 @@ PINNED = ["reward.precision=32", "agent.activation=tanh", "agent.loss_impl=torch
 RECORDED_CPU = "AVX512"
 
 
-class Recorder(L.Callback):
-    """Keeps each SAC update's loss outputs and, at the end, the replay buffer's contents."""
-
-    def __init__(self) -> None:
-        self.losses: list[dict[str, torch.Tensor]] = []
-        self.replay = None
-        self.actor: dict[str, torch.Tensor] = {}
-
-    def on_fit_start(self, trainer, module) -> None:
-        module.update_loss.register_forward_hook(
-            lambda _m, _args, out: self.losses.append(
-                {k: v.detach().clone() for k, v in out.items()}))
-
-    def on_train_end(self, trainer, module) -> None:
-        self.replay = module.data.replay_buffer[:]
-        self.actor = {k: v.detach().clone() for k, v in module.actor.state_dict().items()}
-
-
 @pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != RECORDED_CPU,
                     reason=f"reference recorded on a {RECORDED_CPU} CPU; float kernels differ")
 @pytest.mark.parametrize("run", ["quickstart", "mountaincar"])
@@ -58,7 +40,7 @@ def test_sequential_loop_matches_the_recorded_reference(run, tmp_path):
     ref = load_file(DATA / f"sequential_{run}.safetensors")
     cfg = load_config(ROOT / meta["config_path"], [
         *meta["overrides"], *PINNED, f"logging.output_dir={tmp_path}", "logging.run_name=ref"])
-    recorder = Recorder()
+    recorder = make_recorder()
     fit(cfg, callbacks=[recorder])
 
     replay = recorder.replay

@@ -27,8 +27,9 @@ from vlmrm.config import load_config
 from vlmrm.keys import NEXT, PIXELS
 from vlmrm.resume import read_meta, resumable_checkpoint
 from vlmrm.rl.agent import make_agent
-from vlmrm.rl.collect import Collection, ExplorationSampler, Halt, Partial, StepLoop, actor_network
+from vlmrm.rl.collect import Collection, Halt, Partial, StepLoop
 from vlmrm.rl.envs import make_env, vector_envs
+from vlmrm.rl.exploration import ExplorationSampler, actor_network
 from vlmrm.rl.interrupt import EXIT_INTERRUPTED, stop_latency_note
 from vlmrm.rl.runstate import STATE, data_dir_name
 

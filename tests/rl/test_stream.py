@@ -12,8 +12,9 @@ from vlmrm.config import load_config
 from vlmrm.keys import GT_REWARD, NEXT, PIXELS, REWARD
 from vlmrm.reward.transform import VLMRewardTransform
 from vlmrm.rl.agent import make_agent
-from vlmrm.rl.collect import ExplorationSampler, StepLoop, actor_network
+from vlmrm.rl.collect import StepLoop
 from vlmrm.rl.envs import make_env
+from vlmrm.rl.exploration import ExplorationSampler, actor_network
 from vlmrm.rl.stream import FrameStream, steps_per_pass
 
 

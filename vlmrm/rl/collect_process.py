@@ -36,7 +36,8 @@ from torchrl.envs import EnvBase
 
 from vlmrm.config.schema import AgentConfig
 from vlmrm.keys import NEXT, PIXELS
-from vlmrm.rl.collect import ExplorationSampler, Halt, StepLoop, actor_network
+from vlmrm.rl.collect import Halt, StepLoop
+from vlmrm.rl.exploration import ExplorationSampler, actor_network
 from vlmrm.rl.interrupt import end_process
 
 #: Seconds :meth:`ProcessStepLoop.close` waits for the child to close its envs and exit.

@@ -21,11 +21,13 @@ import multiprocessing
 import multiprocessing.util
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 #: Exit code of a run stopped by SIGINT/SIGTERM after writing its checkpoint (resumable).
 EXIT_INTERRUPTED = 130
@@ -226,3 +228,46 @@ def end_process(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+#: Seconds a second signal waits for DDP workers to exit before Lightning kills them (a
+#: worker forces its own exit after WORKER_GRACE_S, its replay buffer's semaphores released).
+WORKER_EXIT_S = WORKER_GRACE_S + 1.0
+
+
+class WorkerForward:
+    """Passes signals on to the DDP worker processes Lightning's launcher started. From the
+    second on, it also waits for them briefly, so that they close their collectors and env
+    workers before Lightning kills them."""
+
+    def __init__(self, launcher: Any) -> None:
+        self.launcher = launcher
+        self.calls = 0
+
+    def __call__(self, signum: int) -> None:
+        if self.calls >= 1:
+            stop_watching_workers()
+        self.launcher.kill(signum)
+        self.calls += 1
+        if self.calls < 2:
+            return
+        deadline = time.monotonic() + WORKER_EXIT_S
+        for proc in getattr(self.launcher, "procs", []):
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def stop_watching_workers() -> None:
+    """Stop Lightning's watch over the worker ranks: once one exits non-zero (130, after a
+    second signal) it SIGKILLs every rank, this one too, before it closed its collector."""
+    from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
+
+    for thread in threading.enumerate():
+        if isinstance(thread, _ChildProcessObserver):
+            thread._run = lambda: True  # its next check ends it
+
+
+def forward_to_workers(launcher: Any) -> WorkerForward | None:
+    return None if launcher is None else WorkerForward(launcher)

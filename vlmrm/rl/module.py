@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +27,12 @@ from vlmrm.rl.agent import make_agent, make_loss
 from vlmrm.rl.collect import Partial
 from vlmrm.rl.data import DataPipeline, ScoredBatch
 from vlmrm.rl.evaluate import evaluate
-from vlmrm.rl.interrupt import WORKER_GRACE_S, StopRequest, stop_latency_note
+from vlmrm.rl.interrupt import (
+    WORKER_GRACE_S,
+    StopRequest,
+    forward_to_workers,
+    stop_latency_note,
+)
 from vlmrm.rl.nonfinite import NonFiniteBatch, agree_to_stop, check_losses
 from vlmrm.rl.runstate import (
     data_dir_name,
@@ -358,47 +361,3 @@ class SACModule(L.LightningModule):
             if key in metrics:
                 bar[key.split("/")[-1]] = metrics[key]
         self.log_dict(bar, prog_bar=True, logger=False, on_step=True, batch_size=1)
-
-
-
-#: Seconds a second signal waits for DDP workers to exit before Lightning kills them (a
-#: worker forces its own exit after WORKER_GRACE_S, its replay buffer's semaphores released).
-WORKER_EXIT_S = WORKER_GRACE_S + 1.0
-
-
-class WorkerForward:
-    """Passes signals on to the DDP worker processes Lightning's launcher started. From the
-    second on, it also waits for them briefly, so that they close their collectors and env
-    workers before Lightning kills them."""
-
-    def __init__(self, launcher: Any) -> None:
-        self.launcher = launcher
-        self.calls = 0
-
-    def __call__(self, signum: int) -> None:
-        if self.calls >= 1:
-            stop_watching_workers()
-        self.launcher.kill(signum)
-        self.calls += 1
-        if self.calls < 2:
-            return
-        deadline = time.monotonic() + WORKER_EXIT_S
-        for proc in getattr(self.launcher, "procs", []):
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-
-
-def stop_watching_workers() -> None:
-    """Stop Lightning's watch over the worker ranks: once one exits non-zero (130, after a
-    second signal) it SIGKILLs every rank, this one too, before it closed its collector."""
-    from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
-
-    for thread in threading.enumerate():
-        if isinstance(thread, _ChildProcessObserver):
-            thread._run = lambda: True  # its next check ends it
-
-
-def forward_to_workers(launcher: Any) -> WorkerForward | None:
-    return None if launcher is None else WorkerForward(launcher)
