@@ -97,11 +97,9 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: int = FPS) -> Pa
 
 
 def write_gif(path: str | os.PathLike, frames: np.ndarray, fps: int = FPS) -> Path:
-    """Write ``frames`` as a looping GIF."""
-    import imageio.v2 as imageio
-
+    """Write ``frames`` as a looping GIF (:func:`gif_bytes`)."""
     with atomic_path(path) as tmp:
-        imageio.mimwrite(tmp, list(frames), duration=1000 / fps, loop=0)
+        tmp.write_bytes(gif_bytes(frames, fps))
     return Path(path)
 
 

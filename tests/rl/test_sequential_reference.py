@@ -32,6 +32,10 @@ PINNED = ["reward.precision=32", "agent.activation=tanh", "agent.loss_impl=torch
 RECORDED_CPU = "AVX512"
 
 
+#: The portable test's recorder (test_determinism.py extends it).
+Recorder = type(make_recorder())
+
+
 @pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != RECORDED_CPU,
                     reason=f"reference recorded on a {RECORDED_CPU} CPU; float kernels differ")
 @pytest.mark.parametrize("run", ["quickstart", "mountaincar"])
@@ -40,7 +44,7 @@ def test_sequential_loop_matches_the_recorded_reference(run, tmp_path):
     ref = load_file(DATA / f"sequential_{run}.safetensors")
     cfg = load_config(ROOT / meta["config_path"], [
         *meta["overrides"], *PINNED, f"logging.output_dir={tmp_path}", "logging.run_name=ref"])
-    recorder = make_recorder()
+    recorder = Recorder()
     fit(cfg, callbacks=[recorder])
 
     replay = recorder.replay
