@@ -77,6 +77,10 @@ class StopRequest:
     def requested(self) -> bool:
         return self.signal is not None
 
+    @property
+    def installed(self) -> bool:
+        return self._wakeup is not None
+
     def install(self) -> None:
         """Handle SIGINT/SIGTERM from now on (again, if something replaced the handlers
         since; :meth:`uninstall` restores those found at the first call)."""

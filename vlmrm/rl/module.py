@@ -149,6 +149,9 @@ class SACModule(L.LightningModule):
         if self.global_rank > 0:
             self.stop_request.grace_s = WORKER_GRACE_S
         self.stop_request.resume_hint = self._resume_hint
+        # Whoever installs uninstalls: vlmrm fit does after closing the collection; a bare
+        # Trainer.fit of this module (tests, notebooks) gets its handlers back at teardown.
+        self._owns_stop_request = not self.stop_request.installed
         self.stop_request.install()
         self.trainer._signal_connector.received_sigterm = False  # seen by ours already
 
@@ -168,6 +171,11 @@ class SACModule(L.LightningModule):
     def on_fit_end(self) -> None:
         if self.data is not None:
             self.data.close()
+
+    def teardown(self, stage: str) -> None:
+        if getattr(self, "_owns_stop_request", False):
+            self.stop_request.uninstall()
+            self._owns_stop_request = False
 
     # -- checkpoints: Lightning saves the networks; each rank saves its data side ---------
     def save_data_state(self, dirpath: Path) -> None:
