@@ -22,7 +22,7 @@ from vlmrm.config.schema import EnvConfig
 from vlmrm.errors import ConfigError, one_paragraph
 from vlmrm.rl.gymstate import capture_arrays, restore_arrays
 from vlmrm.rl.spaces import fit_spaces
-from vlmrm.rl.wrappers import EpisodeEndIsTerminal, NoEarlyTermination
+from vlmrm.rl.wrappers import EpisodeEndIsTerminal, NoEarlyTermination, OwnGLContext
 from vlmrm.scenes import SCENES, env_spec, is_mujoco
 from vlmrm.scenes.mjcf import mujoco_scene_kwargs
 
@@ -58,6 +58,8 @@ def _make_gym_env(cfg: EnvConfig, render_size: tuple[int, int] | None) -> gym.En
         env = NoEarlyTermination(env)
     if cfg.episode_end == "terminate":
         env = EpisodeEndIsTerminal(env)
+    if hasattr(env.unwrapped, "mujoco_renderer"):
+        env = OwnGLContext(env)
     return env
 
 

@@ -20,3 +20,19 @@ class EpisodeEndIsTerminal(gym.Wrapper):
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         return obs, reward, terminated or truncated, False, info
+
+
+class OwnGLContext(gym.Wrapper):
+    """Make this env's OpenGL context current before it renders.
+
+    Gymnasium's MuJoCo renderer makes its context current only when it is created (or when
+    one env holds several viewers), so with several MuJoCo envs in one process (``env.parallel
+    =false``) an env drew with the context of whichever env rendered first last: on some
+    Mesa builds that gave frames with black rows, differing from the same episode rendered
+    in a worker process of its own."""
+
+    def render(self):
+        viewer = getattr(self.env.unwrapped.mujoco_renderer, "viewer", None)
+        if viewer is not None:
+            viewer.make_context_current()
+        return self.env.render()
