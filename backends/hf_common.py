@@ -5,7 +5,7 @@ A model is a hub id (``ORG/NAME``) or a local directory written by ``save_pretra
 
 1. a local directory, or a hub id whose ``config.json`` is in the cache, loads offline;
 2. an uncached id loads from the hub only when the hub answers, otherwise the one
-   :func:`vlmrm.hub.unavailable` message is raised at once (no minutes of retries);
+   :func:`vlmrm.backends.hub.unavailable` message is raised at once (no minutes of retries);
 3. ``pretrained=False`` builds random weights from the named model's config when that
    config is at hand, else from the library's default config, with a loud warning.
 
@@ -23,10 +23,10 @@ from typing import Any
 
 import torch
 
-from vlmrm.backend import RewardBackend
+from vlmrm.backends.base import RewardBackend
+from vlmrm.backends.hub import hub_offline, hub_reachable, unavailable
+from vlmrm.backends.preprocess import ImagePreprocessor
 from vlmrm.errors import ModelUnavailableError
-from vlmrm.hub import hub_offline, hub_reachable, unavailable
-from vlmrm.preprocess import ImagePreprocessor
 
 # PIL resampling codes stored in preprocessor_config.json -> torchvision interpolation names.
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from vlmrm.backend import RewardBackend
+from vlmrm.backends.base import RewardBackend
+from vlmrm.backends.hub import hub_offline, hub_reachable, unavailable
+from vlmrm.backends.preprocess import ImagePreprocessor, as_pair
 from vlmrm.errors import ModelUnavailableError
-from vlmrm.hub import hub_offline, hub_reachable, unavailable
-from vlmrm.preprocess import ImagePreprocessor, as_pair
 
 
 class OpenCLIPBackend(RewardBackend):

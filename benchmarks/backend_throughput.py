@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vlmrm.build import make_backend
+from vlmrm.backends.registry import available_backends
 from vlmrm.config import RewardConfig
-from vlmrm.registry import available_backends
+from vlmrm.run.build import make_backend
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random weights only: never wait for a hub
 

@@ -22,8 +22,8 @@ import time
 import lightning as L
 import torch
 
+from vlmrm.commands.fit import fit
 from vlmrm.config import load_config
-from vlmrm.train import fit
 
 PENDULUM = ["env.id=Pendulum-v1", "reward.backend=ground_truth", "agent.train_freq=1",
             "agent.gradient_steps=1", "agent.batch_size=256", "agent.learning_starts=100",

@@ -7,7 +7,7 @@ the median updates/s over rounds and the median of the per-round ratios.
 
 Like for like with SB3's ``MlpPolicy``: ReLU MLPs, twin critics and targets, MSE critic loss,
 learned entropy coefficient (init 1), Adam lr 3e-4, tau 0.005, gamma 0.99, one torch thread.
-vlmrm runs its library code (``vlmrm.rl.update``: the loss, the replay sampling from a TorchRL
+vlmrm runs its library code (``vlmrm.sac.update``: the loss, the replay sampling from a TorchRL
 buffer, the optimizer, the target update and the one host read per iteration) with plain
 ``Tensor.backward`` and the optimizer in place of Lightning's thin wrappers around them.
 SB3 has no discrete SAC: for discrete sizes its continuous SAC with as many action
@@ -34,10 +34,10 @@ import torch
 from tensordict import TensorDict
 from torchrl.data import Bounded, OneHot
 
+from vlmrm.collect.pipeline import make_replay_buffer
 from vlmrm.config import Config
-from vlmrm.rl.agent import make_agent, make_loss
-from vlmrm.rl.data import make_replay_buffer
-from vlmrm.rl.update import make_optimizer, make_update
+from vlmrm.sac.agent import make_agent, make_loss
+from vlmrm.sac.update import make_optimizer, make_update
 
 #: name -> (obs_dim, act_dim, batch, discrete, action bound)
 SIZES = {"pendulum": (3, 1, 256, False, 2.0), "humanoid": (348, 17, 512, False, 0.4),

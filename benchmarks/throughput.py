@@ -2,14 +2,14 @@
 
 Stages: env (step + render, one env and ``env.num_envs`` batched as training builds them),
 score (the reward model on ``reward.batch_size`` rendered frames), update (the config's SAC
-update, next to Stable-Baselines3's on the same sizes), loop (``vlmrm.train.fit`` end to end).
+update, next to Stable-Baselines3's on the same sizes), loop (``vlmrm.commands.fit.fit`` end to end).
 Every rate is also given in env steps/s, so that the slowest stage is the bound the loop can
 reach; pipeline efficiency is end to end / slowest stage. The update is measured in rounds
 before and after the loop and averaged, so that a machine whose speed drifts during the run
 does not decide the efficiency. With psutil (in ``vlmrm[bench]``) it also counts the CPU
 work of each stage per env step, and so the most env steps/s the machine's cores allow however
 well the stages overlap. Ends with a projection of the config's ``agent.total_env_steps``
-(``vlmrm.plan.plan_run``) in hours.
+(``vlmrm.run.plan.plan_run``) in hours.
 
     python benchmarks/throughput.py --config configs/quickstart.yaml --quick
     python benchmarks/throughput.py --config configs/humanoid_kneeling.yaml env.num_envs=4
@@ -48,12 +48,12 @@ from throughput_stages import (  # noqa: E402
     steps_per_iteration,
 )
 
-from vlmrm.build import make_reward_model, reward_device  # noqa: E402
+from vlmrm.backends.registry import GROUND_TRUTH  # noqa: E402
+from vlmrm.commands.fit import quiet_third_party  # noqa: E402
 from vlmrm.config import Config, load_config  # noqa: E402
-from vlmrm.plan import RunPlan, plan_run  # noqa: E402
 from vlmrm.precision import AUTO, FP32, choose_precision  # noqa: E402
-from vlmrm.registry import GROUND_TRUTH  # noqa: E402
-from vlmrm.train import quiet_third_party  # noqa: E402
+from vlmrm.run.build import make_reward_model, reward_device  # noqa: E402
+from vlmrm.run.plan import RunPlan, plan_run  # noqa: E402
 
 QUICK = Budget(env_s=1.5, score_s=2.0, update_rounds=2, loop_warmup=3, loop_s=4.0,
                loop_min_iterations=5)

@@ -23,13 +23,13 @@ from tensordict import TensorDictBase
 from torchrl.data import TensorDictReplayBuffer
 from torchrl.envs import EnvBase
 
-from vlmrm.build import make_stream
+from vlmrm.commands.fit import fit
 from vlmrm.config import Config, load_config
+from vlmrm.envs.factory import SeedOffset, env_seed, make_base_env, make_env, vector_envs
 from vlmrm.keys import NEXT, PIXELS
 from vlmrm.reward.model import VLMRewardModel, input_size
-from vlmrm.rl.agent import is_discrete
-from vlmrm.rl.envs import SeedOffset, env_seed, make_base_env, make_env, vector_envs
-from vlmrm.train import fit
+from vlmrm.run.build import make_stream
+from vlmrm.sac.agent import is_discrete
 
 
 @dataclass
@@ -325,7 +325,7 @@ def loop_overrides(cfg: Config, budget: Budget, output_dir: str) -> list[str]:
 
 def measure_loop(config: str | None, overrides: list[str], cfg: Config, budget: Budget
                  ) -> tuple[Stage, float, int]:
-    """End-to-end env steps/s of ``vlmrm.train.fit``; also the replay bytes per stored
+    """End-to-end env steps/s of ``vlmrm.commands.fit.fit``; also the replay bytes per stored
     transition and the number stored."""
     timer = LoopTimer(budget.loop_warmup, budget.loop_s, budget.loop_min_iterations)
     with tempfile.TemporaryDirectory(prefix="vlmrm-throughput-") as tmp:

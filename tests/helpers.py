@@ -46,7 +46,7 @@ def preloaded_processes() -> ForkServerContext:
     run concurrently. The server lives until the test session ends.
     """
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["vlmrm.cli", "vlmrm.train", "tests.helpers"])
+    ctx.set_forkserver_preload(["vlmrm.cli", "vlmrm.commands.fit", "tests.helpers"])
     return ctx
 
 

@@ -15,7 +15,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import vlmrm.train
+import vlmrm.commands.fit
 from tests.helpers import CONFIGS
 from vlmrm.cli import main
 from vlmrm.config import Config, load_config
@@ -102,7 +102,7 @@ def test_the_cli_answers_random_input_with_exit_code_2_and_one_line(doc, extra):
     stderr = io.StringIO()
     with tempfile.TemporaryDirectory() as out, contextlib.redirect_stderr(stderr), \
             contextlib.redirect_stdout(io.StringIO()), pytest.MonkeyPatch.context() as mp:
-        mp.setattr(vlmrm.train, "fit", _no_training)
+        mp.setattr(vlmrm.commands.fit, "fit", _no_training)
         try:
             code = main(["fit", "--config", str(path), f"logging.output_dir={out}/runs", *extra])
         except SystemExit as exit_:  # argparse: an override that looks like an option
@@ -119,7 +119,7 @@ def test_the_cli_answers_random_input_with_exit_code_2_and_one_line(doc, extra):
 def _no_training(cfg, config_path=None, callbacks=()):
     """Stands in for training: a config that loads is all this test needs."""
     assert isinstance(cfg, Config)
-    return vlmrm.train.RunResult(Path("unused"), 0, primary=False)
+    return vlmrm.commands.fit.RunResult(Path("unused"), 0, primary=False)
 
 
 @pytest.mark.parametrize("value, expected", [

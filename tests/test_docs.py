@@ -161,7 +161,7 @@ def test_the_own_env_example_builds_and_renders_as_training_does():
     its config is valid, and vlmrm's env factory steps it and renders its frames."""
     import importlib.util
 
-    from vlmrm.rl.envs import make_base_env
+    from vlmrm.envs.factory import make_base_env
 
     spec = importlib.util.spec_from_file_location("own_env_example",
                                                   ROOT / "docs" / "snippets" / "own_env.py")

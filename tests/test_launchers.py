@@ -10,7 +10,7 @@ from tests.helpers import CONFIGS, QUIET
 from vlmrm.cli import main
 from vlmrm.config import load_config
 from vlmrm.errors import ConfigError
-from vlmrm.rundir import RUN_DIR_ENV, make_run_dir
+from vlmrm.run.rundir import RUN_DIR_ENV, make_run_dir
 
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID", "SLURM_PROCID",
                  "SLURM_NTASKS", "SLURM_JOB_ID", "SLURM_STEP_ID")

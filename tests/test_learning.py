@@ -44,7 +44,7 @@ def test_issue_acceptance_commands_with_random_vit_b_32(tmp_path, config, overri
 def random_policy_success_rate(episodes: int = 10) -> float:
     """Fraction of upright steps under uniformly random actions on the quickstart's CartPole."""
     from vlmrm.config import load_config
-    from vlmrm.rl.envs import make_base_env
+    from vlmrm.envs.factory import make_base_env
 
     env = make_base_env(load_config(CONFIGS / "quickstart.yaml").env, None, from_pixels=False,
                         seed=123)

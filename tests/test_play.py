@@ -81,12 +81,12 @@ def test_play_writes_a_gif_and_refuses_other_names_before_any_episode(tmp_path, 
     assert len(frames) == 2 * 12 and frames[0].shape[0] > 400  # frame plus caption strip
     assert f"wrote {gif}" in capsys.readouterr().out
 
-    import vlmrm.play
+    import vlmrm.commands.play
 
     def no_episode(*args, **kwargs):
         raise AssertionError("an episode ran before the output name was checked")
 
-    monkeypatch.setattr(vlmrm.play, "run_episode", no_episode)
+    monkeypatch.setattr(vlmrm.commands.play, "run_episode", no_episode)
     for name, expected in [("episode.avi", "has the extension '.avi'"),
                            ("episode", "has no extension"),
                            ("episode.mp4.part", "has the extension '.part'")]:

@@ -12,7 +12,7 @@ from vlmrm.config import load_config
 from vlmrm.config.schema import RewardConfig
 from vlmrm.errors import ConfigError
 from vlmrm.precision import NOTE_PREFIX, CpuFacts, choose_precision, cpu_choice
-from vlmrm.resume import plan_resume
+from vlmrm.run.resume import plan_resume
 
 # First lines of real /proc/cpuinfo "flags"/"Features" (trimmed).
 SAPPHIRE_RAPIDS = ("flags\t\t: fpu sse sse2 avx avx2 avx512f avx512dq avx512bw avx512vl "

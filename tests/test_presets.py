@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from tests.helpers import CONFIGS, ROOT
 from vlmrm.config import load_config
-from vlmrm.plan import plan_run
+from vlmrm.run.plan import plan_run
 
 HUMANOID = sorted(CONFIGS.glob("humanoid_*.yaml"))
 TABLE_HEADER = "| setting | original humanoid run | humanoid presets | same? |"

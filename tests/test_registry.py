@@ -9,7 +9,7 @@ from importlib.metadata import EntryPoint
 import pytest
 
 from tests.helpers import BACKENDS as ALL
-from vlmrm import registry
+from vlmrm.backends import registry
 from vlmrm.cli import main
 from vlmrm.errors import ConfigError
 
@@ -45,7 +45,7 @@ def test_name_collision_is_an_error(monkeypatch, capsys):
 
 
 def test_importing_the_registry_and_backend_classes_imports_no_model_library():
-    code = ("import sys, vlmrm.registry as r\n"
+    code = ("import sys, vlmrm.backends.registry as r\n"
             "[e.load() for e in r.available_backends().values()]\n"
             "print(sorted(m for m in ('transformers', 'open_clip') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

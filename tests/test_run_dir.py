@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-import vlmrm.rundir
+import vlmrm.run.rundir
 from tests.helpers import CONFIGS, QUIET, cli_exit, preloaded_processes
 from vlmrm.cli import main
 from vlmrm.config import load_config
-from vlmrm.rundir import RUN_DIR_ENV, make_run_dir
+from vlmrm.run.rundir import RUN_DIR_ENV, make_run_dir
 
 TINY_RUN = ("reward.backend=ground_truth", "agent.total_env_steps=64",
             "agent.learning_starts=32", "agent.hidden_sizes=[16,16]", "agent.batch_size=16",
@@ -24,7 +24,7 @@ def clean_run_dir_env(monkeypatch):
 
 
 def test_same_second_automatic_names_get_suffixes(tmp_path, monkeypatch, clean_run_dir_env):
-    monkeypatch.setattr(vlmrm.rundir.time, "strftime", lambda fmt: "20260101-120000")
+    monkeypatch.setattr(vlmrm.run.rundir.time, "strftime", lambda fmt: "20260101-120000")
     cfg = load_config(CONFIGS / "cartpole.yaml", [f"logging.output_dir={tmp_path}"])
     made = []
     for _ in range(3):

@@ -17,9 +17,9 @@ import pytest
 
 from tests.helpers import CONFIGS, ROOT
 from vlmrm.config import load_config
-from vlmrm.plan import plan_run
+from vlmrm.envs.factory import make_base_env
 from vlmrm.precision import choose_precision
-from vlmrm.rl.envs import make_base_env
+from vlmrm.run.plan import plan_run
 
 QUICKSTART = str(CONFIGS / "quickstart.yaml")
 STAGES = ("env", "score", "update")
@@ -203,7 +203,7 @@ def test_ground_truth_has_no_score_stage(bench, capsys, monkeypatch):
 def test_the_score_stage_feeds_the_encoder_as_training_does(bench, overrides, expected):
     import throughput_stages  # on sys.path once the benchmark module is loaded
 
-    from vlmrm.build import make_reward_model
+    from vlmrm.run.build import make_reward_model
 
     cfg = load_config(QUICKSTART, ["env.num_envs=2", "agent.train_freq=16", *overrides])
     assert throughput_stages.encoder_pass(cfg, make_reward_model(cfg)) == expected
@@ -222,7 +222,7 @@ def test_env_workers_memory_is_their_summed_pss(bench):
     import throughput_stages
 
     from vlmrm.config.schema import EnvConfig
-    from vlmrm.rl.envs import make_env, vector_envs
+    from vlmrm.envs.factory import make_env, vector_envs
 
     env = make_env(EnvConfig(id="vlmrm/CartPole-v0", num_envs=2, parallel=True), None,
                    from_pixels=True, seed=0)

@@ -47,8 +47,8 @@ def test_fit_ends_with_where_the_run_went_and_what_to_run_next(tmp_path, capsys)
 
 
 def test_replay_buffer_holds_vlm_rewards_not_pixels(tiny_openclip, tmp_path):
-    from vlmrm.build import make_module, make_reward_model, make_trainer
     from vlmrm.config import load_config
+    from vlmrm.run.build import make_module, make_reward_model, make_trainer
 
     cfg = load_config(CONFIGS / "cartpole.yaml", [
         *QUIET, *FAST, *tiny_openclip.overrides(), "agent.total_env_steps=120",

@@ -25,12 +25,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                               "a run), e.g. vlmrm fit --config configs/quickstart.yaml.")
         cfg, resume = load_config(args.config, args.overrides), None
     else:
-        from vlmrm.resume import plan_resume
+        from vlmrm.run.resume import plan_resume
 
         resume = plan_resume(args.resume, args.config, args.overrides)
         cfg = resume.cfg
-    from vlmrm.rl.interrupt import EXIT_INTERRUPTED
-    from vlmrm.train import fit
+    from vlmrm.commands.fit import fit
+    from vlmrm.interrupt import EXIT_INTERRUPTED
 
     result = fit(cfg, config_path=args.config, resume=resume)
     if result.primary:
@@ -39,7 +39,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_backends(args: argparse.Namespace) -> int:
-    from vlmrm.registry import available_backends
+    from vlmrm.backends.registry import available_backends
 
     if args.check:
         return _check_model(*args.check, cache_dir=args.cache_dir,
@@ -58,8 +58,8 @@ def _cmd_backends(args: argparse.Namespace) -> int:
 
 def _check_model(backend: str, model: str, cache_dir: str | None, pretrained: bool) -> int:
     """Load one model on CPU the way `fit` would and describe it."""
-    from vlmrm.build import make_backend
     from vlmrm.config import RewardConfig
+    from vlmrm.run.build import make_backend
 
     cfg = RewardConfig(backend=backend, model=model, pretrained=pretrained, cache_dir=cache_dir)
     loaded = make_backend(cfg, "cpu")
@@ -73,8 +73,8 @@ def _check_model(backend: str, model: str, cache_dir: str | None, pretrained: bo
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
+    from vlmrm.commands.render import render
     from vlmrm.config import load_config
-    from vlmrm.render import render
 
     cfg = load_config(args.config, args.overrides)
     rewards = render(cfg, args.out, steps=args.steps, stride=args.stride)
@@ -85,7 +85,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_play(args: argparse.Namespace) -> int:
-    from vlmrm.play import play
+    from vlmrm.commands.play import play
 
     result = play(args.checkpoint, args.out, episodes=args.episodes, overrides=args.overrides)
     line = (f"episodes: {args.episodes}  mean VLM return: {result['vlm_return']:.4f}  "
@@ -123,7 +123,7 @@ def _cmd_evaluate_reward(args: argparse.Namespace) -> int:
     alphas = options.parse_alphas(args.alphas)
     out = options.check_out_dir(args.out)
     frameset = None if args.frames is None else read_frameset(args.frames)
-    from vlmrm.evaluation.command import evaluate_reward, report
+    from vlmrm.commands.evaluate_reward import evaluate_reward, report
 
     summary = evaluate_reward(cfg, out, specs, alphas, frameset, args.prompt_check)
     print(report(summary, out))
@@ -139,7 +139,7 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
     options.check_positive("--episodes", args.episodes)
     options.check_positive("--stride", args.stride)
     cfg = None if args.config is None else load_config(args.config, args.overrides)
-    from vlmrm.evaluation.dataset import write_dataset
+    from vlmrm.commands.dataset import write_dataset
 
     print(write_dataset(args.out, args.episodes, args.stride, cfg=cfg,
                         checkpoint=args.checkpoint, overrides=args.overrides))

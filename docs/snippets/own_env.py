@@ -55,6 +55,6 @@ def config(overrides=()):
 
 
 if __name__ == "__main__":
-    from vlmrm.train import fit
+    from vlmrm.commands.fit import fit
 
     fit(config(sys.argv[1:]))

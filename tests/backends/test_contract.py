@@ -23,8 +23,8 @@ from tests.backends.fixtures import (
     pixel_levels,
     to_pil,
 )
-from vlmrm.build import make_backend
 from vlmrm.errors import ConfigError
+from vlmrm.run.build import make_backend
 
 torch.set_num_threads(1)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tests.backends.fixtures import build_open_clip, make_frames
-from vlmrm.backend import _normalize
-from vlmrm.build import make_backend
+from vlmrm.backends.base import _normalize
+from vlmrm.run.build import make_backend
 
 
 @pytest.fixture(scope="module")

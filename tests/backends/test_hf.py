@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from tests.backends.fixtures import build_hf_clip, build_siglip, make_frames
-from vlmrm.build import make_backend
 from vlmrm.cli import main
 from vlmrm.config import RewardConfig
 from vlmrm.errors import ModelUnavailableError
+from vlmrm.run.build import make_backend
 
 torch.set_num_threads(1)
 

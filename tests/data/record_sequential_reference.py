@@ -7,9 +7,9 @@ to record (here 6834c13, the loop before the overlapped/pipelined refactor):
     cd <checkout> && PYTHONPATH=$PWD python record_sequential_reference.py mountaincar OUT_DIR
     python record_sequential_reference.py --compare A.safetensors B.safetensors
 
-It trains with ``vlmrm.train.fit(load_config(...))`` exactly as ``vlmrm fit`` does and
+It trains with ``vlmrm.commands.fit.fit(load_config(...))`` exactly as ``vlmrm fit`` does and
 changes no library file: it only wraps, from the outside,
-  * ``vlmrm.rl.module.for_replay`` (sees each collected, VLM-scored batch just before it
+  * ``vlmrm.run.module.for_replay`` (sees each collected, VLM-scored batch just before it
     goes into the replay buffer: actions, VLM reward, gt_reward, observations, flags),
   * ``SACModule.on_fit_start`` (to get hold of the module, register a forward hook on its
     loss module -- one call per SAC update -- and wrap ``rollout.buffer.sample``),
@@ -68,10 +68,10 @@ def record(name: str, out_dir: Path, tag: str = "", extra: list[str] | None = No
     from safetensors.torch import save_file
 
     import vlmrm
-    import vlmrm.rl.module as module_mod
+    import vlmrm.run.module as module_mod
+    from vlmrm.commands.fit import fit
     from vlmrm.config import load_config, to_yaml
-    from vlmrm.rl.module import SACModule
-    from vlmrm.train import fit
+    from vlmrm.run.module import SACModule
 
     run = RUNS[name]
     steps: list[dict[str, torch.Tensor]] = []   # one entry per collected batch

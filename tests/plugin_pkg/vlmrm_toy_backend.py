@@ -4,12 +4,12 @@ It is NOT a vision-language model: a tiny conv image encoder and a hashing bag-o
 text encoder with no training behind them, so its "rewards" mean nothing. It exists to
 show, and to test, everything a backend package provides:
 
-- a :class:`vlmrm.backend.RewardBackend` subclass with ``name``, ``model_naming``,
+- a :class:`vlmrm.backends.base.RewardBackend` subclass with ``name``, ``model_naming``,
   ``self.preprocessor``, ``_encode_pixels``, ``_encode_prompts``, ``embed_dim``,
   ``context_length`` and ``_count_tokens``;
 - its own model format (a directory with ``toy_config.json`` + ``toy_model.safetensors``,
   written by :func:`save_toy`) loaded without pickle;
-- the shared offline message (:func:`vlmrm.hub.unavailable`) for a model it cannot find;
+- the shared offline message (:func:`vlmrm.backends.hub.unavailable`) for a model it cannot find;
 - a per-image PIL reference processor (:func:`reference_preprocess`), playing the part of
   "the library's own processor" that the batched preprocessing is checked against;
 - the entry point in ``pyproject.toml``: ``[project.entry-points."vlmrm.backends"]``.
@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from vlmrm.backend import RewardBackend
+from vlmrm.backends.base import RewardBackend
+from vlmrm.backends.hub import unavailable
+from vlmrm.backends.preprocess import ImagePreprocessor
 from vlmrm.errors import ModelUnavailableError
-from vlmrm.hub import unavailable
-from vlmrm.preprocess import ImagePreprocessor
 
 CONFIG_FILE, WEIGHTS_FILE = "toy_config.json", "toy_model.safetensors"
 

@@ -5,10 +5,10 @@ from torchrl.envs import TransformedEnv
 
 from vlmrm.backends.openclip_backend import OpenCLIPBackend
 from vlmrm.config import EnvConfig
+from vlmrm.envs.factory import make_base_env
 from vlmrm.keys import GT_REWARD
 from vlmrm.reward.model import VLMRewardModel
 from vlmrm.reward.transform import VLMRewardTransform
-from vlmrm.rl.envs import make_base_env
 
 
 def reward_model(tiny):

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from tests.helpers import CONFIGS
-from vlmrm.build import make_reward_model
 from vlmrm.cli import main
 from vlmrm.config import load_config
 from vlmrm.reward.formulas import GoalBaseline, PromptEmbeddings, RunningNorm, Softmax, Threshold
 from vlmrm.reward.goal_baseline import goal_baseline_reward, mean_embedding
+from vlmrm.run.build import make_reward_model
 
 QUICKSTART = CONFIGS / "quickstart.yaml"  # the bundled demo model: loads in a second
 

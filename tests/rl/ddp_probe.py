@@ -24,10 +24,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from vlmrm.commands.fit import fit
 from vlmrm.config import load_config
-from vlmrm.resume import plan_resume
-from vlmrm.rl.interrupt import EXIT_INTERRUPTED
-from vlmrm.train import fit
+from vlmrm.interrupt import EXIT_INTERRUPTED
+from vlmrm.run.resume import plan_resume
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,7 +56,7 @@ class Probe(L.Callback):
 
     def _record_noise(self, *_args) -> None:
         """Keep the first reparameterisation noise the loss draws (torch.randn_like in
-        vlmrm.rl.fast_loss), then stop listening."""
+        vlmrm.sac.fast_loss), then stop listening."""
         if "first_noise" in self.record:
             return
         randn_like = torch.randn_like

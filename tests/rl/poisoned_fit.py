@@ -10,7 +10,7 @@ import sys
 
 import lightning as L
 
-import vlmrm.train
+import vlmrm.commands.fit
 from vlmrm.cli import main
 
 
@@ -34,11 +34,11 @@ class PoisonRank(L.Callback):
 
 if __name__ == "__main__":
     rank, bad_call, *argv = sys.argv[1:]
-    real_fit = vlmrm.train.fit
+    real_fit = vlmrm.commands.fit.fit
 
     def fit(cfg, config_path=None, callbacks=(), **kwargs):
         return real_fit(cfg, config_path, [*callbacks, PoisonRank(int(rank), int(bad_call))],
                         **kwargs)
 
-    vlmrm.train.fit = fit
+    vlmrm.commands.fit.fit = fit
     sys.exit(main(argv))

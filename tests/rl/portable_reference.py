@@ -135,8 +135,8 @@ def run(name: str, steps: int | None = None) -> dict:
     """Trains run ``name`` in this process; returns its tensors, named as in the reference."""
     import torch
 
+    from vlmrm.commands.fit import fit
     from vlmrm.config import load_config
-    from vlmrm.train import fit
 
     sqrt_calls = ieee_sqrt()
     config, overrides = RUNS[name]

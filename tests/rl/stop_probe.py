@@ -19,10 +19,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from vlmrm.commands.fit import fit
 from vlmrm.config import load_config
-from vlmrm.resume import plan_resume
-from vlmrm.rl.interrupt import EXIT_INTERRUPTED
-from vlmrm.train import fit
+from vlmrm.interrupt import EXIT_INTERRUPTED
+from vlmrm.run.resume import plan_resume
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Seconds the held collection waits for the test's signal before going on regardless.

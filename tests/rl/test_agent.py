@@ -8,8 +8,8 @@ from torchrl.data import Bounded
 
 from vlmrm.config import AgentConfig
 from vlmrm.errors import ConfigError
-from vlmrm.rl.agent import check_action_noise, make_agent
-from vlmrm.rl.exploration import ExplorationSampler, actor_network
+from vlmrm.sac.agent import check_action_noise, make_agent
+from vlmrm.sac.exploration import ExplorationSampler, actor_network
 
 
 def noise_rollout(kind: str, steps: int = 600) -> tuple[torch.Tensor, torch.Tensor]:

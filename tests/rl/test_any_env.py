@@ -1,5 +1,5 @@
 """Any Gymnasium env trains, checkpoints and resumes: envs whose state vlmrm cannot capture
-(outside vlmrm.rl.gymstate.LAYER_ATTRS) still write every checkpoint (step, end, SIGTERM),
+(outside vlmrm.envs.gymstate.LAYER_ATTRS) still write every checkpoint (step, end, SIGTERM),
 their resumed runs finish with the episodes in progress restarted, and `vlmrm play` films
 their agents. Spaces the networks cannot take are refused at start with exit code 2."""
 
@@ -11,13 +11,13 @@ import torch
 from tests.helpers import CONFIGS, QUIET
 from tests.rl.test_resume import SigtermAt
 from vlmrm.cli import main
+from vlmrm.commands.fit import fit
+from vlmrm.commands.play import play
 from vlmrm.config import load_config
+from vlmrm.envs.envstate import RESTART_NOTE
 from vlmrm.errors import ConfigError
-from vlmrm.play import play
-from vlmrm.resume import plan_resume
-from vlmrm.rl.envstate import RESTART_NOTE
-from vlmrm.rl.runstate import STATE
-from vlmrm.train import fit
+from vlmrm.run.resume import plan_resume
+from vlmrm.run.runstate import STATE
 
 TOTAL, STOP = 320, 96
 SMALL = (f"agent.total_env_steps={TOTAL}", "agent.learning_starts=64", "agent.train_freq=8",
@@ -83,7 +83,7 @@ def test_spaces_the_networks_cannot_take_are_refused_at_start(kwargs, names, cap
 
 
 def test_discrete_observations_are_one_hot(tmp_path):
-    from vlmrm.rl.envs import make_base_env
+    from vlmrm.envs.factory import make_base_env
 
     cfg = load_config(None, ["env.id=FrozenLake-v1", "reward.backend=ground_truth"])
     env = make_base_env(cfg.env, None, from_pixels=False, seed=0)

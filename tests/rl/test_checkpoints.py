@@ -12,15 +12,15 @@ import pytest
 import torch
 
 from tests.helpers import CONFIGS, QUIET, cli_exit, preloaded_processes
-from vlmrm.resume import plan_resume, resumable_checkpoint
-from vlmrm.rl.checkpoints import (
+from vlmrm.commands.fit import fit
+from vlmrm.run.checkpoints import (
     AtomicCheckpointIO,
     newest_checkpoint,
     prune,
     remove_partials,
     step_checkpoints,
 )
-from vlmrm.train import fit
+from vlmrm.run.resume import plan_resume, resumable_checkpoint
 
 KILLS = 6
 #: Big enough networks that writing a checkpoint (~12 MB) takes most of each iteration.

@@ -14,15 +14,15 @@ from tensordict import TensorDictBase
 from torchrl.data import OneHot
 
 from tests.helpers import CONFIGS
-from vlmrm.build import make_reward_model, make_step_loop
+from vlmrm.collect.loop import StepLoop
+from vlmrm.collect.process import CollectorDied, ProcessStepLoop
 from vlmrm.config import load_config
+from vlmrm.envs.factory import make_env
 from vlmrm.errors import ConfigError
 from vlmrm.keys import NEXT, PIXELS
-from vlmrm.rl.agent import make_agent
-from vlmrm.rl.collect import StepLoop
-from vlmrm.rl.collect_process import CollectorDied, ProcessStepLoop
-from vlmrm.rl.envs import make_env
-from vlmrm.rl.exploration import ExplorationSampler, actor_network
+from vlmrm.run.build import make_reward_model, make_step_loop
+from vlmrm.sac.agent import make_agent
+from vlmrm.sac.exploration import ExplorationSampler, actor_network
 
 #: Two serial CartPole envs rendering for the demo model.
 OVERRIDES = ["env.num_envs=2"]

@@ -3,8 +3,8 @@
 import torch
 from tensordict import TensorDict
 
+from vlmrm.collect.pipeline import EpisodeTracker
 from vlmrm.keys import GT_REWARD
-from vlmrm.rl.data import EpisodeTracker
 
 
 def test_episode_tracker_sums_returns_across_batch_boundaries():

@@ -7,9 +7,9 @@ import torch
 
 from tests.helpers import CONFIGS, QUIET
 from tests.rl.test_sequential_reference import Recorder
+from vlmrm.commands.fit import fit
 from vlmrm.config import load_config
-from vlmrm.rl.update import replay_seed
-from vlmrm.train import fit
+from vlmrm.sac.update import replay_seed
 
 #: The quick start (demo VLM reward) with two serial envs, kept short, on the fast update
 #: (replay minibatches drawn from the rank's own generator, seeded from the config's seed).

@@ -10,11 +10,11 @@ import torch
 
 import vlmrm.fileio
 from tests.helpers import CONFIGS, QUIET
+from vlmrm.commands.fit import fit
 from vlmrm.config import load_config
 from vlmrm.fileio import atomic_dir
-from vlmrm.resume import plan_resume, resumable_checkpoint
-from vlmrm.rl.runstate import MANIFEST, data_state_problem
-from vlmrm.train import fit
+from vlmrm.run.resume import plan_resume, resumable_checkpoint
+from vlmrm.run.runstate import MANIFEST, data_state_problem
 
 TINY = ("reward.backend=ground_truth", "agent.total_env_steps=64", "agent.learning_starts=16",
         "agent.batch_size=16", "agent.hidden_sizes=[16,16]", "agent.eval_every=0",

@@ -15,8 +15,8 @@ from tests.helpers import CONFIGS, ROOT
 from tests.rl.test_envstate import EPISODE, resume_and_compare
 from vlmrm.config import load_config
 from vlmrm.config.schema import EnvConfig
-from vlmrm.rl.envs import make_env, vector_envs
-from vlmrm.rl.envstate import env_state, load_env_state
+from vlmrm.envs.envstate import env_state, load_env_state
+from vlmrm.envs.factory import make_env, vector_envs
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from throughput_stages import worker_memory  # noqa: E402
@@ -89,7 +89,7 @@ SCRIPT = textwrap.dedent("""
     import gymnasium as gym
     import torch
     from vlmrm.config.schema import EnvConfig
-    from vlmrm.rl.envs import make_env, vector_envs
+    from vlmrm.envs.factory import make_env, vector_envs
 
     gym.register("ScriptOnly-v0", "gymnasium.envs.classic_control.cartpole:CartPoleEnv",
                  max_episode_steps=5)

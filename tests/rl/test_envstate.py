@@ -14,8 +14,8 @@ from tensordict import TensorDictBase
 from torchrl.envs import DoubleToFloat, EnvBase, GymWrapper, SerialEnv, TransformedEnv
 
 from vlmrm.config.schema import EnvConfig
-from vlmrm.rl.envs import make_env
-from vlmrm.rl.envstate import env_state, load_env_state
+from vlmrm.envs.envstate import env_state, load_env_state
+from vlmrm.envs.factory import make_env
 
 EPISODE = 20
 BEFORE = 27  # steps before the capture: inside the second episode
@@ -153,7 +153,7 @@ def test_unknown_env_is_refused():
 
 def test_batched_env_of_other_envs_is_refused():
     env = SerialEnv(2, functools.partial(gym_env, "Pendulum-v1"))
-    with pytest.raises(ValueError, match="build it with vlmrm.rl.envs.make_env"):
+    with pytest.raises(ValueError, match="build it with vlmrm.envs.factory.make_env"):
         env_state(env)
     assert env.is_closed  # refused before any worker env was made
 
@@ -177,10 +177,10 @@ def test_state_of_another_env_is_refused():
 
 
 def _loop(env_id: str, num_envs: int, seed: int):
+    from vlmrm.collect.loop import StepLoop
     from vlmrm.config.schema import AgentConfig
-    from vlmrm.rl.agent import make_agent
-    from vlmrm.rl.collect import StepLoop
-    from vlmrm.rl.exploration import ExplorationSampler
+    from vlmrm.sac.agent import make_agent
+    from vlmrm.sac.exploration import ExplorationSampler
 
     env = make_env(EnvConfig(id=env_id, num_envs=num_envs), None, from_pixels=False, seed=seed)
     actor, _ = make_agent(env.observation_spec["observation"].shape[-1],
@@ -194,7 +194,7 @@ def test_uncapturable_envs_are_marked_and_restart_from_a_seed_of_the_resume_step
     """Acrobot's state cannot be captured: its env's capture says so (nothing is asked of
     the env), and a load reseeds and resets every env, the same way for the same resume
     step and another way for another step; the exploration state still continues."""
-    from vlmrm.rl.envstate import capture_blocker, restart_seed
+    from vlmrm.envs.envstate import capture_blocker, restart_seed
 
     single = make_env(EnvConfig(id="Acrobot-v1"), None, from_pixels=False, seed=0)
     assert capture_blocker(single).endswith("AcrobotEnv")

@@ -5,10 +5,10 @@ import lightning as L
 import torch
 
 from tests.helpers import CONFIGS, QUIET
-from vlmrm.build import make_module, make_reward_model, make_trainer
+from vlmrm.commands.fit import fit
+from vlmrm.commands.play import load_agent
 from vlmrm.config import load_config
-from vlmrm.play import load_agent
-from vlmrm.train import fit
+from vlmrm.run.build import make_module, make_reward_model, make_trainer
 
 SMALL = ["agent.hidden_sizes=[16]", "agent.batch_size=16", "agent.learning_starts=32",
          "agent.eval_every=32", "agent.eval_episodes=1", "env.episode_length=20",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vlmrm.config.schema import EnvConfig
-from vlmrm.rl.gymenv import make_gym_env
+from vlmrm.envs.gymenv import make_gym_env
 
 
 def _address(handle) -> int | None:

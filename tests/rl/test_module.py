@@ -18,12 +18,12 @@ from tensordict import TensorDict
 from torchrl.data import Bounded, OneHot
 
 from tests.helpers import ROOT
+from vlmrm.collect.pipeline import DataPipeline, EpisodeTracker, make_replay_buffer
 from vlmrm.config import Config
 from vlmrm.keys import GT_REWARD
-from vlmrm.plan import plan_run
 from vlmrm.reward.transform import VLMRewardTransform
-from vlmrm.rl.data import DataPipeline, EpisodeTracker, make_replay_buffer
-from vlmrm.rl.module import SACModule
+from vlmrm.run.module import SACModule
+from vlmrm.run.plan import plan_run
 
 NUM_ENVS, TRAIN_FREQ, OBS, EPISODE = 2, 4, 3, 6
 

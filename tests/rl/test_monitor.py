@@ -19,14 +19,14 @@ from torchrl.data import OneHot
 import vlmrm.scenes  # noqa: F401  (registers vlmrm/CartPole-v0)
 from tests.helpers import CONFIGS, QUIET, scalars
 from tests.rl.test_module import RecordingLogger
-from vlmrm.backend import RewardBackend
+from vlmrm.backends.base import RewardBackend
+from vlmrm.backends.preprocess import ImagePreprocessor
+from vlmrm.collect.pipeline import DataPipeline, EpisodeTracker, make_replay_buffer
 from vlmrm.config import Config, load_config
-from vlmrm.preprocess import ImagePreprocessor
 from vlmrm.reward.model import VLMRewardModel
 from vlmrm.reward.transform import VLMRewardTransform
-from vlmrm.rl.data import DataPipeline, EpisodeTracker, make_replay_buffer
-from vlmrm.rl.module import SACModule
-from vlmrm.rl.monitor import RewardMonitor, no_verdict_reason
+from vlmrm.run.module import SACModule
+from vlmrm.run.monitor import RewardMonitor, no_verdict_reason
 
 EPISODE = 6  # steps per scripted episode (one env; one batch per episode)
 
@@ -84,7 +84,7 @@ def test_hackable_reward_sets_off_the_monitor_in_a_short_real_run(tmp_path, monk
                                                                   caplog):
     """Real training, about a minute: the agent learns to push the cart right (what the
     hackable reward pays for), so the pole falls more often: VLM return up, GT return down."""
-    from vlmrm import train
+    from vlmrm.commands import fit as train
 
     monkeypatch.setattr(train, "make_reward_model", lambda cfg: VLMRewardModel(
         CartPosition(), ["the cart at the right"], ["a cart"]))
@@ -95,7 +95,7 @@ def test_hackable_reward_sets_off_the_monitor_in_a_short_real_run(tmp_path, monk
         # 30 points: the window spans the VLM return's climb (~1,000 to ~2,000 env steps).
         "agent.eval_every=0", "logging.monitor_window=30", "logging.video_every=1000",
         f"logging.output_dir={tmp_path}", "logging.run_name=hack"])
-    with caplog.at_level(logging.WARNING, logger="vlmrm.rl.monitor"):
+    with caplog.at_level(logging.WARNING, logger="vlmrm.run.monitor"):
         train.fit(cfg)
     tags = scalars(tmp_path / "hack")
     flags = tags["monitor/hacking_suspected"]
@@ -115,7 +115,7 @@ def test_short_real_fit_gives_the_verdict_only_where_the_ground_truth_measures_t
     """A real fit with several envs (the hackable reward, a few hundred steps): trends are
     logged either way; the verdict, its progress-bar flag and the report's line follow
     whether the ground truth measures the task."""
-    from vlmrm import train
+    from vlmrm.commands import fit as train
 
     monkeypatch.setattr(train, "make_reward_model", lambda cfg: VLMRewardModel(
         CartPosition(), ["the cart at the right"], ["a cart"]))
@@ -206,7 +206,7 @@ def logged(logger, tag):
 def test_rising_vlm_and_falling_gt_returns_are_flagged_once(tmp_path, caplog, num_envs):
     """With 32 envs the returns also trend across env order, the other way round: the
     monitor must follow time, one point per batch of 32 episodes ending together."""
-    with caplog.at_level(logging.WARNING, logger="vlmrm.rl.monitor"):
+    with caplog.at_level(logging.WARNING, logger="vlmrm.run.monitor"):
         trainer, logger = fit_monitored(tmp_path, vlm=lambda k: 10 + k, gt=lambda k: 20 - k,
                                         num_envs=num_envs, by_env=1)
     flags = logged(logger, "monitor/hacking_suspected")
@@ -231,7 +231,7 @@ def test_returns_rising_together_or_trending_only_across_envs_stay_silent(tmp_pa
                                                                           vlm, gt):
     """Rising together over time; or flat over time, with VLM returns rising and GT returns
     falling across the 32 envs of every batch (what the env-order monitor took for hacking)."""
-    with caplog.at_level(logging.WARNING, logger="vlmrm.rl.monitor"):
+    with caplog.at_level(logging.WARNING, logger="vlmrm.run.monitor"):
         trainer, logger = fit_monitored(tmp_path, vlm=vlm, gt=gt, num_envs=32, by_env=1)
     flags = logged(logger, "monitor/hacking_suspected")
     assert len(flags) == 6 and {v for _, v in flags} == {0.0}
@@ -243,7 +243,7 @@ def test_returns_rising_together_or_trending_only_across_envs_stay_silent(tmp_pa
 
 def test_no_verdict_where_the_ground_truth_does_not_measure_the_task(tmp_path, caplog):
     reason = no_verdict_reason("vlmrm/Humanoid-v0", None)
-    with caplog.at_level(logging.WARNING, logger="vlmrm.rl.monitor"):
+    with caplog.at_level(logging.WARNING, logger="vlmrm.run.monitor"):
         trainer, logger = fit_monitored(tmp_path, vlm=lambda k: 10 + k, gt=lambda k: 20 - k,
                                         num_envs=32, no_verdict=reason)
     assert not logged(logger, "monitor/hacking_suspected")
@@ -322,7 +322,7 @@ def test_stationary_returns_over_1000_batches_raise_no_alarm(tmp_path, ending, r
 def test_vlm_rising_while_gt_falls_over_time_raises_it(tmp_path, caplog, ending):
     per_batch = (100 if ending == "together" else 8) * NUM_ENVS
     monitor = RewardMonitor(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="vlmrm.rl.monitor"):
+    with caplog.at_level(logging.WARNING, logger="vlmrm.run.monitor"):
         verdicts = watch(monitor, preset_batches(ending, np.random.default_rng(0),
                                                  trend_from=500))
     fired = [s for s, v in verdicts if v == 1.0]
@@ -337,7 +337,7 @@ def test_vlm_rising_while_gt_falls_over_time_raises_it(tmp_path, caplog, ending)
 def test_no_verdict_on_1000_batches_of_hacking_where_gt_does_not_measure_the_task(
         tmp_path, caplog):
     monitor = RewardMonitor(tmp_path, no_verdict=no_verdict_reason("vlmrm/Humanoid-v0", None))
-    with caplog.at_level(logging.WARNING, logger="vlmrm.rl.monitor"):
+    with caplog.at_level(logging.WARNING, logger="vlmrm.run.monitor"):
         assert watch(monitor, preset_batches("together", np.random.default_rng(0),
                                              trend_from=500)) == []
     assert monitor.checks == 981 and not monitor.onsets and "hacking" not in caplog.text
@@ -355,7 +355,7 @@ def test_no_verdict_on_1000_batches_of_hacking_where_gt_does_not_measure_the_tas
 ])
 def test_each_scene_says_whether_its_ground_truth_measures_the_task(tmp_path, config,
                                                                     overrides, verdict):
-    from vlmrm.build import make_callbacks
+    from vlmrm.run.build import make_callbacks
 
     cfg = load_config(CONFIGS / config, overrides)
     monitor = next(c for c in make_callbacks(cfg, tmp_path) if isinstance(c, RewardMonitor))
@@ -372,7 +372,7 @@ def test_monitor_window_below_7_points_is_refused():
 
 
 def test_top_frames_keeps_the_best_frames_best_first():
-    from vlmrm.rl.data import top_frames
+    from vlmrm.collect.pipeline import top_frames
 
     frames = torch.arange(6, dtype=torch.uint8).reshape(2, 3, 1, 1, 1).expand(2, 3, 2, 2, 3)
     rewards = torch.tensor([[0.1, 0.9, 0.3], [0.8, 0.2, 0.5]]).unsqueeze(-1)

@@ -13,10 +13,10 @@ import torch
 
 from tests.helpers import CONFIGS, QUIET, ROOT
 from vlmrm.cli import main
+from vlmrm.collect.nonfinite import LOSS, REWARD, NonFiniteBatch, agree_to_stop
+from vlmrm.commands.fit import fit
 from vlmrm.config import load_config
 from vlmrm.errors import NonFiniteError
-from vlmrm.rl.nonfinite import LOSS, REWARD, NonFiniteBatch, agree_to_stop
-from vlmrm.train import fit
 
 #: CartPole (8 steps per iteration), a random-weight toy reward model, checkpoints every 16.
 SMALL = (*QUIET, "reward.backend=toy", "reward.model=random", "reward.pretrained=false",

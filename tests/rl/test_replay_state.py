@@ -10,8 +10,8 @@ import torch
 from tensordict import TensorDict
 from torchrl.data import TensorDictReplayBuffer
 
-from vlmrm.rl.data import make_replay_buffer
-from vlmrm.rl.replay_state import load_replay, replay_bytes, save_replay
+from vlmrm.collect.pipeline import make_replay_buffer
+from vlmrm.sac.replay_state import load_replay, replay_bytes, save_replay
 
 SIZE = 50
 CPU = torch.device("cpu")

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from tests.helpers import CONFIGS, QUIET, scalars
+from vlmrm.commands.fit import fit
 from vlmrm.config import load_config
 from vlmrm.errors import ConfigError
-from vlmrm.resume import SAFE_TO_CHANGE, check_changes, plan_resume
-from vlmrm.rl.interrupt import EXIT_INTERRUPTED, StopRequest
-from vlmrm.train import fit
+from vlmrm.interrupt import EXIT_INTERRUPTED, StopRequest
+from vlmrm.run.resume import SAFE_TO_CHANGE, check_changes, plan_resume
 
 SHORT = ("agent.total_env_steps=2000", "agent.learning_starts=200", "agent.eval_every=500",
          "agent.eval_episodes=1", "logging.checkpoint_every=100000", *QUIET)

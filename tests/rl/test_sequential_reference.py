@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 
 from tests.helpers import ROOT
 from tests.rl.portable_reference import make_recorder
+from vlmrm.commands.fit import fit
 from vlmrm.config import load_config
-from vlmrm.train import fit
 
 DATA = ROOT / "tests" / "data"
 #: Defaults and shipped config values that changed after the recording, set back to the

@@ -22,16 +22,16 @@ import pytest
 import torch
 
 from tests.helpers import CONFIGS, ROOT
-from vlmrm.build import make_reward_model, make_stream
+from vlmrm.collect.loop import Collection, Halt, Partial, StepLoop
 from vlmrm.config import load_config
+from vlmrm.envs.factory import make_env, vector_envs
+from vlmrm.interrupt import EXIT_INTERRUPTED, stop_latency_note
 from vlmrm.keys import NEXT, PIXELS
-from vlmrm.resume import read_meta, resumable_checkpoint
-from vlmrm.rl.agent import make_agent
-from vlmrm.rl.collect import Collection, Halt, Partial, StepLoop
-from vlmrm.rl.envs import make_env, vector_envs
-from vlmrm.rl.exploration import ExplorationSampler, actor_network
-from vlmrm.rl.interrupt import EXIT_INTERRUPTED, stop_latency_note
-from vlmrm.rl.runstate import STATE, data_dir_name
+from vlmrm.run.build import make_reward_model, make_stream
+from vlmrm.run.resume import read_meta, resumable_checkpoint
+from vlmrm.run.runstate import STATE, data_dir_name
+from vlmrm.sac.agent import make_agent
+from vlmrm.sac.exploration import ExplorationSampler, actor_network
 
 PROBE = str(ROOT / "tests" / "rl" / "stop_probe.py")
 #: 4 envs x 16 steps per iteration, encoded in passes of 2 steps while they are collected;

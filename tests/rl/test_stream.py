@@ -1,4 +1,4 @@
-"""Streamed scoring (vlmrm.rl.stream): passes cut at fixed step counts, embeddings in the
+"""Streamed scoring (vlmrm.collect.stream): passes cut at fixed step counts, embeddings in the
 rollout's layout, and the same rewards as scoring the complete batch."""
 
 from __future__ import annotations
@@ -7,15 +7,15 @@ import pytest
 import torch
 
 from tests.helpers import CONFIGS
-from vlmrm.build import make_reward_model, make_stream
+from vlmrm.collect.loop import StepLoop
+from vlmrm.collect.stream import FrameStream, steps_per_pass
 from vlmrm.config import load_config
+from vlmrm.envs.factory import make_env
 from vlmrm.keys import GT_REWARD, NEXT, PIXELS, REWARD
 from vlmrm.reward.transform import VLMRewardTransform
-from vlmrm.rl.agent import make_agent
-from vlmrm.rl.collect import StepLoop
-from vlmrm.rl.envs import make_env
-from vlmrm.rl.exploration import ExplorationSampler, actor_network
-from vlmrm.rl.stream import FrameStream, steps_per_pass
+from vlmrm.run.build import make_reward_model, make_stream
+from vlmrm.sac.agent import make_agent
+from vlmrm.sac.exploration import ExplorationSampler, actor_network
 
 
 def marked_frames(step: int, num_envs: int | None) -> torch.Tensor:

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from vlmrm.rl.trend import EXACT_POINTS, inversions_cdf, mann_kendall, p_at_least
+from vlmrm.run.trend import EXACT_POINTS, inversions_cdf, mann_kendall, p_at_least
 
 
 @pytest.mark.parametrize("n", range(1, 8))

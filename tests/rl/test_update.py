@@ -12,12 +12,12 @@ from torchrl.data import Bounded, OneHot, TensorSpec
 from torchrl.objectives import LossModule, SoftUpdate
 
 from vlmrm import compiled
+from vlmrm.collect.pipeline import make_replay_buffer
 from vlmrm.config import Config
-from vlmrm.rl import update
-from vlmrm.rl.agent import make_agent, make_loss
-from vlmrm.rl.data import make_replay_buffer
-from vlmrm.rl.fast_loss import OUTPUTS, FastSACLoss, Minibatch
-from vlmrm.rl.update import ReplaySampler, TargetUpdate, make_optimizer
+from vlmrm.sac import update
+from vlmrm.sac.agent import make_agent, make_loss
+from vlmrm.sac.fast_loss import OUTPUTS, FastSACLoss, Minibatch
+from vlmrm.sac.update import ReplaySampler, TargetUpdate, make_optimizer
 
 PENDULUM = Bounded(-2.0, 2.0, shape=(1,))       # the box is rescaled from (-1, 1)
 UNIT_BOX = Bounded(-1.0, 1.0, shape=(6,))       # TorchRL skips the rescaling here

@@ -12,11 +12,11 @@ from PIL import Image
 from tests.helpers import CONFIGS
 from vlmrm.cli import main
 from vlmrm.config import load_config
-from vlmrm.errors import ConfigError
 
 # Imported before any MuJoCo renderer exists: loading torch's triton after Mesa's EGL
 # driver in one process crashed here (a segfault inside libtriton).
-from vlmrm.rl.envs import scene_kwargs
+from vlmrm.envs.factory import scene_kwargs
+from vlmrm.errors import ConfigError
 from vlmrm.scenes.mjcf import mujoco_scene_kwargs
 from vlmrm.scenes.textures import FLOOR_PICTURE_M, painted
 

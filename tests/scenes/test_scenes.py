@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from vlmrm.config import EnvConfig, load_config
+from vlmrm.envs.factory import make_base_env, make_env, make_gym_env
 from vlmrm.errors import ConfigError
-from vlmrm.rl.envs import make_base_env, make_env, make_gym_env
 from vlmrm.scenes.mjcf import PAPER_CAMERA, PAPER_CAMERA_NAME, TRACKING_CAMERA_NAME
 
 UPRIGHT = 12 * 2 * math.pi / 360
@@ -373,7 +373,7 @@ def _worker_render_threads(env_cfg: EnvConfig) -> str | None:
     """LP_NUM_THREADS as a worker process sees it after building its env."""
     import os
 
-    from vlmrm.rl.gymenv import make_worker_gym_env
+    from vlmrm.envs.gymenv import make_worker_gym_env
 
     make_worker_gym_env(env_cfg, None, from_pixels=False).close()
     return os.environ.get("LP_NUM_THREADS")
@@ -384,7 +384,7 @@ def test_parallel_workers_render_with_one_thread_unless_told(monkeypatch):
     import multiprocessing
     import os
 
-    from vlmrm.rl.gymenv import make_worker_gym_env
+    from vlmrm.envs.gymenv import make_worker_gym_env
 
     cfg = EnvConfig(id="vlmrm/CartPole-v0")
     monkeypatch.delenv("LP_NUM_THREADS", raising=False)

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from vlmrm.backends.registry import GROUND_TRUTH, backend_entry
 from vlmrm.config.schema import (
     ACTION_NOISES,
     ACTIVATIONS,
@@ -31,7 +32,6 @@ from vlmrm.config.schema import (
     TrainerConfig,
 )
 from vlmrm.errors import ConfigError
-from vlmrm.registry import GROUND_TRUTH, backend_entry
 
 MAX_SEED = 2**32 - 1  # what numpy (and Lightning's seed_everything) accept
 MIN_RENDER, MAX_RENDER = 8, 4096
@@ -334,7 +334,7 @@ def _validate_trainer(t: TrainerConfig) -> None:
 
 def _check_strategy(strategy: str) -> None:
     """Only strategies that keep every rank's whole module as built: the update reads the
-    networks' original parameter tensors (vlmrm.rl.fast_loss, SoftUpdate), which sharding
+    networks' original parameter tensors (vlmrm.sac.fast_loss, SoftUpdate), which sharding
     strategies (FSDP, DeepSpeed, model parallel) replace with shards of their own."""
     name = strategy.strip().lower()
     require(name in ("auto", "single_device") or name.startswith("ddp"),

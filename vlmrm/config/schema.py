@@ -208,7 +208,7 @@ class AgentConfig:
         "so 'thread' is a little faster for iterations of one env step without rendering "
         "(Pendulum with train_freq 1: 0.93x against 0.89x SB3's learn()). With "
         "agent.overlap=false collection runs in the training process either way. Scripts "
-        "that call vlmrm.train.fit with 'process' need the usual "
+        "that call vlmrm.commands.fit.fit with 'process' need the usual "
         "`if __name__ == \"__main__\":` guard.")
     eval_every: int = opt(10_000, "Run deterministic evaluation episodes every this many env "
                           "steps (0 disables).")

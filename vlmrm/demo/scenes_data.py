@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 import vlmrm.scenes  # noqa: F401  (registers the vlmrm/ env ids)
+from vlmrm.backends.preprocess import ImagePreprocessor
 from vlmrm.demo.captions import cartpole_caption, mountaincar_caption
-from vlmrm.preprocess import ImagePreprocessor
 from vlmrm.scenes.sweeps import CARTPOLE, MOUNTAINCAR
 
 CARTPOLE_ID = "vlmrm/CartPole-v0"

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from vlmrm.backends.preprocess import ImagePreprocessor
 from vlmrm.demo import scenes_data
 from vlmrm.demo.settings import TrainSettings
-from vlmrm.preprocess import ImagePreprocessor
 
 DEMO_NAME = "vlmrm-demo"
 MODEL_CFG = {

@@ -19,10 +19,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from vlmrm.backends.registry import GROUND_TRUTH, backend_entry
 from vlmrm.config.schema import RewardConfig
 from vlmrm.errors import ConfigError
 from vlmrm.fileio import is_new_dir
-from vlmrm.registry import GROUND_TRUTH, backend_entry
 
 DEFAULT_ALPHAS = "0,0.25,0.5,0.75,1"
 CONFIG_SPEC = "config"

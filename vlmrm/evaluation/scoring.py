@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlmrm.backend import RewardBackend
+from vlmrm.backends.base import RewardBackend
 from vlmrm.config.schema import RewardConfig
 from vlmrm.errors import ConfigError
 from vlmrm.reward import metrics

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from vlmrm.backend import RewardBackend
+from vlmrm.backends.base import RewardBackend
 from vlmrm.reward.formulas import PromptEmbeddings, build_reward_fn
 from vlmrm.reward.spec import TransformItem, default_transform
 
@@ -31,7 +31,7 @@ class VLMRewardModel:
     ``formula`` (an ``nn.Sequential`` built from ``transform``, default the goal-baseline
     projection with ``alpha``) maps image embeddings to rewards and knows nothing of the
     backend. Its running statistics (``running_norm``) change only while ``update_stats`` is
-    set (the training pipeline sets it: :func:`vlmrm.build.make_data_factory`) and the model
+    set (the training pipeline sets it: :func:`vlmrm.run.build.make_data_factory`) and the model
     is not :meth:`frozen`: evaluation episodes and videos score inside ``frozen()``, and
     ``play``, ``render`` and ``evaluate-reward`` never set ``update_stats``.
     """
@@ -99,7 +99,7 @@ class VLMRewardModel:
                 device: torch.device | str = "cpu") -> torch.Tensor:
         """The formula on image embeddings ``[N, D]`` (from ``backend.encode_images``):
         rewards shaped ``lead`` on ``device``, running statistics as :meth:`__call__` moves
-        them. Streamed scoring (:mod:`vlmrm.rl.stream`) encodes first and calls this last."""
+        them. Streamed scoring (:mod:`vlmrm.collect.stream`) encodes first and calls this last."""
         self.formula.train(self.update_stats and not self._frozen)
         try:
             rewards = self.formula(embeddings)

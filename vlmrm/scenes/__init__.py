@@ -11,7 +11,7 @@
                                    x <= 0.45), no termination at the flag, 999 steps.
 =================================  ==================================================
 
-Importing :mod:`vlmrm.rl.envs` or :mod:`vlmrm.config` registers them (env worker
+Importing :mod:`vlmrm.envs.factory` or :mod:`vlmrm.config` registers them (env worker
 processes included).
 """
 

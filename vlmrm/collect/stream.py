@@ -50,7 +50,7 @@ class FrameStream:
         self._frames: list[Tensor] = []
         self._passes: list[Future[tuple[Tensor, float]]] = []
 
-    def begin(self, partial: Any = None) -> None:  # a vlmrm.rl.collect.Partial (no cycle)
+    def begin(self, partial: Any = None) -> None:  # a vlmrm.collect.loop.Partial (no cycle)
         """Start a rollout, dropping what a failed one left (its errors included); or go on
         with ``partial``'s: its encoded passes kept, its other steps' frames passed again, so
         that passes are cut where they would have been."""

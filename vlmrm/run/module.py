@@ -21,20 +21,19 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchrl.data import TensorSpec
 
+from vlmrm.collect.loop import Partial
+from vlmrm.collect.nonfinite import NonFiniteBatch, agree_to_stop, check_losses
+from vlmrm.collect.pipeline import DataPipeline, ScoredBatch
 from vlmrm.config.schema import Config
-from vlmrm.resume import resumable_checkpoint
-from vlmrm.rl.agent import make_agent, make_loss
-from vlmrm.rl.collect import Partial
-from vlmrm.rl.data import DataPipeline, ScoredBatch
-from vlmrm.rl.evaluate import evaluate
-from vlmrm.rl.interrupt import (
+from vlmrm.interrupt import (
     WORKER_GRACE_S,
     StopRequest,
     forward_to_workers,
     stop_latency_note,
 )
-from vlmrm.rl.nonfinite import NonFiniteBatch, agree_to_stop, check_losses
-from vlmrm.rl.runstate import (
+from vlmrm.run.evaluate import evaluate
+from vlmrm.run.resume import resumable_checkpoint
+from vlmrm.run.runstate import (
     data_dir_name,
     data_state_problem,
     load_data_state,
@@ -42,8 +41,9 @@ from vlmrm.rl.runstate import (
     save_data_state,
     seed_global_rng,
 )
-from vlmrm.rl.schedule import crossed
-from vlmrm.rl.update import learner_seed, make_optimizer, make_update, replay_seed
+from vlmrm.sac.agent import make_agent, make_loss
+from vlmrm.sac.schedule import crossed
+from vlmrm.sac.update import learner_seed, make_optimizer, make_update, replay_seed
 
 #: Builds the rank's data pipeline once the module knows its rank and device.
 DataFactory = Callable[["SACModule"], DataPipeline]
@@ -85,12 +85,12 @@ class SACModule(L.LightningModule):
         self._clock = time.perf_counter()
         #: The reward formula's state from a resumed checkpoint, applied once data exists.
         self._restored_formula: dict[str, Any] | None = None
-        #: SIGINT/SIGTERM handling while training (see :mod:`vlmrm.rl.interrupt`).
+        #: SIGINT/SIGTERM handling while training (see :mod:`vlmrm.interrupt`).
         self.stop_request = StopRequest()
         #: True once the run stopped early on a signal (its last.ckpt resumes it).
         self.interrupted = False
         #: ``step-N``: the data-side state folders of the checkpoint being written or
-        #: restored (:mod:`vlmrm.rl.runstate`).
+        #: restored (:mod:`vlmrm.run.runstate`).
         self.data_state_stem: str | None = None
         self._restored_rng: dict[str, Any] | None = None
         #: Seconds the latest update phase took, and whether the stop latency was checked.

@@ -28,7 +28,7 @@ about one episode length of env time per point, so the window of ``window`` poin
 ``window`` episode lengths however many envs run (32 envs, 100-step episodes ending
 together: a point per batch, 20 points = 64,000 env steps; one env: a point per episode).
 
-Why the Mann-Kendall test (:mod:`vlmrm.rl.trend`) at 1e-3: with no trend, every order of
+Why the Mann-Kendall test (:mod:`vlmrm.run.trend`) at 1e-3: with no trend, every order of
 the window's points is equally likely (means of equally many episodes from one stationary
 distribution), so Kendall's S against time has a law that depends on nothing else, computed
 exactly: each one-sided test fires with probability at most 1e-3 per check. The verdict
@@ -52,15 +52,15 @@ from typing import TYPE_CHECKING
 import lightning as L
 import torch
 
+from vlmrm.collect.pipeline import DataPipeline
 from vlmrm.keys import GT_REWARD, NEXT, REWARD
 from vlmrm.media import grid_image, write_png
 from vlmrm.reward.metrics import spearman
-from vlmrm.rl.data import DataPipeline
-from vlmrm.rl.schedule import crossed
-from vlmrm.rl.trend import Trend, mann_kendall
+from vlmrm.run.trend import Trend, mann_kendall
+from vlmrm.sac.schedule import crossed
 
 if TYPE_CHECKING:
-    from vlmrm.rl.module import SACModule
+    from vlmrm.run.module import SACModule
 
 log = logging.getLogger(__name__)
 

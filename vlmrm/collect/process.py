@@ -10,7 +10,7 @@ ran at 231, and the humanoid's envs stepped at 127 env steps/s in the loop again
 Here the envs, the exploring policy and the step loop live in a child process; the parent's
 collection thread only waits on a pipe (the lock released), receives each batch (frames
 through shared memory, small tensors by value, see :func:`pack`) and scores it. Every
-rollout is the one a :class:`~vlmrm.rl.collect.StepLoop` in the parent would collect (same
+rollout is the one a :class:`~vlmrm.collect.loop.StepLoop` in the parent would collect (same
 seeds, same generator, same weights; checked bit for bit in
 tests/rl/test_collect_process.py), and :meth:`ProcessStepLoop.state` is the same state, so
 checkpoints are interchangeable between the two.
@@ -34,11 +34,11 @@ from tensordict import TensorDict, TensorDictBase
 from torch import Tensor, nn
 from torchrl.envs import EnvBase
 
+from vlmrm.collect.loop import Halt, StepLoop
 from vlmrm.config.schema import AgentConfig
+from vlmrm.interrupt import end_process
 from vlmrm.keys import NEXT, PIXELS
-from vlmrm.rl.collect import Halt, StepLoop
-from vlmrm.rl.exploration import ExplorationSampler, actor_network
-from vlmrm.rl.interrupt import end_process
+from vlmrm.sac.exploration import ExplorationSampler, actor_network
 
 #: Seconds :meth:`ProcessStepLoop.close` waits for the child to close its envs and exit.
 CLOSE_TIMEOUT_S = 60.0
@@ -49,12 +49,12 @@ class CollectorDied(RuntimeError):
 
 
 class ProcessStepLoop:
-    """A :class:`~vlmrm.rl.collect.StepLoop` run in a child process, with the same methods.
+    """A :class:`~vlmrm.collect.loop.StepLoop` run in a child process, with the same methods.
 
     The child builds the envs with ``build_env`` (a picklable callable, e.g. a
-    ``functools.partial`` of :func:`vlmrm.rl.envs.make_env`; ``env.parallel`` workers are then
+    ``functools.partial`` of :func:`vlmrm.envs.factory.make_env`; ``env.parallel`` workers are then
     the child's children), a copy of the policy ``network`` and an
-    :class:`~vlmrm.rl.collect.ExplorationSampler` on a generator seeded with ``seed``. As with
+    :class:`~vlmrm.collect.loop.ExplorationSampler` on a generator seeded with ``seed``. As with
     a ``StepLoop``, calls other than :meth:`rollout` are made only while no rollout runs.
     ``resize_frames`` (picklable) is the child ``StepLoop``'s: frames cross already resized.
     """

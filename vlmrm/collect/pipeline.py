@@ -16,12 +16,12 @@ from tensordict import TensorDictBase
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.envs import EnvBase
 
+from vlmrm.collect.loop import Collection, Partial, Streamed
+from vlmrm.collect.nonfinite import NonFiniteBatch, check_rewards
 from vlmrm.keys import DONE, GT_REWARD, NEXT, PIXELS, REPLAY_KEYS, REWARD, SUCCESS
 from vlmrm.reward.model import VLMRewardModel
 from vlmrm.reward.transform import VLMRewardTransform
-from vlmrm.rl.collect import Collection, Partial, Streamed
-from vlmrm.rl.nonfinite import NonFiniteBatch, check_rewards
-from vlmrm.rl.schedule import crossed
+from vlmrm.sac.schedule import crossed
 
 
 def make_replay_buffer(size: int, batch_size: int, device: torch.device) -> TensorDictReplayBuffer:
@@ -123,7 +123,7 @@ class DataPipeline:
     model's ``reward``, the env's own kept as ``gt_reward``) — with overlap, one batch ahead
     on the collection thread; ``accept`` hands a scored batch to the main thread; ``store``
     tracks episodes and fills the replay buffer. ``batches`` is a
-    :class:`~vlmrm.rl.collect.Collection` (the env step loop), or any iterable of batches
+    :class:`~vlmrm.collect.loop.Collection` (the env step loop), or any iterable of batches
     (tests script the data side this way).
     """
 
@@ -138,13 +138,13 @@ class DataPipeline:
     evidence_dir: Path | None = None
     rank: int = 0
     world_size: int = 1
-    #: Whether checkpoints capture the envs' state (:func:`vlmrm.rl.envstate.capture_blocker`);
+    #: Whether checkpoints capture the envs' state (:func:`vlmrm.envs.envstate.capture_blocker`);
     #: if not, a resume reseeds them from ``seed`` (the run's) and their episodes restart.
     exact_envs: bool = True
     seed: int = 0
     #: Env steps this rank has scored (names a bad batch by its step range).
     steps_scored: int = field(default=0, init=False)
-    #: Set by the reward monitor (:mod:`vlmrm.rl.monitor`): ``watch`` keeps each scored
+    #: Set by the reward monitor (:mod:`vlmrm.run.monitor`): ``watch`` keeps each scored
     #: batch's rewards, ground truth and episode ends in ``last_scored``; ``keep_frames`` of
     #: the highest-reward frames (and rewards) go to ``top_frames`` from each batch that
     #: crosses a multiple of ``keep_frames_every`` env steps (all ranks counted).
@@ -164,7 +164,7 @@ class DataPipeline:
             self._iterator = iter(self.batches)
 
     def next_batch(self, actor: torch.nn.Module, prefetch: bool = True) -> ScoredBatch | Partial:
-        """The next scored batch (a :class:`~vlmrm.rl.collect.Partial` one once halted); see
+        """The next scored batch (a :class:`~vlmrm.collect.loop.Partial` one once halted); see
         :meth:`Collection.next` for ``prefetch``."""
         if isinstance(self.batches, Collection):
             return self.batches.next(actor, prefetch)
@@ -178,7 +178,7 @@ class DataPipeline:
 
     def halt(self) -> None:
         """Cut the collection and scoring in flight short, at the next env step or encoder
-        pass: the batch is then kept as a partial one (a stop; see :mod:`vlmrm.rl.interrupt`).
+        pass: the batch is then kept as a partial one (a stop; see :mod:`vlmrm.interrupt`).
         Safe to call from a signal handler."""
         if isinstance(self.batches, Collection):
             self.batches.loop.halt.set()

@@ -1,4 +1,4 @@
-"""Pickle-free save and load of the replay buffer :func:`vlmrm.rl.data.make_replay_buffer`
+"""Pickle-free save and load of the replay buffer :func:`vlmrm.collect.pipeline.make_replay_buffer`
 builds (``LazyTensorStorage``, random sampler, round-robin writer).
 
 A saved buffer is a folder: ``meta.json`` (sizes and the writer's cursor) and, once anything

@@ -8,23 +8,23 @@ from typing import TYPE_CHECKING, Any
 import lightning as L
 from torchrl.envs import EnvBase
 
+from vlmrm.envs.envstate import capture_blocker, env_state, load_env_state, restart_seed
+from vlmrm.envs.factory import SeedOffset, env_seed, episode_cap, make_base_env
 from vlmrm.errors import NonFiniteError
 from vlmrm.media import add_tensorboard_video, write_mp4
 from vlmrm.reward.model import VLMRewardModel, input_size
-from vlmrm.rl.checkpoints import (
+from vlmrm.run.checkpoints import (
     LAST,
     nonfinite_tensors,
     optimizer_tensors,
     prune,
     remove_partials,
 )
-from vlmrm.rl.envs import SeedOffset, env_seed, episode_cap, make_base_env
-from vlmrm.rl.envstate import capture_blocker, env_state, load_env_state, restart_seed
-from vlmrm.rl.evaluate import episode_video, run_episode
-from vlmrm.rl.schedule import crossed
+from vlmrm.run.evaluate import episode_video, run_episode
+from vlmrm.sac.schedule import crossed
 
 if TYPE_CHECKING:
-    from vlmrm.rl.module import SACModule
+    from vlmrm.run.module import SACModule
 
 
 class EnvStepCheckpoint(L.Callback):

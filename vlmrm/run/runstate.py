@@ -4,7 +4,7 @@ Lightning saves, to continue a run exactly where it stopped.
 Each rank writes a folder of its own beside the checkpoint, ``step-<env steps>.data-r<rank>``
 (Lightning writes the ``.ckpt`` on rank 0 only): ``state.pt`` (plain tensors, numbers,
 strings, lists and dicts, loaded with ``torch.load(weights_only=True)``) and ``replay/``
-(:mod:`vlmrm.rl.replay_state`, memory-mapped, no pickle), then ``manifest.json`` last: every
+(:mod:`vlmrm.sac.replay_state`, memory-mapped, no pickle), then ``manifest.json`` last: every
 other file's path and size. The folder is written under a temporary name, flushed to disk
 (files and folders) and renamed when complete; every rank's folder is complete before rank 0
 writes the checkpoint, so a checkpoint file never points at a partial folder. Resume checks
@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
+from vlmrm.collect.loop import Collection, Partial
+from vlmrm.collect.pipeline import DataPipeline, ScoredBatch
+from vlmrm.envs.envstate import env_state, load_env_state, restart_seed
+from vlmrm.envs.factory import SeedOffset, env_seed
 from vlmrm.fileio import atomic_dir
-from vlmrm.rl.collect import Collection, Partial
-from vlmrm.rl.data import DataPipeline, ScoredBatch
-from vlmrm.rl.envs import SeedOffset, env_seed
-from vlmrm.rl.envstate import env_state, load_env_state, restart_seed
-from vlmrm.rl.replay_state import load_replay, save_replay
+from vlmrm.sac.replay_state import load_replay, save_replay
 
 #: Bumped when the layout of ``state.pt`` changes.
 FORMAT = 1
@@ -142,7 +142,7 @@ def collection_state(collection: Collection, exact: bool = True) -> dict[str, An
     """Batches started, the step loop's state (:meth:`StepLoop.state`: the exploration
     sampler, the next step's input, the envs), and a batch collected and scored ahead but not
     handed out yet (a run stopped while one was in flight; pixels are dropped by then, so it
-    is small), or a batch cut short by a stop (:class:`~vlmrm.rl.collect.Partial`: its steps
+    is small), or a batch cut short by a stop (:class:`~vlmrm.collect.loop.Partial`: its steps
     with their frames, and the embeddings of the passes already encoded)."""
     pending = collection.pending
     if isinstance(pending, Partial):

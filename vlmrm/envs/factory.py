@@ -12,7 +12,6 @@ import functools
 import os
 import sys
 from collections.abc import Iterator
-from enum import IntEnum
 from typing import Any
 
 import gymnasium as gym
@@ -29,37 +28,19 @@ from torchrl.envs import (
 )
 
 from vlmrm.config.schema import EnvConfig
-from vlmrm.keys import SUCCESS
-from vlmrm.rl.gymenv import (  # noqa: F401  (make_gym_env and accepts_size: public here)
+from vlmrm.envs.gymenv import (  # noqa: F401  (make_gym_env and accepts_size: public here)
     accepts_size,
     emits_success,
     make_gym_env,
     make_worker_gym_env,
     scene_kwargs,
 )
-from vlmrm.rl.gymstate import gym_state, load_gym_state, to_arrays, to_tensors
+from vlmrm.envs.gymstate import gym_state, load_gym_state, to_arrays, to_tensors
+from vlmrm.keys import SUCCESS
+from vlmrm.seeds import RANK_STRIDE, SeedOffset, env_seed  # noqa: F401  (public here too)
 
-
-class SeedOffset(IntEnum):
-    """Each env's seed is ``cfg.seed + RANK_STRIDE * rank + offset``: envs for different
-    purposes never replay the same episodes."""
-
-    TRAIN = 0
-    EVAL = 999
-    VIDEO = 777
-    PLAY = 4242
-    #: Not an env: the generator of overlapped collection (agent.overlap).
-    COLLECT = 31337
-
-
-#: Seed distance between DDP ranks' envs.
-RANK_STRIDE = 1000
 #: Episodes of envs without a time limit would never end: stop videos and play here.
 UNLIMITED_EPISODE_CAP = 1200
-
-
-def env_seed(seed: int, purpose: SeedOffset, rank: int = 0) -> int:
-    return seed + RANK_STRIDE * rank + int(purpose)
 
 
 def episode_cap(cfg: EnvConfig) -> int:
@@ -103,7 +84,7 @@ class VectorEnvs(GymWrapper):
     """``env.parallel``: the envs in the worker processes of Gymnasium's ``AsyncVectorEnv``,
     as one TorchRL env of batch ``[num_envs]`` (built by :func:`make_vector_envs`).
 
-    A worker holds Gymnasium, MuJoCo, numpy and :mod:`vlmrm.rl.gymenv`'s env, no torch;
+    A worker holds Gymnasium, MuJoCo, numpy and :mod:`vlmrm.envs.gymenv`'s env, no torch;
     observations and frames come back through shared memory and become tensors here.
     Finished episodes reset when ``step_and_maybe_reset`` says so
     (``AutoresetMode.DISABLED``), and the seeds are those a ``SerialEnv`` gives its envs, so
@@ -119,7 +100,7 @@ class VectorEnvs(GymWrapper):
         return seed
 
     def gym_states(self) -> list[dict[str, Any]]:
-        """Each worker env's :func:`~vlmrm.rl.gymstate.gym_state`."""
+        """Each worker env's :func:`~vlmrm.envs.gymstate.gym_state`."""
         return [to_tensors(state) for state in _answers(self._env.call("capture_state"))]
 
     def load_gym_states(self, states: list[dict[str, Any]]) -> None:
@@ -127,7 +108,7 @@ class VectorEnvs(GymWrapper):
         _answers(self._env.call("restore_pending"))
 
     def process_facts(self) -> list[dict[str, Any]]:
-        """Each worker's :meth:`~vlmrm.rl.gymenv.WorkerEnv.process_facts` (pid, heavy
+        """Each worker's :meth:`~vlmrm.envs.gymenv.WorkerEnv.process_facts` (pid, heavy
         modules loaded, thread and rendering settings)."""
         return list(self._env.call("process_facts"))
 
@@ -151,7 +132,7 @@ def _worker_start() -> Iterator[None]:
     ``__main__`` to re-import. A spawned process imports the script that started its parent
     (the ``__main__`` guard only stops it running), and a script importing torch at the top,
     such as benchmarks/throughput.py or a user's training script, would cost every worker
-    what :mod:`vlmrm.rl.gymenv` spares it. An id registered by that script reaches the
+    what :mod:`vlmrm.envs.gymenv` spares it. An id registered by that script reaches the
     workers with the env instead (``make_worker_gym_env``'s ``spec``)."""
     saved_vars = {name: os.environ.get(name) for name in WORKER_THREAD_VARS}
     main = sys.modules.get("__main__")

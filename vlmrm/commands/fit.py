@@ -1,4 +1,4 @@
-"""``vlmrm fit``: build the parts (:mod:`vlmrm.build`), then ``lightning.Trainer.fit``."""
+"""``vlmrm fit``: build the parts (:mod:`vlmrm.run.build`), then ``lightning.Trainer.fit``."""
 
 from __future__ import annotations
 
@@ -13,24 +13,24 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-from vlmrm.build import (
+from vlmrm.backends.registry import GROUND_TRUTH
+from vlmrm.config import Config, to_yaml
+from vlmrm.config.checks import check_global_split
+from vlmrm.envs.envstate import RESTART_NOTE
+from vlmrm.errors import ConfigError, NonFiniteError
+from vlmrm.fileio import write_text
+from vlmrm.interrupt import EXIT_INTERRUPTED, end_process
+from vlmrm.precision import AUTO, PrecisionChoice, choose_precision, read_note
+from vlmrm.quiet import quiet_third_party
+from vlmrm.run.build import (
     make_module,
     make_reward_model,
     make_trainer,
     reward_device,
 )
-from vlmrm.config import Config, to_yaml
-from vlmrm.config.checks import check_global_split
-from vlmrm.errors import ConfigError, NonFiniteError
-from vlmrm.fileio import write_text
-from vlmrm.precision import AUTO, PrecisionChoice, choose_precision, read_note
-from vlmrm.quiet import quiet_third_party
-from vlmrm.registry import GROUND_TRUTH
-from vlmrm.resume import Resume
-from vlmrm.rl.envstate import RESTART_NOTE
-from vlmrm.rl.interrupt import EXIT_INTERRUPTED, end_process
-from vlmrm.rl.monitor import RewardMonitor
-from vlmrm.rundir import RUN_DIR_ENV, discard_run_dir, make_run_dir, use_run_dir
+from vlmrm.run.monitor import RewardMonitor
+from vlmrm.run.resume import Resume
+from vlmrm.run.rundir import RUN_DIR_ENV, discard_run_dir, make_run_dir, use_run_dir
 
 
 @dataclass

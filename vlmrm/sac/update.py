@@ -1,5 +1,5 @@
 """The SAC update: TorchRL's losses (the reference) or vlmrm's fast ones
-(:mod:`vlmrm.rl.fast_loss`), batched replay sampling and the target update.
+(:mod:`vlmrm.sac.fast_loss`), batched replay sampling and the target update.
 
 TorchRL's ``SACLoss`` / ``DiscreteSACLoss`` stay the containers of every trained tensor
 (actor, stacked twin critics, target critics, ``log_alpha``): Lightning checkpoints them and
@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from torchrl.data import TensorDictReplayBuffer
 from torchrl.objectives import DiscreteSACLoss, LossModule, SACLoss, SoftUpdate
 
-from vlmrm.rl.envs import RANK_STRIDE
-from vlmrm.rl.fast_loss import OUTPUTS, FastSACLoss, Minibatch
+from vlmrm.sac.fast_loss import OUTPUTS, FastSACLoss, Minibatch
+from vlmrm.seeds import RANK_STRIDE
 
 #: The replay generator's seed offset from ``cfg.seed`` (any fixed number: the generator is
 #: a stream of its own, unrelated to the envs' seeds, which use the same rank stride).

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vlmrm.backends.registry import GROUND_TRUTH
 from vlmrm.config.schema import Config
-from vlmrm.registry import GROUND_TRUTH
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 one batch ahead on a background thread (``agent.overlap=true``), with a policy snapshot.
 
 The step loop runs here, on that thread, or with ``agent.collector=process`` (the default)
-in a process of its own (:mod:`vlmrm.rl.collect_process`), which collects the same batches
+in a process of its own (:mod:`vlmrm.collect.process`), which collects the same batches
 and keeps the collection's Python off the learner's interpreter lock; its state travels back
 for checkpoints through :meth:`StepLoop.state`.
 
@@ -34,10 +34,10 @@ from tensordict import TensorDict, TensorDictBase
 from torch import Tensor, nn
 from torchrl.envs import EnvBase
 
+from vlmrm.collect.stream import FrameStream
+from vlmrm.envs.envstate import env_state, load_env_state
 from vlmrm.keys import ACTION, DONE, NEXT, OBSERVATION, PIXELS
-from vlmrm.rl.envstate import env_state, load_env_state
-from vlmrm.rl.exploration import ExplorationSampler
-from vlmrm.rl.stream import FrameStream
+from vlmrm.sac.exploration import ExplorationSampler
 
 #: A batch's streamed embeddings ``[*env batch, T, D]`` and the seconds spent encoding them.
 Streamed = tuple[Tensor, float]
@@ -45,7 +45,7 @@ Streamed = tuple[Tensor, float]
 
 class Halt:
     """A stop flag that the step loop checks before each env step and the scoring stream
-    before each encoder pass (a bounded stop, :mod:`vlmrm.rl.interrupt`). Set from a signal
+    before each encoder pass (a bounded stop, :mod:`vlmrm.interrupt`). Set from a signal
     handler; shared memory without a lock, so a collector process started with it sees it too
     and nothing is left for ``resource_tracker`` to report."""
 
@@ -69,7 +69,7 @@ class StepLoop:
     ``is_success``); the root ``pixels`` (the previous step's ``next`` frame) are dropped.
 
     ``resize_frames`` (the reward model's resize, e.g.
-    :meth:`~vlmrm.preprocess.ImagePreprocessor.resize_frames`) shrinks each step's frames
+    :meth:`~vlmrm.backends.preprocess.ImagePreprocessor.resize_frames`) shrinks each step's frames
     where they are rendered, so that envs rendering at a fixed size (classic control,
     ``vlmrm/CartPole-v0``) do not carry full-size frames to the scorer, across processes
     for the process collector.

@@ -2,7 +2,7 @@
 and for people to relabel.
 
 Random-policy rollouts (``--config``) or the deterministic rollouts of a trained agent
-(``--checkpoint``, loaded with :func:`vlmrm.play.load_agent`), rendered at the env's own size
+(``--checkpoint``, loaded with :func:`vlmrm.commands.play.load_agent`), rendered at the env's own size
 (``env.render_size`` where the env takes one), in the episodes ``vlmrm play`` would run (same
 seed). Labels: ``score`` = the env's reward at that step (its ground truth), ``success`` = the
 env's ``is_success`` where it reports one.
@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vlmrm.commands.play import load_agent
 from vlmrm.config import Config
+from vlmrm.envs.factory import SeedOffset, env_seed, episode_cap, make_base_env
 from vlmrm.evaluation.frameset import FILE, LABELS, SCORE, SUCCESS, write_frameset
 from vlmrm.media import as_uint8_frames
-from vlmrm.play import load_agent
-from vlmrm.rl.envs import SeedOffset, env_seed, episode_cap, make_base_env
-from vlmrm.rl.evaluate import run_episode
+from vlmrm.run.evaluate import run_episode
 
 
 def write_dataset(out: str | os.PathLike, episodes: int, stride: int, *,

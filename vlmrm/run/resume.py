@@ -1,7 +1,7 @@
 """``vlmrm fit --resume RUN_DIR|last``: which run, which checkpoint, and which config.
 
 A run resumes from its newest complete checkpoint whose data-side folders
-(:mod:`vlmrm.rl.runstate`) are all there. Its config is the one saved in that checkpoint;
+(:mod:`vlmrm.run.runstate`) are all there. Its config is the one saved in that checkpoint;
 a config file or overrides given on resume may change only :data:`SAFE_TO_CHANGE`.
 """
 
@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 from vlmrm.config import Config, load_config
 from vlmrm.errors import ConfigError
 from vlmrm.precision import AUTO
-from vlmrm.rl.checkpoints import LAST, step_checkpoints
-from vlmrm.rl.runstate import data_dir_name, data_state_problem
+from vlmrm.run.checkpoints import LAST, step_checkpoints
+from vlmrm.run.runstate import data_dir_name, data_state_problem
 
 #: Keys a resumed run may change: they decide how long it runs and what it writes, never
 #: what it computes. Everything else (the model, prompts, envs, seeds, the number of ranks,
@@ -94,7 +94,7 @@ def _is_run_of(run_dir: Path, stem: str, cfg: Config | None) -> bool:
 
 def resumable_checkpoint(dirpath: Path) -> Path | None:
     """The most recently completed checkpoint whose data folders are all complete (their
-    manifests check out: :func:`~vlmrm.rl.runstate.data_state_problem`); an older one where
+    manifests check out: :func:`~vlmrm.run.runstate.data_state_problem`); an older one where
     the newest's data state was damaged."""
     candidates = step_checkpoints(dirpath) + ([dirpath / LAST] if (dirpath / LAST).is_file()
                                               else [])

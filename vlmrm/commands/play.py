@@ -7,14 +7,14 @@ from pathlib import Path
 
 import torch
 
-from vlmrm.build import make_module, make_reward_model
 from vlmrm.config import Config, load_config
+from vlmrm.envs.factory import SeedOffset, env_seed, episode_cap, make_base_env
 from vlmrm.errors import VLMRMError, one_paragraph
 from vlmrm.media import VIDEO_WRITERS, write_video
 from vlmrm.reward.model import VLMRewardModel, input_size
-from vlmrm.rl.envs import SeedOffset, env_seed, episode_cap, make_base_env
-from vlmrm.rl.evaluate import episode_video, mean_summary, run_episode
-from vlmrm.rl.module import SACModule
+from vlmrm.run.build import make_module, make_reward_model
+from vlmrm.run.evaluate import episode_video, mean_summary, run_episode
+from vlmrm.run.module import SACModule
 
 
 def load_agent(checkpoint: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()

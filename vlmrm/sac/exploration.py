@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torchrl.data import TensorSpec
 
 from vlmrm.config.schema import AgentConfig
-from vlmrm.rl.agent import is_discrete
+from vlmrm.sac.agent import is_discrete
 
 
 def actor_network(actor: nn.Module) -> nn.Module:

@@ -29,9 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlmrm.backend import RewardBackend
-from vlmrm.build import make_backend, reward_device
+from vlmrm.backends.base import RewardBackend
+from vlmrm.commands.render import sample_frames
 from vlmrm.config import Config
+from vlmrm.envs.factory import make_gym_env
 from vlmrm.evaluation import plots
 from vlmrm.evaluation.frameset import FrameSet, labels_csv
 from vlmrm.evaluation.options import BackendSpec
@@ -47,9 +48,8 @@ from vlmrm.evaluation.scoring import (
     score,
 )
 from vlmrm.fileio import atomic_dir, write_text
-from vlmrm.render import sample_frames
 from vlmrm.reward.model import embed_prompts
-from vlmrm.rl.envs import make_gym_env
+from vlmrm.run.build import make_backend, reward_device
 from vlmrm.scenes.sweeps import Sweep, sweep_for
 
 #: Random-policy frames scored when the scene has no sweep and no frame set is given.

@@ -2,7 +2,7 @@
 
 A worker process imports this module, Gymnasium, MuJoCo and numpy only. Importing torch and
 TorchRL cost each of the humanoid preset's 32 workers about 600 MB; the training process
-turns each step's arrays into tensors instead (:class:`vlmrm.rl.envs.VectorEnvs`).
+turns each step's arrays into tensors instead (:class:`vlmrm.envs.factory.VectorEnvs`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import gymnasium as gym
 from gymnasium.wrappers import AddRenderObservation
 
 from vlmrm.config.schema import EnvConfig
+from vlmrm.envs.gymstate import capture_arrays, restore_arrays
+from vlmrm.envs.spaces import fit_spaces
+from vlmrm.envs.wrappers import EpisodeEndIsTerminal, NoEarlyTermination, OwnGLContext
 from vlmrm.errors import ConfigError, one_paragraph
-from vlmrm.rl.gymstate import capture_arrays, restore_arrays
-from vlmrm.rl.spaces import fit_spaces
-from vlmrm.rl.wrappers import EpisodeEndIsTerminal, NoEarlyTermination, OwnGLContext
 from vlmrm.scenes import SCENES, env_spec, is_mujoco
 from vlmrm.scenes.mjcf import mujoco_scene_kwargs
 

@@ -6,13 +6,13 @@ import os
 
 import torch
 
-from vlmrm.build import make_reward_model
 from vlmrm.config import Config
+from vlmrm.envs.factory import make_base_env
 from vlmrm.errors import VLMRMError
 from vlmrm.keys import NEXT, PIXELS, REWARD
 from vlmrm.media import grid_image, write_png
 from vlmrm.reward.model import input_size
-from vlmrm.rl.envs import make_base_env
+from vlmrm.run.build import make_reward_model
 
 
 def sample_frames(cfg: Config, size: tuple[int, int] | None, steps: int, stride: int

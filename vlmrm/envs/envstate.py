@@ -1,11 +1,11 @@
-"""Pickle-free capture and restore of the envs :func:`vlmrm.rl.envs.make_env` builds.
+"""Pickle-free capture and restore of the envs :func:`vlmrm.envs.factory.make_env` builds.
 
 After :func:`load_env_state` on a freshly built env of the same config, stepping it with the
 same actions gives bit-identical observations, rewards, done flags, ``is_success`` and
 pixels, across episode ends and automatic resets (the reset noise generator is captured).
 
 Per Gymnasium env the state is: the attributes of every layer of its wrapper chain named in
-:data:`vlmrm.rl.gymstate.LAYER_ATTRS` (a layer whose exact class is not listed is refused),
+:data:`vlmrm.envs.gymstate.LAYER_ATTRS` (a layer whose exact class is not listed is refused),
 the unwrapped env's ``np_random`` bit generator and, for MuJoCo envs, the physics.
 The result holds only tensors, Python scalars, strings, None, lists and dicts, so
 ``torch.save`` / ``torch.load(weights_only=True)`` round-trips it.
@@ -25,8 +25,8 @@ import numpy as np
 from torchrl.envs import EnvBase, GymWrapper, TransformedEnv
 from torchrl.envs.batched_envs import BatchedEnvBase
 
-from vlmrm.rl.envs import make_base_env, vector_envs
-from vlmrm.rl.gymstate import FORMAT, gym_state, load_gym_state, uncapturable_layer
+from vlmrm.envs.factory import make_base_env, vector_envs
+from vlmrm.envs.gymstate import FORMAT, gym_state, load_gym_state, uncapturable_layer
 
 #: Said once at the start of a run whose envs' state cannot be captured.
 RESTART_NOTE = "resume is exact except that episodes in progress restart"
@@ -35,7 +35,7 @@ RESTART_NOTE = "resume is exact except that episodes in progress restart"
 def capture_blocker(env: EnvBase) -> str | None:
     """Why the state of ``env`` (a single env of a run's config, in this process) cannot be
     captured: the class of its first layer missing from
-    :data:`vlmrm.rl.gymstate.LAYER_ATTRS`; None when it can. Every env of one config has
+    :data:`vlmrm.envs.gymstate.LAYER_ATTRS`; None when it can. Every env of one config has
     the same wrapper chain, so one env decides for all of them (a ``ParallelEnv`` worker
     is never asked: a worker that raises leaves its parent waiting)."""
     return uncapturable_layer(_gym_env(env))
@@ -43,7 +43,7 @@ def capture_blocker(env: EnvBase) -> str | None:
 
 def restart_note(env_id: str, blocker: str) -> str:
     return (f"vlmrm: env.id={env_id!r}: the state of {blocker} cannot be captured, so "
-            f"{RESTART_NOTE} (exact for the envs listed in vlmrm.rl.gymstate.LAYER_ATTRS)")
+            f"{RESTART_NOTE} (exact for the envs listed in vlmrm.envs.gymstate.LAYER_ATTRS)")
 
 
 def restart_seed(seed: int, steps: int) -> int:
@@ -107,14 +107,14 @@ def _start(env: BatchedEnvBase) -> None:
     for fn in env.create_env_fn:
         if getattr(fn, "func", fn) is not make_base_env:
             raise ValueError(f"cannot capture the state of a {type(env).__name__} whose envs "
-                             f"come from {fn!r}: build it with vlmrm.rl.envs.make_env")
+                             f"come from {fn!r}: build it with vlmrm.envs.factory.make_env")
     if env.is_closed:
         env.start()
 
 
 def _dispatch(env: BatchedEnvBase, method: str, *args: Any) -> list[Any]:
     """Call ``method`` on each env of a SerialEnv, in turn; the methods are
-    :class:`vlmrm.rl.envs.ResumableEnv`'s."""
+    :class:`vlmrm.envs.factory.ResumableEnv`'s."""
     return getattr(env, method)(*args)
 
 

@@ -16,25 +16,25 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchrl.envs import EnvBase
 
-from vlmrm.backend import RewardBackend
+from vlmrm.backends.base import RewardBackend
+from vlmrm.backends.registry import GROUND_TRUTH, backend_class
+from vlmrm.collect.loop import Collection, StepLoop, random_batches
+from vlmrm.collect.pipeline import DataPipeline, EpisodeTracker, make_replay_buffer
+from vlmrm.collect.process import ProcessStepLoop
+from vlmrm.collect.stream import FrameStream, steps_per_pass
 from vlmrm.config.schema import Config, RewardConfig
+from vlmrm.envs.envstate import capture_blocker, restart_note
+from vlmrm.envs.factory import SeedOffset, env_seed, make_base_env, make_env
 from vlmrm.errors import ConfigError, VLMRMError, one_paragraph
 from vlmrm.precision import resolve as resolve_precision
-from vlmrm.registry import GROUND_TRUTH, backend_class
 from vlmrm.reward.model import VLMRewardModel, input_size
 from vlmrm.reward.transform import VLMRewardTransform
-from vlmrm.rl.agent import check_action_noise
-from vlmrm.rl.callbacks import EnvStepCheckpoint, VideoRecorder
-from vlmrm.rl.checkpoints import AtomicCheckpointIO
-from vlmrm.rl.collect import Collection, StepLoop, random_batches
-from vlmrm.rl.collect_process import ProcessStepLoop
-from vlmrm.rl.data import DataPipeline, EpisodeTracker, make_replay_buffer
-from vlmrm.rl.envs import SeedOffset, env_seed, make_base_env, make_env
-from vlmrm.rl.envstate import capture_blocker, restart_note
-from vlmrm.rl.exploration import ExplorationSampler, actor_network
-from vlmrm.rl.module import DataFactory, SACModule
-from vlmrm.rl.monitor import RewardMonitor, no_verdict_reason
-from vlmrm.rl.stream import FrameStream, steps_per_pass
+from vlmrm.run.callbacks import EnvStepCheckpoint, VideoRecorder
+from vlmrm.run.checkpoints import AtomicCheckpointIO
+from vlmrm.run.module import DataFactory, SACModule
+from vlmrm.run.monitor import RewardMonitor, no_verdict_reason
+from vlmrm.sac.agent import check_action_noise
+from vlmrm.sac.exploration import ExplorationSampler, actor_network
 
 
 def reward_device(cfg: Config) -> torch.device:
@@ -72,7 +72,7 @@ def make_backend(cfg: RewardConfig, device: str | torch.device) -> RewardBackend
         raise VLMRMError(
             f"reward.backend={cfg.backend!r} ({cls.__module__}.{cls.__qualname__}) does not "
             f"implement {', '.join(missing)} of vlmrm's backend contract "
-            "(vlmrm.backend.RewardBackend). Update the package that provides it.")
+            "(vlmrm.backends.base.RewardBackend). Update the package that provides it.")
     backend = cls(cfg.model, pretrained=cfg.pretrained, device=str(device),
                   precision=resolve_precision(cfg.precision, device), batch_size=cfg.batch_size,
                   cache_dir=cfg.cache_dir, model_config=cfg.model_config)

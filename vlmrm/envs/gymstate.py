@@ -1,6 +1,6 @@
 """Pickle-free capture and restore of one Gymnasium env's state (used by
-:mod:`vlmrm.rl.envstate`, and inside ``env.parallel`` workers by
-:class:`vlmrm.rl.gymenv.WorkerEnv`).
+:mod:`vlmrm.envs.envstate`, and inside ``env.parallel`` workers by
+:class:`vlmrm.envs.gymenv.WorkerEnv`).
 
 The state is: the attributes of every layer of the wrapper chain named in
 :data:`LAYER_ATTRS` (a layer whose exact class is not listed is refused), the unwrapped
@@ -23,7 +23,7 @@ from gymnasium.envs.classic_control.pendulum import PendulumEnv
 from gymnasium.envs.mujoco.humanoid_v5 import HumanoidEnv
 from gymnasium.wrappers import AddRenderObservation, OrderEnforcing, PassiveEnvChecker, TimeLimit
 
-from vlmrm.rl.wrappers import EpisodeEndIsTerminal, NoEarlyTermination
+from vlmrm.envs.wrappers import EpisodeEndIsTerminal, NoEarlyTermination
 from vlmrm.scenes.cartpole import PaperCartPoleEnv
 from vlmrm.scenes.mountaincar import PaperMountainCarEnv
 
@@ -82,7 +82,7 @@ def _check_supported(env: gym.Env) -> list[gym.Env]:
         if type(layer) not in LAYER_ATTRS:
             raise ValueError(f"env {_env_id(env)!r}: cannot capture the state of "
                              f"{type(layer).__module__}.{type(layer).__qualname__} "
-                             "(not in vlmrm.rl.gymstate.LAYER_ATTRS)")
+                             "(not in vlmrm.envs.gymstate.LAYER_ATTRS)")
     return layers
 
 

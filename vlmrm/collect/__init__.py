@@ -1,0 +1,1 @@
+"""Collection: the env step loop (`loop`), background collection in a process (`process`), streamed scoring (`stream`), the data pipeline from steps to the replay buffer (`pipeline`), the non-finite guard (`nonfinite`)."""

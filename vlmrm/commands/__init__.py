@@ -1,0 +1,1 @@
+"""The CLI's commands: `fit`, `play`, `render`, `evaluate_reward`, `dataset`."""

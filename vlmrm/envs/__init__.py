@@ -1,0 +1,1 @@
+"""Environments: the one factory and its seed purposes (`factory`), Gymnasium envs as workers build them (`gymenv`), wrappers, observation/action spaces, env state capture (`gymstate`, `envstate`)."""
