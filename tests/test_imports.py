@@ -168,3 +168,14 @@ def test_the_contract_s_old_paths_still_work_with_a_warning(old, new):
     new_module = importlib.import_module(f"vlmrm.backends.{new}")
     public = [n for n in vars(new_module) if not n.startswith("_")]
     assert public and all(getattr(old_module, n) is getattr(new_module, n) for n in public)
+
+
+def test_no_folder_holds_more_than_a_quarter_of_the_code():
+    lines: dict[str, int] = {}
+    for name, path in module_files().items():
+        folder = str(path.parent.relative_to(ROOT))
+        lines[folder] = lines.get(folder, 0) + len(path.read_text().splitlines())
+    total = sum(lines.values())
+    assert total > 5000 and len(lines) >= 10
+    biggest = max(lines, key=lines.get)
+    assert lines[biggest] <= 0.25 * total, f"{biggest}: {lines[biggest]} of {total} lines"
