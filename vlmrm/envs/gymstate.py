@@ -23,7 +23,7 @@ from gymnasium.envs.classic_control.pendulum import PendulumEnv
 from gymnasium.envs.mujoco.humanoid_v5 import HumanoidEnv
 from gymnasium.wrappers import AddRenderObservation, OrderEnforcing, PassiveEnvChecker, TimeLimit
 
-from vlmrm.envs.wrappers import EpisodeEndIsTerminal, NoEarlyTermination
+from vlmrm.envs.wrappers import EpisodeEndIsTerminal, NoEarlyTermination, OwnGLContext
 from vlmrm.scenes.cartpole import PaperCartPoleEnv
 from vlmrm.scenes.mountaincar import PaperMountainCarEnv
 
@@ -40,6 +40,7 @@ LAYER_ATTRS: dict[type, tuple[str, ...]] = {
     PassiveEnvChecker: ("checked_reset", "checked_step", "checked_render"),
     NoEarlyTermination: (),
     EpisodeEndIsTerminal: (),
+    OwnGLContext: (),
     CartPoleEnv: ("state", "steps_beyond_terminated"),
     PaperCartPoleEnv: ("state", "steps_beyond_terminated"),
     Continuous_MountainCarEnv: ("state",),

@@ -23,16 +23,36 @@ class EpisodeEndIsTerminal(gym.Wrapper):
 
 
 class OwnGLContext(gym.Wrapper):
-    """Make this env's OpenGL context current before it renders.
+    """Render with this env's OpenGL context current in the calling thread, then release it.
 
-    Gymnasium's MuJoCo renderer makes its context current only when it is created (or when
-    one env holds several viewers), so with several MuJoCo envs in one process (``env.parallel
-    =false``) an env drew with the context of whichever env rendered first last: on some
-    Mesa builds that gave frames with black rows, differing from the same episode rendered
-    in a worker process of its own."""
+    Gymnasium's MuJoCo renderer makes its context current once, in the thread that created
+    it. Two things went wrong with that: with several MuJoCo envs in one process
+    (``env.parallel=false``) an env drew with another env's context (on some Mesa builds,
+    frames with black rows), and a render from another thread (the collector thread of
+    ``agent.overlap``) had no context at all and read back all-black frames. An EGL context
+    can be current in one thread at a time, so it is released after each frame."""
 
     def render(self):
-        viewer = getattr(self.env.unwrapped.mujoco_renderer, "viewer", None)
-        if viewer is not None:
-            viewer.make_context_current()
-        return self.env.render()
+        renderer = self.env.unwrapped.mujoco_renderer
+        if renderer.viewer is not None:
+            renderer.viewer.make_context_current()
+        try:
+            return self.env.render()
+        finally:
+            if renderer.viewer is not None:
+                release_gl_context(renderer.viewer.opengl_context)
+
+
+def release_gl_context(context) -> None:
+    """Make no context current in this thread (EGL and GLFW; OSMesa needs no release)."""
+    module = type(context).__module__
+    if module == "mujoco.egl":
+        from mujoco import egl
+        from OpenGL import EGL
+
+        EGL.eglMakeCurrent(egl.EGL_DISPLAY, EGL.EGL_NO_SURFACE, EGL.EGL_NO_SURFACE,
+                           EGL.EGL_NO_CONTEXT)
+    elif module == "mujoco.glfw":
+        import glfw
+
+        glfw.make_context_current(None)
