@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 import yaml
 
-from tests.helpers import CONFIGS
+from tests.helpers import CONFIGS, ROOT
 from vlmrm.cli import main
 from vlmrm.config import load_config
 from vlmrm.config.load import to_yaml
@@ -157,9 +159,16 @@ def test_alpha_against_the_transform_is_one_error(overrides, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-def test_a_loaded_config_holds_the_chain_and_reloads_as_itself(tmp_path):
-    cfg = load_config(QUICKSTART, ["reward.alpha=0.5"])
-    assert cfg.reward.transform == [{"name": "goal_baseline", "alpha": 0.5}]
+@pytest.mark.parametrize("override, chain", [
+    ("reward.alpha=0.5", [{"name": "goal_baseline", "alpha": 0.5}]),
+    ("reward.transform=[softmax, {name: threshold, value: 0.5}, running_norm]",
+     [{"name": "softmax", "temperature": 0.01},
+      {"name": "threshold", "value": 0.5, "above": 1.0, "below": 0.0},
+      {"name": "running_norm", "eps": 1e-8, "clip": None}]),
+])
+def test_a_loaded_config_holds_the_chain_and_reloads_as_itself(override, chain, tmp_path):
+    cfg = load_config(QUICKSTART, [override])
+    assert cfg.reward.transform == chain
     saved = tmp_path / "config.yaml"  # what a run directory keeps, and resume reads
     saved.write_text(to_yaml(cfg))
     again = load_config(saved)
@@ -174,3 +183,23 @@ def test_a_config_saved_before_resolution_resumes_unchanged():
     resumed = load_config(None, base=old)
     check_changes(resumed, load_config(QUICKSTART, ["reward.alpha=0.5"]))
     assert resumed.reward.transform == [{"name": "goal_baseline", "alpha": 0.5}]
+
+
+def test_the_documented_example_registers_a_formula_for_the_command_line(tmp_path):
+    """docs/snippets/own_formula.py, included in docs/reward-models.md: with its formula
+    registered, `fit --help` lists it and evaluate-reward scores it."""
+    example = [sys.executable, str(ROOT / "docs" / "snippets" / "own_formula.py")]
+    listed = subprocess.run([*example, "fit", "--help"], capture_output=True, text=True,
+                            check=True, timeout=300).stdout
+    assert ("goal_cosine(scale=1)  -- scale x cosine with the goal prompts' mean direction; "
+            "scale: a finite number > 0") in listed
+    out = tmp_path / "eval"
+    subprocess.run([*example, "evaluate-reward", "--config", str(QUICKSTART), "--out",
+                    str(out), "--alphas", "0", "--backends", "open_clip:vlmrm-demo",
+                    "reward.transform=[{name: goal_cosine, scale: 2}]"],
+                   capture_output=True, text=True, check=True, timeout=600)
+    plain, cosine = json.loads((out / "summary.json").read_text())["landscape"]["results"]
+    assert cosine["formula"] == "goal_cosine(scale=2)"
+    # At alpha 0 the goal-baseline reward is affine in the same cosine: the same ranking.
+    assert cosine["spearman"] == pytest.approx(plain["spearman"], abs=1e-6)
+    assert cosine["roc_auc"] == pytest.approx(plain["roc_auc"], abs=1e-6)

@@ -65,7 +65,7 @@ class FormulaInfo:
 
     def signature(self) -> str:
         """``name(param=default, ...)``, e.g. ``threshold(value=required, above=1, below=0)``."""
-        shown = ", ".join(f"{k}={_show(p.default)}" for k, p in self.params.items())
+        shown = ", ".join(f"{k}={show_value(p.default)}" for k, p in self.params.items())
         return f"{self.name}({shown})"
 
 
@@ -127,7 +127,8 @@ def _positive(v: float) -> bool:
     return math.isfinite(v) and v > 0
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A parameter value as help and docs print it: ``0.01``, ``null``, ``required``."""
     if value is REQUIRED:
         return "required"
     return "null" if value is None else f"{value:g}"
@@ -207,7 +208,7 @@ def resolve_transform(alpha: float, transform: Sequence[Any] | None) -> list[dic
 
 
 def _describe(item: TransformItem) -> str:
-    return f"{item.name}({', '.join(f'{k}={_show(v)}' for k, v in item.params.items())})"
+    return f"{item.name}({', '.join(f'{k}={show_value(v)}' for k, v in item.params.items())})"
 
 
 def check_param(name: str, key: str, value: Any, where: str) -> float | None:
