@@ -1,10 +1,9 @@
 """Goal-baseline reward: closed form vs the paper's definition, and its special cases."""
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import pytest
 
 from vlmrm.reward.formulas import GoalBaseline, PromptEmbeddings, build_reward_fn
 from vlmrm.reward.goal_baseline import goal_baseline_reward
