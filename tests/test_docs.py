@@ -54,6 +54,16 @@ def test_configuration_reference_lists_every_schema_key(site):
     assert "config-reference" not in html  # the marker was replaced
 
 
+def test_the_formula_table_lists_every_registered_formula(site):
+    from vlmrm.reward.spec import FORMULAS, SCALAR
+
+    html = (site / "reward-models" / "index.html").read_text()
+    assert "formula-reference" not in html  # the marker was replaced
+    for name, info in FORMULAS.items():
+        kind = "scalar transform" if info.kind == SCALAR else "embedding formula"
+        assert re.search(rf"<td><code>{name}</code></td>\s*<td>{kind}</td>", html), name
+
+
 def test_the_reference_hook_reads_the_schema_of_this_checkout(tmp_path):
     sys.path.insert(0, str(ROOT / "docs" / "hooks"))
     try:

@@ -206,10 +206,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
     sub = parser.add_subparsers(dest="command", required=True)
     from vlmrm.config import describe_schema
     from vlmrm.demo.settings import TrainSettings
+    from vlmrm.reward.spec import describe_formulas
 
     fit = sub.add_parser("fit", help="train an agent from a config file",
                          formatter_class=argparse.RawDescriptionHelpFormatter,
-                         epilog="config keys (defaults from vlmrm/config/schema.py):\n" + describe_schema())
+                         epilog="config keys (defaults from vlmrm/config/schema.py):\n"
+                         + describe_schema() + "\n\nreward formulas (reward.transform items, "
+                         "registered with vlmrm.reward.spec.register_formula):\n"
+                         + describe_formulas())
     fit.add_argument("--config", default=None,
                      help="YAML config, e.g. configs/cartpole.yaml (optional with --resume)")
     fit.add_argument("--resume", default=None, metavar="RUN_DIR|last",

@@ -1,10 +1,11 @@
-"""MkDocs hook: the configuration reference, generated from the schema at every build.
+"""MkDocs hook: the configuration reference and the formula table, generated at every build.
 
-A page that holds the marker below gets, in its place, one table per config group with
-every key, its default and its help text, read from the dataclasses of
-``vlmrm/config/schema.py``. The reference is therefore the schema itself and cannot drift
-from it. The schema module is loaded from this checkout by path (it imports nothing of
-vlmrm), so the build needs neither torch nor an installed vlmrm.
+A page that holds ``MARKER`` gets, in its place, one table per config group with every key,
+its default and its help text, read from the dataclasses of ``vlmrm/config/schema.py``; a
+page that holds ``FORMULA_MARKER`` gets the table of reward formulas registered in
+``vlmrm/reward/spec.py``. The references are therefore the code itself and cannot drift from
+it. Both modules are loaded from this checkout by path (they import nothing of vlmrm, only
+the standard library), so the build needs neither torch nor an installed vlmrm.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from pathlib import Path
 from types import ModuleType
 
 MARKER = "<!-- config-reference -->"
+FORMULA_MARKER = "<!-- formula-reference -->"
 SCHEMA = Path(__file__).resolve().parents[2] / "vlmrm" / "config" / "schema.py"
+FORMULA_SPEC = Path(__file__).resolve().parents[2] / "vlmrm" / "reward" / "spec.py"
 
 
-def load_schema(path: Path = SCHEMA) -> ModuleType:
+def load_schema(path: Path = SCHEMA, name: str = "_vlmrm_docs_schema") -> ModuleType:
     # A private module name: the build must not shadow or reuse an imported vlmrm.
-    name = "_vlmrm_docs_schema"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses resolve string annotations through sys.modules
@@ -80,7 +82,21 @@ def table(plain_fields, prefix: str) -> list[str]:
     return rows + [""]
 
 
+def formula_table(spec: ModuleType) -> str:
+    """The formulas registered in ``spec`` (``vlmrm.reward.spec``), embedding formulas first."""
+    rows = ["| name | kind | parameters (default): rule | reward |", "|---|---|---|---|"]
+    for info in sorted(spec.FORMULAS.values(), key=lambda i: i.kind != spec.EMBEDDING):
+        params = "<br>".join(f"`{k}` (`{spec.show_value(p.default)}`): {escape(p.rule)}"
+                             for k, p in info.params.items()) or "none"
+        kind = "embedding formula" if info.kind == spec.EMBEDDING else "scalar transform"
+        rows.append(f"| `{info.name}` | {kind} | {params} | {escape(info.summary)} |")
+    return "\n".join(rows) + "\n"
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
-    if MARKER not in markdown:
-        return markdown
-    return markdown.replace(MARKER, group_tables(load_schema().Config))
+    if MARKER in markdown:
+        markdown = markdown.replace(MARKER, group_tables(load_schema().Config))
+    if FORMULA_MARKER in markdown:
+        spec = load_schema(FORMULA_SPEC, "_vlmrm_docs_formulas")
+        markdown = markdown.replace(FORMULA_MARKER, formula_table(spec))
+    return markdown

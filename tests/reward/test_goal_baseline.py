@@ -1,19 +1,23 @@
 """Goal-baseline reward: closed form vs the paper's definition, and its special cases."""
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vlmrm.reward.goal_baseline import (
-    GoalBaselineReward,
-    goal_baseline_reward,
-    mean_embedding,
-    projection_matrix,
-)
+from vlmrm.reward.formulas import GoalBaseline, PromptEmbeddings, build_reward_fn
+from vlmrm.reward.goal_baseline import goal_baseline_reward
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True)
+
+
+def projection_matrix(goal, baseline, alpha):
+    """The paper's explicit P = alpha d d^T / ||d||^2 + (1 - alpha) I, with d = g - b."""
+    d = (goal - baseline).unsqueeze(-1)
+    eye = torch.eye(goal.shape[-1], dtype=goal.dtype, device=goal.device)
+    return alpha * (d @ d.T) / (d.T @ d).clamp_min(1e-12) + (1 - alpha) * eye
 
 
 def paper_reward(x, g, b, alpha):
@@ -72,24 +76,18 @@ def test_reward_is_highest_at_the_goal_and_at_most_one(gen, alpha):
 
 def test_several_prompts_average_their_normalised_embeddings():
     emb = torch.tensor([[3.0, 0.0], [0.0, 0.5]])  # norms 3 and 0.5: normalised before averaging
-    torch.testing.assert_close(mean_embedding(emb), torch.tensor([0.5, 0.5]))
-    x = unit(torch.randn(6, 2, dtype=torch.float64))
-    g = mean_embedding(emb).double()
-    b = torch.tensor([1.0, 0.0], dtype=torch.float64)
-    # alpha=0, several prompts: r = 1 - 1/2||x - g||^2 with g the mean embedding.
-    torch.testing.assert_close(goal_baseline_reward(x, g, b, 0.0),
-                               1 - 0.5 * (x - g).square().sum(-1))
+    b = torch.tensor([[1.0, 0.0]])
+    formula = GoalBaseline(PromptEmbeddings.from_raw(emb, b), alpha=0.0)
+    torch.testing.assert_close(formula.goal, torch.tensor([0.5, 0.5]))
+    x = unit(torch.randn(6, 2, generator=torch.Generator().manual_seed(0)))
+    # alpha=0, several prompts: r = 1 - 1/2||x - g||^2 with g the mean normalised embedding.
+    torch.testing.assert_close(formula(x), 1 - 0.5 * (x - formula.goal).square().sum(-1))
 
 
-def test_module_rejects_alpha_outside_unit_interval_and_matches_function():
-    g, b = unit(torch.randn(2, 16))
-    x = unit(torch.randn(3, 16))
-    mod = GoalBaselineReward(g, b, 0.5)
-    torch.testing.assert_close(mod(x), goal_baseline_reward(x, g, b, 0.5))
-    for bad in (-0.1, 1.5):
-        try:
-            GoalBaselineReward(g, b, bad)
-        except ValueError as err:
-            assert str(bad) in str(err)
-        else:
-            raise AssertionError(f"alpha={bad} accepted")
+@pytest.mark.parametrize("bad", [-0.1, 1.5])
+def test_the_formula_refuses_alpha_outside_the_unit_interval(bad):
+    gen = torch.Generator().manual_seed(0)
+    p = PromptEmbeddings.from_raw(torch.randn(1, 16, generator=gen), torch.randn(1, 16, generator=gen))
+    with pytest.raises(ValueError, match=rf"alpha={bad} must be in \[0, 1\] \(goal_baseline\)"):
+        build_reward_fn([{"name": "goal_baseline", "alpha": bad}], p)
+

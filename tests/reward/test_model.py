@@ -4,8 +4,13 @@ import torch
 
 from tests.backends.fixtures import make_frames
 from vlmrm.backends.openclip_backend import OpenCLIPBackend
-from vlmrm.reward.goal_baseline import goal_baseline_reward, mean_embedding
+from vlmrm.reward.goal_baseline import goal_baseline_reward
 from vlmrm.reward.model import VLMRewardModel, input_size
+
+
+def mean_of_unit_rows(e: torch.Tensor) -> torch.Tensor:
+    """The paper's prompt-set embedding: the mean of the L2-normalised prompt embeddings."""
+    return (e / e.norm(dim=-1, keepdim=True)).mean(dim=0)
 
 
 def test_reward_model_scores_in_batches_and_caches_prompts(tiny_openclip):
@@ -14,8 +19,8 @@ def test_reward_model_scores_in_batches_and_caches_prompts(tiny_openclip):
     x = make_frames(10, 120, 180, seed=1)
     rewards = model(x.reshape(2, 5, *x.shape[1:]))
     assert rewards.shape == (2, 5)
-    g = mean_embedding(backend.encode_text(["pole upright", "pole vertical"]))
-    b = mean_embedding(backend.encode_text(["pole and cart"]))
+    g = mean_of_unit_rows(backend.encode_text(["pole upright", "pole vertical"]))
+    b = mean_of_unit_rows(backend.encode_text(["pole and cart"]))
     assert backend.text_cache_hits == 3  # the three prompts above were embedded only once
     expected = goal_baseline_reward(backend.encode_images(x), g, b, 0.5)
     torch.testing.assert_close(rewards.reshape(-1), expected)

@@ -7,10 +7,15 @@ from tests.helpers import CONFIGS
 from vlmrm.cli import main
 from vlmrm.config import load_config
 from vlmrm.reward.formulas import GoalBaseline, PromptEmbeddings, RunningNorm, Softmax, Threshold
-from vlmrm.reward.goal_baseline import goal_baseline_reward, mean_embedding
+from vlmrm.reward.goal_baseline import goal_baseline_reward
 from vlmrm.run.build import make_reward_model
 
 QUICKSTART = CONFIGS / "quickstart.yaml"  # the bundled demo model: loads in a second
+
+
+def mean_of_unit_rows(e: torch.Tensor) -> torch.Tensor:
+    """The paper's prompt-set embedding: the mean of the L2-normalised prompt embeddings."""
+    return (e / e.norm(dim=-1, keepdim=True)).mean(dim=0)
 
 
 def frames(n: int = 6) -> torch.Tensor:
@@ -24,8 +29,8 @@ def test_default_transform_is_the_goal_baseline_reward_with_alpha():
     assert [type(m) for m in model.formula] == [GoalBaseline] and model.formula[0].alpha == 0.25
     b = model.backend
     expected = goal_baseline_reward(b.encode_images(frames()),
-                                    mean_embedding(b.encode_text(cfg.reward.goal_prompts)),
-                                    mean_embedding(b.encode_text(cfg.reward.baseline_prompts)),
+                                    mean_of_unit_rows(b.encode_text(cfg.reward.goal_prompts)),
+                                    mean_of_unit_rows(b.encode_text(cfg.reward.baseline_prompts)),
                                     0.25)
     assert torch.equal(model(frames()), expected)
 

@@ -9,7 +9,7 @@ For each model (``--backends``) it embeds, once:
   the prompt check;
 
 then scores them with every formula (the goal-baseline projection at each ``--alphas`` value,
-plus the config's ``reward.transform`` if set) and writes, into a new folder: ``summary.json``,
+plus the config's own chain unless the sweep holds it) and writes, into a new folder: ``summary.json``,
 ``landscape.csv`` / ``frames.csv`` (every reward), and PNG plots. Everything is computed before
 anything is written; the folder appears complete or not at all.
 """

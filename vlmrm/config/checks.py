@@ -32,6 +32,7 @@ from vlmrm.config.schema import (
     TrainerConfig,
 )
 from vlmrm.errors import ConfigError
+from vlmrm.reward.spec import resolve_transform
 
 MAX_SEED = 2**32 - 1  # what numpy (and Lightning's seed_everything) accept
 MIN_RENDER, MAX_RENDER = 8, 4096
@@ -74,9 +75,7 @@ def _path(key: str, value: str, example: str) -> Path:
 def _validate_reward(r: RewardConfig) -> None:
     if r.resize is not None:
         one_of("reward.resize", r.resize, RESIZE_MODES)
-    require(0.0 <= r.alpha <= 1.0,
-            f"reward.alpha={r.alpha} is outside [0, 1]. Use 0 for plain CLIP similarity, "
-            "1 for the goal-baseline direction only.")
+    reward_transform(r)
     require(DEVICE.fullmatch(r.device) is not None,
             f"reward.device={r.device!r} is not a device name. Use auto, cpu, cuda, cuda:N, "
             "mps, xpu or xpu:N.")
@@ -99,7 +98,6 @@ def _validate_reward(r: RewardConfig) -> None:
     require(all(p.strip() for p in r.negative_prompts),
             f"reward.negative_prompts={list(r.negative_prompts)} holds an empty prompt; remove "
             "it, or leave the list empty.")
-    _check_transform(r)
     if r.cache_dir is not None:
         cache = _path("reward.cache_dir", r.cache_dir, "~/.cache/vlmrm")
         require(not cache.exists() or cache.is_dir(),
@@ -111,22 +109,18 @@ def _validate_reward(r: RewardConfig) -> None:
     backend_entry(r.backend)
 
 
-def _check_transform(r: RewardConfig) -> None:
-    """reward.transform through the torch-free spec parser; alpha set twice is refused."""
-    from vlmrm.reward.spec import parse_transform
-
-    if r.transform is None:
-        return
-    require(r.alpha == RewardConfig().alpha,
-            f"reward.alpha={r.alpha} and reward.transform are both set, but reward.alpha only "
-            "configures the default transform. Put alpha into the goal_baseline item, e.g. "
-            f"reward.transform='[{{name: goal_baseline, alpha: {r.alpha}}}]', and drop "
-            "reward.alpha (or drop reward.transform).")
+def reward_transform(r: RewardConfig) -> list[dict[str, Any]]:
+    """The reward chain that reward.alpha and reward.transform describe, checked, every
+    parameter filled in (``load_config`` stores it as reward.transform)."""
     try:
-        parse_transform(r.transform)
+        return resolve_transform(r.alpha, r.transform)
     except ValueError as err:
-        raise ConfigError(f"{err} Fix reward.transform in the YAML file or override; "
-                          "`vlmrm fit --help` lists the formulas and their parameters.") from None
+        if r.transform is None:
+            fix = ("Use 0 for plain CLIP similarity, 1 for the goal-baseline direction only.")
+        else:
+            fix = ("Fix reward.transform in the YAML file or override; `vlmrm fit --help` "
+                   "lists the formulas and their parameters.")
+        raise ConfigError(f"{err} {fix}") from None
 
 
 def _validate_agent(a: AgentConfig) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from vlmrm.config.checks import validate
+from vlmrm.config.checks import reward_transform, validate
 from vlmrm.config.schema import Config
 from vlmrm.errors import ConfigError, one_paragraph
 
@@ -34,7 +34,8 @@ _RESOLVER = re.compile(r"(?<!\\)\$\{\s*([^${}:\s]+)\s*:")
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
                 base: dict[str, Any] | None = None) -> Config:
     """Merge ``base`` (e.g. the config saved in a checkpoint), ``path`` (YAML) and
-    ``key=value`` overrides onto the defaults, then validate."""
+    ``key=value`` overrides onto the defaults, then validate. Shorthands are resolved:
+    ``reward.transform`` holds the reward chain, ``reward.alpha`` folded in."""
     layers: list[tuple[str, DictConfig]] = []
     if base is not None:
         layers.append(("the checkpoint's saved config", _create(base)))
@@ -50,6 +51,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             raise ConfigError(_describe(err, source)) from None
     cfg = _to_object(merged)
     validate(cfg)
+    cfg.reward.transform = reward_transform(cfg.reward)
     return cfg
 
 

@@ -104,14 +104,17 @@ class RewardConfig:
     baseline_prompts: list[str] = opt(
         [], "Prompts describing the scene without the goal (the baseline b).")
     alpha: float = opt(
-        0.0, "Goal-baseline regularization strength in [0, 1]; 0 is plain cosine similarity.")
+        0.0, "Goal-baseline regularization strength in [0, 1]; 0 is plain cosine similarity. "
+        "Shorthand for reward.transform=[{name: goal_baseline, alpha: <alpha>}]; with "
+        "reward.transform set, a non-zero alpha must equal its goal_baseline item's.")
     transform: list[Any] | None = opt(
         None, "Reward formula chain, an ordered list of {name: ..., <param>: ...} items: first "
-        "one embedding formula (goal_baseline(alpha), softmax(temperature), contrastive), then "
-        "any scalar transforms (threshold(value, above, below), running_norm(eps, clip)); e.g. "
-        "'[{name: softmax, temperature: 0.05}, {name: threshold, value: 0.5}]'. null = "
-        "[{name: goal_baseline, alpha: <reward.alpha>}], the paper's reward. running_norm's "
-        "statistics update on training batches only and are saved in checkpoints.")
+        "one embedding formula, then any scalar transforms, e.g. "
+        "'[{name: softmax, temperature: 0.05}, {name: threshold, value: 0.5}]'. `vlmrm fit "
+        "--help` lists the registered formulas and their parameters. null = "
+        "[{name: goal_baseline, alpha: <reward.alpha>}], the paper's reward; a loaded config "
+        "holds the resolved chain, every parameter filled in. running_norm's statistics update "
+        "on training batches only and are saved in checkpoints.")
     negative_prompts: list[str] = opt(
         [], "Prompts for what the goal is not; softmax adds them as a class and contrastive "
         "subtracts their similarity (instead of the baseline's); vlmrm evaluate-reward's prompt "

@@ -14,7 +14,6 @@ Every other reward setting (``pretrained``, ``precision``, ``resize``, ``batch_s
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from vlmrm.backends.registry import GROUND_TRUTH, backend_entry
 from vlmrm.config.schema import RewardConfig
 from vlmrm.errors import ConfigError
 from vlmrm.fileio import is_new_dir
+from vlmrm.reward.spec import FORMULAS, check_param
 
 DEFAULT_ALPHAS = "0,0.25,0.5,0.75,1"
 CONFIG_SPEC = "config"
@@ -73,12 +73,12 @@ def _parse_spec(item: str, reward: RewardConfig) -> BackendSpec:
 def parse_alphas(text: str) -> list[float]:
     """``--alphas 0,0.5,1`` -> [0.0, 0.5, 1.0]; each in [0, 1], no repeats."""
     try:
-        alphas = [float(x) for x in text.split(",")]
-    except ValueError:
-        alphas = []
-    if not alphas or not all(math.isfinite(a) and 0.0 <= a <= 1.0 for a in alphas):
-        raise ConfigError(f"--alphas {text!r} must be comma-separated numbers in [0, 1], e.g. "
-                          f"--alphas {DEFAULT_ALPHAS}.")
+        alphas = [check_param("goal_baseline", "alpha", float(x), "--alphas")
+                  for x in text.split(",")]
+    except ValueError:  # not a number, or outside goal_baseline's rule for alpha
+        rule = FORMULAS["goal_baseline"].params["alpha"].rule
+        raise ConfigError(f"--alphas {text!r} must be comma-separated numbers {rule}, e.g. "
+                          f"--alphas {DEFAULT_ALPHAS}.") from None
     if len(set(alphas)) != len(alphas):
         raise ConfigError(f"--alphas {text!r} repeats a value; give each alpha once.")
     return alphas

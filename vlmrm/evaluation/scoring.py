@@ -20,7 +20,7 @@ from vlmrm.config.schema import RewardConfig
 from vlmrm.errors import ConfigError
 from vlmrm.reward import metrics
 from vlmrm.reward.formulas import PromptEmbeddings, build_reward_fn
-from vlmrm.reward.spec import default_transform, parse_transform
+from vlmrm.reward.spec import default_transform, parse_transform, resolve_transform
 
 #: The prompt check warns when a control prompt ranks the frames with Spearman rho at least
 #: this close to the goal prompt's ranking: for rho = 0.9 only about one frame pair in seven
@@ -56,10 +56,11 @@ def describe(spec: Sequence[Any]) -> str:
 
 
 def formulas_for(reward: RewardConfig, alphas: Sequence[float]) -> list[Formula]:
-    """The goal-baseline projection at each alpha, plus the config's ``reward.transform``."""
+    """The goal-baseline projection at each alpha, plus the config's own chain
+    (``reward.transform``, ``reward.alpha`` folded in) unless the sweep already holds it."""
     out = [Formula("goal_baseline", a, default_transform(a)) for a in alphas]
-    if reward.transform is not None:
-        spec = [{"name": i.name, **i.params} for i in parse_transform(reward.transform)]
+    spec = resolve_transform(reward.alpha, reward.transform)
+    if spec not in [f.spec for f in out]:
         alpha = spec[0].get("alpha") if spec[0]["name"] == "goal_baseline" else None
         out.append(Formula(describe(spec), alpha, spec))
     return out

@@ -1,8 +1,9 @@
 """Reward formulas as composable modules over (image embedding, prompt embeddings).
 
-A chain (see :mod:`vlmrm.reward.spec`) is one *embedding formula*, image embeddings
-``x [B, D]`` (L2-normalised) -> rewards ``[B]``, followed by *scalar transforms*, rewards
-``[B]`` -> ``[B]``. Backends know nothing of them: they only produce the embeddings.
+A chain is one *embedding formula*, image embeddings ``x [B, D]`` (L2-normalised) ->
+rewards ``[B]``, followed by *scalar transforms*, rewards ``[B]`` -> ``[B]``. Backends know
+nothing of them: they only produce the embeddings. The built-ins below are registered, with
+their parameters and help lines, in :mod:`vlmrm.reward.spec` (``register_formula``).
 
 Similarity of ``x`` to a prompt set is the cosine with the set's mean direction,
 ``s(x) = x . m / ||m||`` with ``m`` the mean of the set's normalised prompt embeddings (CLIP's
@@ -27,7 +28,6 @@ from vlmrm.reward.spec import EMBEDDING, FORMULAS, TransformItem, parse_transfor
 
 
 def _unit_rows(e: torch.Tensor) -> torch.Tensor:
-    # Same arithmetic as goal_baseline.mean_embedding, so the means match it bit for bit.
     return e / e.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
@@ -231,17 +231,6 @@ class RunningNorm(nn.Module):
         return f"eps={self.eps}, clip={self.clip}"
 
 
-#: Embedding formulas are built as ``cls(prompts, **params)``, scalar transforms as
-#: ``cls(**params)``; names and parameters are declared in ``vlmrm.reward.spec.FORMULAS``.
-REGISTRY: dict[str, type[nn.Module]] = {
-    "goal_baseline": GoalBaseline,
-    "softmax": Softmax,
-    "contrastive": Contrastive,
-    "threshold": Threshold,
-    "running_norm": RunningNorm,
-}
-
-
 def build_reward_fn(spec: Sequence[Mapping[str, Any] | str | TransformItem],
                     prompts: PromptEmbeddings, where: str = "reward.transform"
                     ) -> nn.Sequential:
@@ -250,9 +239,11 @@ def build_reward_fn(spec: Sequence[Mapping[str, Any] | str | TransformItem],
     """
     modules = []
     for item in parse_transform(spec, where):
-        cls = REGISTRY[item.name]
-        if FORMULAS[item.name].kind == EMBEDDING:
-            modules.append(cls(prompts, **item.params))
-        else:
-            modules.append(cls(**item.params))
+        info = FORMULAS[item.name]
+        build = info.factory()
+        module = build(prompts, **item.params) if info.kind == EMBEDDING else build(**item.params)
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"formula {item.name!r} built {type(module).__name__}, not a "
+                            "torch.nn.Module: register_formula's build must return one.")
+        modules.append(module)
     return nn.Sequential(*modules)

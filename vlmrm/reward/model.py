@@ -10,7 +10,7 @@ import torch
 
 from vlmrm.backends.base import RewardBackend
 from vlmrm.reward.formulas import PromptEmbeddings, build_reward_fn
-from vlmrm.reward.spec import TransformItem, default_transform
+from vlmrm.reward.spec import TransformItem, resolve_transform
 
 #: A ``reward.transform`` value: spec items as :func:`vlmrm.reward.spec.parse_transform` takes.
 TransformSpec = Sequence[Mapping[str, Any] | str | TransformItem]
@@ -40,9 +40,7 @@ class VLMRewardModel:
                  baseline_prompts: Sequence[str], alpha: float = 0.0, *,
                  transform: TransformSpec | None = None,
                  negative_prompts: Sequence[str] = ()) -> None:
-        if transform is not None and alpha != 0.0:
-            raise ValueError(f"alpha={alpha} and transform are both given: put alpha into the "
-                             "transform's goal_baseline item.")
+        spec = resolve_transform(alpha, transform)  # alpha is the goal_baseline shorthand
         self.backend = backend
         self.goal_prompts = list(goal_prompts)
         self.baseline_prompts = list(baseline_prompts)
@@ -52,7 +50,6 @@ class VLMRewardModel:
         backend.check_prompts(self.negative_prompts, "reward.negative_prompts")
         self.prompts = embed_prompts(backend, self.goal_prompts, self.baseline_prompts,
                                      self.negative_prompts)
-        spec = default_transform(alpha) if transform is None else transform
         self.formula = build_reward_fn(spec, self.prompts).to(backend.device).eval()
         self.frames_scored = 0
         #: Whether scoring folds the frames into the formula's running statistics.

@@ -1,4 +1,10 @@
-"""Reward-transform specs (``reward.transform``) checked in pure Python, without torch.
+"""The reward-formula registry and ``reward.transform`` specs, checked in pure Python.
+
+A formula is registered once, with :func:`register_formula`: its name, kind, parameters
+(each with its default and its rule), a one-line summary, and the ``torch.nn.Module`` that
+computes it (a class, or ``"module:attr"`` imported only when a chain is built). The config
+checks, ``vlmrm fit --help``, the documentation's formula table, ``evaluate-reward`` and
+:func:`vlmrm.reward.formulas.build_reward_fn` all read that one entry.
 
 A spec is an ordered list of items, each a formula name and its parameters::
 
@@ -7,21 +13,22 @@ A spec is an ordered list of items, each a formula name and its parameters::
 A bare string is shorthand for an item with default parameters. The chain starts with exactly
 one *embedding formula* (image embeddings ``[B, D]`` -> rewards ``[B]``) followed by any
 number of *scalar transforms* (rewards ``[B]`` -> ``[B]``). :func:`parse_transform` checks
-names, parameter names and ranges and fills in defaults; ``vlmrm.reward.formulas`` builds the
-modules from its result. This module imports only the standard library so that config
-validation stays cheap.
+names, parameter names and ranges and fills in defaults. This module imports only the
+standard library so that config validation stays cheap.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 EMBEDDING = "embedding"  # image embeddings [B, D] -> rewards [B]; exactly one, first
 SCALAR = "scalar"  # rewards [B] -> rewards [B]; any number, after the embedding formula
+KINDS = (EMBEDDING, SCALAR)
 
 #: Marks a parameter without a default.
 REQUIRED: Any = object()
@@ -39,9 +46,27 @@ class Param:
 
 @dataclass(frozen=True)
 class FormulaInfo:
+    """A registered formula. ``build`` makes its module: ``build(prompts, **params)`` for an
+    embedding formula (``prompts`` a :class:`vlmrm.reward.formulas.PromptEmbeddings`),
+    ``build(**params)`` for a scalar transform."""
+
+    name: str
     kind: str  # EMBEDDING or SCALAR
     params: Mapping[str, Param]
     summary: str
+    build: str | Callable[..., Any] = field(repr=False)
+
+    def factory(self) -> Callable[..., Any]:
+        """``build``, importing it first when it is given as ``"module:attr"``."""
+        if callable(self.build):
+            return self.build
+        module, _, attr = self.build.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def signature(self) -> str:
+        """``name(param=default, ...)``, e.g. ``threshold(value=required, above=1, below=0)``."""
+        shown = ", ".join(f"{k}={show_value(p.default)}" for k, p in self.params.items())
+        return f"{self.name}({shown})"
 
 
 @dataclass(frozen=True)
@@ -52,6 +77,48 @@ class TransformItem:
     params: dict[str, float | None]
 
 
+#: Every registered formula by name, in registration order.
+FORMULAS: dict[str, FormulaInfo] = {}
+
+
+def register_formula(name: str, kind: str, summary: str, build: str | Callable[..., Any],
+                     params: Mapping[str, Param] | None = None) -> FormulaInfo:
+    """Register a formula: after this one call, ``reward.transform`` accepts it, the config
+    checks know its parameters, and ``vlmrm fit --help`` and ``evaluate-reward`` show it.
+
+    ``build`` is the ``torch.nn.Module`` class (or any callable returning a module), or
+    ``"package.module:Class"`` to import it only when a chain is built, which keeps config
+    checks and ``--help`` free of torch. A name is registered once; registering it again
+    raises ``ValueError``.
+    """
+    params = dict(params or {})
+    problem = _registration_problem(name, kind, summary, build, params)
+    if problem:
+        raise ValueError(f"register_formula({name!r}): {problem}")
+    info = FormulaInfo(name, kind, params, summary, build)
+    FORMULAS[name] = info
+    return info
+
+
+def _registration_problem(name: Any, kind: Any, summary: Any, build: Any,
+                          params: dict[str, Any]) -> str | None:
+    if not isinstance(name, str) or not name.isidentifier():
+        return "the name must be a Python identifier, e.g. 'my_formula'."
+    if name in FORMULAS:
+        return f"{name!r} is already registered ({FORMULAS[name].summary})."
+    if kind not in KINDS:
+        return f"kind={kind!r} must be one of {list(KINDS)}."
+    if not isinstance(summary, str) or not summary.strip() or "\n" in summary:
+        return "the summary must be one non-empty line (it is the formula's help text)."
+    if not (callable(build) or (isinstance(build, str) and build.count(":") == 1)):
+        return f"build={build!r} must be a callable or 'package.module:attr'."
+    bad = [k for k, p in params.items()
+           if not isinstance(p, Param) or not str(k).isidentifier() or k == "name"]
+    if bad:
+        return f"parameter {bad[0]!r} must be an identifier other than 'name', with a Param."
+    return None
+
+
 def _finite(v: float) -> bool:
     return math.isfinite(v)
 
@@ -60,26 +127,38 @@ def _positive(v: float) -> bool:
     return math.isfinite(v) and v > 0
 
 
-FORMULAS: dict[str, FormulaInfo] = {
-    "goal_baseline": FormulaInfo(EMBEDDING, {
-        "alpha": Param(0.0, "in [0, 1]", lambda v: 0.0 <= v <= 1.0),
-    }, "1 - 1/2 ||(x - g) P||^2, the paper's goal-baseline projection (alpha=0: cosine)"),
-    "softmax": FormulaInfo(EMBEDDING, {
-        # CLIP's trained logit scale is 100, i.e. temperature 0.01.
-        "temperature": Param(0.01, "a finite number > 0", _positive),
-    }, "probability of the goal among goal, baseline and negative prompts"),
-    "contrastive": FormulaInfo(EMBEDDING, {},
-                               "goal similarity minus negative (else baseline) similarity"),
-    "threshold": FormulaInfo(SCALAR, {
-        "value": Param(REQUIRED, "a finite number", _finite),
-        "above": Param(1.0, "a finite number", _finite),
-        "below": Param(0.0, "a finite number", _finite),
-    }, "`above` where reward >= value, else `below` (a binary success reward)"),
-    "running_norm": FormulaInfo(SCALAR, {
-        "eps": Param(1e-8, "a finite number > 0", _positive),
-        "clip": Param(None, "a finite number > 0 or null", _positive, nullable=True),
-    }, "(reward - running mean) / sqrt(running var + eps), optionally clipped"),
-}
+def show_value(value: Any) -> str:
+    """A parameter value as help and docs print it: ``0.01``, ``null``, ``required``."""
+    if value is REQUIRED:
+        return "required"
+    return "null" if value is None else f"{value:g}"
+
+
+register_formula(
+    "goal_baseline", EMBEDDING,
+    "1 - 1/2 ||(x - g) P||^2, the paper's goal-baseline projection (alpha=0: cosine)",
+    "vlmrm.reward.formulas:GoalBaseline",
+    {"alpha": Param(0.0, "in [0, 1]", lambda v: 0.0 <= v <= 1.0)})
+register_formula(
+    "softmax", EMBEDDING, "probability of the goal among goal, baseline and negative prompts",
+    "vlmrm.reward.formulas:Softmax",
+    # CLIP's trained logit scale is 100, i.e. temperature 0.01.
+    {"temperature": Param(0.01, "a finite number > 0", _positive)})
+register_formula(
+    "contrastive", EMBEDDING, "goal similarity minus negative (else baseline) similarity",
+    "vlmrm.reward.formulas:Contrastive")
+register_formula(
+    "threshold", SCALAR, "`above` where reward >= value, else `below` (a binary success reward)",
+    "vlmrm.reward.formulas:Threshold",
+    {"value": Param(REQUIRED, "a finite number", _finite),
+     "above": Param(1.0, "a finite number", _finite),
+     "below": Param(0.0, "a finite number", _finite)})
+register_formula(
+    "running_norm", SCALAR,
+    "(reward - running mean) / sqrt(running var + eps), optionally clipped",
+    "vlmrm.reward.formulas:RunningNorm",
+    {"eps": Param(1e-8, "a finite number > 0", _positive),
+     "clip": Param(None, "a finite number > 0 or null", _positive, nullable=True)})
 
 
 def names(kind: str | None = None) -> list[str]:
@@ -87,9 +166,54 @@ def names(kind: str | None = None) -> list[str]:
     return sorted(n for n, info in FORMULAS.items() if kind is None or info.kind == kind)
 
 
+def describe_formulas() -> str:
+    """Every registered formula with its parameters, defaults and rules (for ``--help``)."""
+    lines = []
+    for kind, title in ((EMBEDDING, "embedding formulas (the first item)"),
+                        (SCALAR, "scalar transforms (any number after it)")):
+        lines.append(f"  {title}:")
+        for info in (i for i in FORMULAS.values() if i.kind == kind):
+            rules = "; ".join(f"{k}: {p.rule}" for k, p in info.params.items())
+            lines.append(f"    {info.signature()}  -- {info.summary}"
+                         + (f"; {rules}" if rules else ""))
+    return "\n".join(lines)
+
+
 def default_transform(alpha: float = 0.0) -> list[dict[str, Any]]:
     """The paper's reward: the goal-baseline projection alone."""
     return [{"name": "goal_baseline", "alpha": alpha}]
+
+
+def resolve_transform(alpha: float, transform: Sequence[Any] | None) -> list[dict[str, Any]]:
+    """The one chain that ``reward.alpha`` and ``reward.transform`` describe, checked, with
+    every parameter filled in; ``ValueError`` names the bad key.
+
+    ``reward.alpha`` is shorthand for ``[{name: goal_baseline, alpha: A}]``. Its default, 0,
+    also means "not set", so that configs that spell it out still take any transform; a
+    non-zero alpha with a transform must be that transform's goal_baseline alpha.
+    """
+    if transform is None:
+        return [{"name": "goal_baseline",
+                 "alpha": check_param("goal_baseline", "alpha", alpha, "reward.alpha")}]
+    items = parse_transform(transform)
+    first = items[0]
+    if alpha != 0.0 and not (first.name == "goal_baseline" and first.params["alpha"] == alpha):
+        raise ValueError(
+            f"reward.alpha={alpha} and reward.transform are both set and disagree: "
+            f"reward.alpha is shorthand for a chain of goal_baseline(alpha={alpha}) alone, "
+            f"but the transform starts with {_describe(first)}. Put alpha into the "
+            f"goal_baseline item, e.g. reward.transform='[{{name: goal_baseline, alpha: "
+            f"{alpha}}}]', and drop reward.alpha (or drop reward.transform).")
+    return [{"name": item.name, **item.params} for item in items]
+
+
+def _describe(item: TransformItem) -> str:
+    return f"{item.name}({', '.join(f'{k}={show_value(v)}' for k, v in item.params.items())})"
+
+
+def check_param(name: str, key: str, value: Any, where: str) -> float | None:
+    """One parameter of a registered formula, checked by its rule (``where`` names it)."""
+    return _parse_value(key, value, FORMULAS[name].params[key], where, name)
 
 
 def parse_transform(spec: Sequence[Any], where: str = "reward.transform") -> list[TransformItem]:

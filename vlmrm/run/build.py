@@ -28,6 +28,7 @@ from vlmrm.envs.factory import SeedOffset, env_seed, make_base_env, make_env
 from vlmrm.errors import ConfigError, VLMRMError, one_paragraph
 from vlmrm.precision import resolve as resolve_precision
 from vlmrm.reward.model import VLMRewardModel, input_size
+from vlmrm.reward.spec import resolve_transform
 from vlmrm.reward.transform import VLMRewardTransform
 from vlmrm.run.callbacks import EnvStepCheckpoint, VideoRecorder
 from vlmrm.run.checkpoints import AtomicCheckpointIO
@@ -91,11 +92,10 @@ def make_reward_model(cfg: Config, device: str | torch.device | None = None
     if r.backend == GROUND_TRUTH:
         return None
     backend = make_backend(r, reward_device(cfg) if device is None else device)
-    if r.transform is None:
-        return VLMRewardModel(backend, r.goal_prompts, r.baseline_prompts, r.alpha,
-                              negative_prompts=r.negative_prompts)
+    # A config built in Python has not been through load_config: resolve its alpha here.
     return VLMRewardModel(backend, r.goal_prompts, r.baseline_prompts,
-                          transform=r.transform, negative_prompts=r.negative_prompts)
+                          transform=resolve_transform(r.alpha, r.transform),
+                          negative_prompts=r.negative_prompts)
 
 
 def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataFactory:
