@@ -75,15 +75,13 @@ def fit_scripted(total: int, learning_starts: int) -> tuple[SACModule, Recording
     a.batch_size, a.hidden_sizes, a.eval_every = 8, [16], 0
     cfg.env.num_envs = NUM_ENVS
 
-    def data_factory(module: SACModule) -> DataPipeline:
-        return DataPipeline(
-            batches=scripted_batches(), reward_model=None,
-            reward_transform=VLMRewardTransform(None),
-            replay_buffer=make_replay_buffer(1000, a.batch_size, module.device),
-            episodes=EpisodeTracker(NUM_ENVS))
-
     torch.manual_seed(0)
-    module = SACModule(cfg, OBS, OneHot(2), data_factory)
+    module = SACModule(cfg, OBS, OneHot(2))
+    module.attach(DataPipeline(
+        batches=scripted_batches(), reward_model=None,
+        reward_transform=VLMRewardTransform(None),
+        replay_buffer=make_replay_buffer(1000, torch.device("cpu")),
+        episodes=EpisodeTracker(NUM_ENVS)), plan_run(cfg))
     logger = RecordingLogger()
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=logger,
                         enable_progress_bar=False, enable_checkpointing=False,

@@ -34,7 +34,7 @@ def load_agent(checkpoint: str | os.PathLike, overrides: list[str] | tuple[str, 
                          ) from None
     cfg = load_config(None, overrides, base=saved)
     reward_model = make_reward_model(cfg)
-    module = make_module(cfg, reward_model)
+    module = make_module(cfg)
     try:
         module.load_state_dict(weights)
     except (RuntimeError, ValueError) as err:  # shapes or names differ from the networks
