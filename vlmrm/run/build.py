@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -25,7 +25,7 @@ from vlmrm.collect.process import ProcessStepLoop
 from vlmrm.collect.stream import FrameStream, steps_per_pass
 from vlmrm.config.schema import Config, RewardConfig
 from vlmrm.envs.envstate import capture_blocker, restart_note
-from vlmrm.envs.factory import SeedOffset, env_seed, make_base_env, make_env
+from vlmrm.envs.factory import SeedPurpose, env_for, env_seed, make_base_env
 from vlmrm.errors import ConfigError, VLMRMError, one_paragraph
 from vlmrm.precision import resolve as resolve_precision
 from vlmrm.reward.model import VLMRewardModel, input_size
@@ -140,13 +140,11 @@ def make_data(cfg: Config, reward_model: VLMRewardModel | None, module: SACModul
         reward_model.update_stats = True
     size, pixels = input_size(reward_model), reward_model is not None
     rank, share = where.rank, plan.share
-    env_cfg = replace(cfg.env, num_envs=share.num_envs)
-    build_env = functools.partial(make_env, env_cfg, size, pixels,
-                                  env_seed(cfg.seed, SeedOffset.TRAIN, rank))
+    build_env = functools.partial(env_for, cfg, SeedPurpose.TRAIN, rank, render_size=size,
+                                  from_pixels=pixels, num_envs=share.num_envs)
     loop = make_step_loop(cfg, module, build_env, rank, reward_model)
     collection = make_collection(cfg, loop, share.random_batches, reward_model)
-    eval_env = make_base_env(cfg.env, size, from_pixels=pixels,
-                             seed=env_seed(cfg.seed, SeedOffset.EVAL, rank))
+    eval_env = env_for(cfg, SeedPurpose.EVAL, rank, render_size=size, from_pixels=pixels)
     blocker = capture_blocker(eval_env)  # decided here, once: workers are never asked
     if blocker is not None and rank == 0:
         print(restart_note(cfg.env.id, blocker), flush=True)
@@ -169,7 +167,7 @@ def make_step_loop(cfg: Config, module: SACModule, build_env: Callable[[], EnvBa
     it gets a generator of its own (seeded per rank) to stay deterministic. Frames leave the
     loop at the reward model's input size."""
     a = cfg.agent
-    seed = env_seed(cfg.seed, SeedOffset.COLLECT, rank)
+    seed = env_seed(cfg.seed, SeedPurpose.COLLECT, rank)
     network = actor_network(module.actor)
     resize = None if reward_model is None else reward_model.backend.preprocessor.resize_frames
     if a.overlap and a.collector == "process":
