@@ -180,6 +180,6 @@ def test_strategies_that_start_ranks_inside_fit_are_refused_before_a_run_starts(
     from vlmrm.run.build import make_trainer
 
     cfg = load_config(CONFIGS / "quickstart.yaml", [
-        *QUIET, f"trainer.strategy={strategy}", "trainer.devices=2", "trainer.accelerator=cpu"])
+        *DDP_RUN, f"trainer.strategy={strategy}", "trainer.accelerator=cpu"])
     with pytest.raises(ConfigError, match=f"trainer.strategy='{strategy}'.*trainer.strategy=ddp"):
         make_trainer(cfg, tmp_path / "run")
