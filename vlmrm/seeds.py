@@ -11,9 +11,10 @@ from enum import Enum
 
 class SeedPurpose(Enum):
     """What an env (or generator) is for. Its seed is ``cfg.seed + RANK_STRIDE * rank +
-    purpose.offset``: envs for different purposes never replay the same episodes, with one
-    deliberate exception, ``RENDER``, which previews the episodes training's first env starts
-    from (the seed ``vlmrm render`` always used)."""
+    purpose.offset``: envs for different purposes never replay the same episodes, with two
+    deliberate exceptions (the seeds these commands always used): ``RENDER`` previews the
+    episodes training's first env starts from, and ``DATASET`` records the episodes
+    ``vlmrm play`` shows, so a dataset from a checkpoint labels what play renders."""
 
     TRAIN = "train"
     EVAL = "eval"
@@ -33,7 +34,7 @@ class SeedPurpose(Enum):
 #: PLAY or COLLECT changes what every run draws, and a resumed run would no longer continue
 #: its own episodes.
 OFFSETS = {SeedPurpose.TRAIN: 0, SeedPurpose.EVAL: 999, SeedPurpose.VIDEO: 777,
-           SeedPurpose.PLAY: 4242, SeedPurpose.RENDER: 0, SeedPurpose.DATASET: 5150,
+           SeedPurpose.PLAY: 4242, SeedPurpose.RENDER: 0, SeedPurpose.DATASET: 4242,
            SeedPurpose.COLLECT: 31337}
 
 #: The name this enum had before it named purposes (its number is now ``.offset``).

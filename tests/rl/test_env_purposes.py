@@ -33,13 +33,15 @@ def test_offsets_that_runs_depend_on_are_unchanged():
         "TRAIN": 0, "EVAL": 999, "VIDEO": 777, "PLAY": 4242, "COLLECT": 31337}
 
 
-def test_purposes_draw_apart_on_every_rank_except_render_which_previews_training():
+def test_purposes_draw_apart_on_every_rank_but_the_two_that_share_on_purpose():
     seeds = {}
     for purpose, rank in itertools.product(SeedPurpose, range(8)):
-        if purpose is not SeedPurpose.RENDER:
+        if purpose not in (SeedPurpose.RENDER, SeedPurpose.DATASET):
             seeds.setdefault(env_seed(0, purpose, rank), []).append((purpose, rank))
     assert [v for v in seeds.values() if len(v) > 1] == []
+    # render previews training's first env; a dataset labels the episodes play shows.
     assert env_seed(5, SeedPurpose.RENDER) == env_seed(5, SeedPurpose.TRAIN)
+    assert env_seed(5, SeedPurpose.DATASET) == env_seed(5, SeedPurpose.PLAY)
 
 
 @pytest.mark.parametrize("purpose", ONE_ENV, ids=lambda p: p.value)

@@ -3,8 +3,8 @@ and for people to relabel.
 
 Random-policy rollouts (``--config``) or the deterministic rollouts of a trained agent
 (``--checkpoint``, loaded with :func:`vlmrm.commands.play.load_agent`), rendered at the env's own size
-(``env.render_size`` where the env takes one), from a seed of their own
-(:class:`vlmrm.seeds.SeedPurpose` ``DATASET``). Labels: ``score`` = the env's reward at that step (its ground truth), ``success`` = the
+(``env.render_size`` where the env takes one), in the episodes ``vlmrm play`` would run
+(:class:`vlmrm.seeds.SeedPurpose` ``DATASET`` has play's seed). Labels: ``score`` = the env's reward at that step (its ground truth), ``success`` = the
 env's ``is_success`` where it reports one.
 """
 
