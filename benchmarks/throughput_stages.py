@@ -29,6 +29,7 @@ from vlmrm.envs.factory import SeedPurpose, env_for, make_base_env, vector_envs
 from vlmrm.keys import NEXT, PIXELS
 from vlmrm.reward.model import VLMRewardModel, input_size
 from vlmrm.run.build import make_stream
+from vlmrm.run.plan import plan_run
 from vlmrm.sac.agent import is_discrete
 
 
@@ -56,7 +57,7 @@ class Budget:
 
 def steps_per_iteration(cfg: Config) -> int:
     """Env steps of one training iteration (all envs)."""
-    return cfg.agent.train_freq * cfg.env.num_envs
+    return plan_run(cfg).per_iteration
 
 
 def timed(call: Callable[[], None], seconds: float, min_calls: int = 3) -> float:
