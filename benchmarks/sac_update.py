@@ -81,7 +81,7 @@ def vlmrm_variant(obs_dim: int, act_dim: int, hidden: Sequence[int], batch: int,
     loss = make_loss(actor, q, spec, cfg).to(where)
     data = data or random_transitions(20_000, obs_dim, act_dim, discrete, bound)
     n = len(data["observation"])
-    buffer = make_replay_buffer(n, batch, where)
+    buffer = make_replay_buffer(n, where)
     buffer.extend(TensorDict({
         "observation": data["observation"], "action": data["action"],
         "next": {"observation": data["next_observation"], "reward": data["reward"],
@@ -90,7 +90,7 @@ def vlmrm_variant(obs_dim: int, act_dim: int, hidden: Sequence[int], batch: int,
     optimizer = make_optimizer(loss, LR, loss_impl)
 
     def run(k: int) -> None:
-        totals = updater.run(buffer, k, where, torch.Tensor.backward, optimizer)
+        totals = updater.run(buffer, k, where, torch.Tensor.backward, optimizer, batch_size=batch)
         torch.stack(list(totals.values())).tolist()  # SACModule.update's one read
     return run
 

@@ -25,10 +25,11 @@ from torchrl.envs import EnvBase
 
 from vlmrm.commands.fit import fit
 from vlmrm.config import Config, load_config
-from vlmrm.envs.factory import SeedOffset, env_seed, make_base_env, make_env, vector_envs
+from vlmrm.envs.factory import SeedPurpose, env_for, make_base_env, vector_envs
 from vlmrm.keys import NEXT, PIXELS
 from vlmrm.reward.model import VLMRewardModel, input_size
 from vlmrm.run.build import make_stream
+from vlmrm.run.plan import plan_run
 from vlmrm.sac.agent import is_discrete
 
 
@@ -56,7 +57,7 @@ class Budget:
 
 def steps_per_iteration(cfg: Config) -> int:
     """Env steps of one training iteration (all envs)."""
-    return cfg.agent.train_freq * cfg.env.num_envs
+    return plan_run(cfg).per_iteration
 
 
 def timed(call: Callable[[], None], seconds: float, min_calls: int = 3) -> float:
@@ -142,8 +143,7 @@ def measure_env(cfg: Config, reward_model: VLMRewardModel | None, seconds: float
     """Env steps/s of one env and of ``env.num_envs`` batched as training builds them, with
     rendering when training renders (a VLM reward); also the frames rendered on the way."""
     size, pixels = input_size(reward_model), reward_model is not None
-    seed = env_seed(cfg.seed, SeedOffset.TRAIN)
-    single = make_base_env(cfg.env, size, from_pixels=pixels, seed=seed)
+    single = env_for(cfg, SeedPurpose.TRAIN, render_size=size, from_pixels=pixels)
     stepper = RandomStepper(single, keep=cfg.reward.batch_size)
     stepper()  # the first render sets up the renderer
     with CoresBusy() as cpu:
@@ -151,7 +151,8 @@ def measure_env(cfg: Config, reward_model: VLMRewardModel | None, seconds: float
     single.close()
     batched_rate, workers = single_rate, None
     if cfg.env.num_envs > 1:
-        env = make_env(cfg.env, size, from_pixels=pixels, seed=seed)
+        env = env_for(cfg, SeedPurpose.TRAIN, render_size=size, from_pixels=pixels,
+                      num_envs=cfg.env.num_envs)
         step = RandomStepper(env, keep=0)
         step()  # worker start-up and first renders
         with CoresBusy() as cpu:

@@ -48,13 +48,14 @@ def test_fit_ends_with_where_the_run_went_and_what_to_run_next(tmp_path, capsys)
 
 def test_replay_buffer_holds_vlm_rewards_not_pixels(tiny_openclip, tmp_path):
     from vlmrm.config import load_config
-    from vlmrm.run.build import make_module, make_reward_model, make_trainer
+    from vlmrm.run.build import attach_data, make_module, make_reward_model, make_trainer
 
     cfg = load_config(CONFIGS / "cartpole.yaml", [
         *QUIET, *FAST, *tiny_openclip.overrides(), "agent.total_env_steps=120",
         "agent.learning_starts=64", "agent.eval_every=0", f"logging.output_dir={tmp_path}"])
-    module = make_module(cfg, make_reward_model(cfg))
-    make_trainer(cfg, tmp_path / "run").fit(module)
+    module, trainer = make_module(cfg), make_trainer(cfg, tmp_path / "run")
+    attach_data(module, make_reward_model(cfg), trainer)
+    trainer.fit(module)
     stored = module.data.replay_buffer[:]
     assert len(stored) == 120
     assert not any("pixels" in str(k) for k in stored.keys(True, True))

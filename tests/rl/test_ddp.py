@@ -168,3 +168,18 @@ def test_an_srun_launch_writes_one_run_directory(tmp_path):
     assert [p.name for p in out.iterdir()] == [run.name]
     assert {p.name for p in (run / "checkpoints").iterdir()} == {
         "last.ckpt", "step-96.data-r0", "step-96.data-r1"}
+
+
+@pytest.mark.parametrize("strategy", ["ddp_spawn", "ddp_fork"])
+def test_strategies_that_start_ranks_inside_fit_are_refused_before_a_run_starts(strategy,
+                                                                                 tmp_path):
+    """Each rank builds its envs and replay buffer before fit, in its own process: a
+    launcher that forks or spawns the ranks from inside fit would hand them rank 0's."""
+    from vlmrm.config import load_config
+    from vlmrm.errors import ConfigError
+    from vlmrm.run.build import make_trainer
+
+    cfg = load_config(CONFIGS / "quickstart.yaml", [
+        *DDP_RUN, f"trainer.strategy={strategy}", "trainer.accelerator=cpu"])
+    with pytest.raises(ConfigError, match=f"trainer.strategy='{strategy}'.*trainer.strategy=ddp"):
+        make_trainer(cfg, tmp_path / "run")

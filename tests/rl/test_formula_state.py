@@ -8,7 +8,7 @@ from tests.helpers import CONFIGS, QUIET
 from vlmrm.commands.fit import fit
 from vlmrm.commands.play import load_agent
 from vlmrm.config import load_config
-from vlmrm.run.build import make_module, make_reward_model, make_trainer
+from vlmrm.run.build import attach_data, make_module, make_reward_model, make_trainer
 
 SMALL = ["agent.hidden_sizes=[16]", "agent.batch_size=16", "agent.learning_starts=32",
          "agent.eval_every=32", "agent.eval_episodes=1", "env.episode_length=20",
@@ -34,10 +34,10 @@ def test_statistics_count_training_frames_only_and_survive_checkpoints(tmp_path)
     # Resuming from step 32 restores the statistics, then adds the remaining 32 frames.
     resumed = load_config(CONFIGS / "quickstart.yaml", [
         *QUIET, *SMALL, "agent.total_env_steps=64", f"logging.output_dir={tmp_path}"])
-    module = make_module(resumed, make_reward_model(resumed))
-    at_start = CountAtStart()
-    make_trainer(resumed, tmp_path / "resumed", [at_start]).fit(
-        module, ckpt_path=ckpts / "step-32.ckpt")
+    module, at_start = make_module(resumed), CountAtStart()
+    trainer = make_trainer(resumed, tmp_path / "resumed", [at_start])
+    attach_data(module, make_reward_model(resumed), trainer)
+    trainer.fit(module, ckpt_path=ckpts / "step-32.ckpt")
     assert at_start.count == 32 and module.env_steps == 64
     assert module.data.reward_model.formula[1].count.item() == 64
 

@@ -75,15 +75,13 @@ def fit_scripted(total: int, learning_starts: int) -> tuple[SACModule, Recording
     a.batch_size, a.hidden_sizes, a.eval_every = 8, [16], 0
     cfg.env.num_envs = NUM_ENVS
 
-    def data_factory(module: SACModule) -> DataPipeline:
-        return DataPipeline(
-            batches=scripted_batches(), reward_model=None,
-            reward_transform=VLMRewardTransform(None),
-            replay_buffer=make_replay_buffer(1000, a.batch_size, module.device),
-            episodes=EpisodeTracker(NUM_ENVS))
-
     torch.manual_seed(0)
-    module = SACModule(cfg, OBS, OneHot(2), data_factory)
+    module = SACModule(cfg, OBS, OneHot(2))
+    module.attach(DataPipeline(
+        batches=scripted_batches(), reward_model=None,
+        reward_transform=VLMRewardTransform(None),
+        replay_buffer=make_replay_buffer(1000, torch.device("cpu")),
+        episodes=EpisodeTracker(NUM_ENVS)), plan_run(cfg))
     logger = RecordingLogger()
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=logger,
                         enable_progress_bar=False, enable_checkpointing=False,
@@ -150,3 +148,13 @@ def test_loss_impl_changes_how_updates_compute_not_what_is_trained_or_saved(spec
                               .read_text())["final_loss_module_checksum_names"]
         assert [k.removeprefix("loss_module.") for k in state["fast"]
                 if k.startswith("loss_module.")] == recorded
+
+
+def test_a_module_without_its_data_side_refuses_to_train():
+    """The wiring hands the data side over before fit (vlmrm.run.build.attach_data)."""
+    module = SACModule(Config(), OBS, OneHot(2))
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False,
+                        enable_progress_bar=False, enable_checkpointing=False,
+                        enable_model_summary=False, use_distributed_sampler=False)
+    with pytest.raises(RuntimeError, match="attach_data"):
+        trainer.fit(module)

@@ -27,6 +27,7 @@ from vlmrm.reward.model import VLMRewardModel
 from vlmrm.reward.transform import VLMRewardTransform
 from vlmrm.run.module import SACModule
 from vlmrm.run.monitor import RewardMonitor, no_verdict_reason
+from vlmrm.run.plan import plan_run
 
 EPISODE = 6  # steps per scripted episode (one env; one batch per episode)
 
@@ -180,13 +181,12 @@ def fit_monitored(tmp_path, vlm, gt, episodes=12, every=0, correlation_every=EPI
     a.total_env_steps, a.learning_starts, a.train_freq = episodes * EPISODE * num_envs, 10**6, EPISODE
     a.batch_size, a.hidden_sizes, a.eval_every = 8, [8], 0
 
-    def data_factory(module):
-        model = PixelReward()
-        return DataPipeline(scripted(vlm, gt, num_envs, by_env), model,
-                            VLMRewardTransform(model, drop_pixels=True),
-                            make_replay_buffer(1000, 8, module.device), EpisodeTracker(num_envs))
-
-    module = SACModule(cfg, 3, OneHot(2), data_factory)
+    model = PixelReward()
+    module = SACModule(cfg, 3, OneHot(2))
+    module.attach(DataPipeline(scripted(vlm, gt, num_envs, by_env), model,
+                               VLMRewardTransform(model, drop_pixels=True),
+                               make_replay_buffer(1000, torch.device("cpu")),
+                               EpisodeTracker(num_envs)), plan_run(cfg))
     logger = RecordingLogger()
     monitor = RewardMonitor(tmp_path / "monitor", window=7, frames=2, every=every,
                             correlation_every=correlation_every, no_verdict=no_verdict)

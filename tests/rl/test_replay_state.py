@@ -28,7 +28,7 @@ def transitions(n: int, start: int = 0) -> TensorDict:
 
 
 def filled(n: int) -> TensorDictReplayBuffer:
-    buffer = make_replay_buffer(SIZE, 8, CPU)
+    buffer = make_replay_buffer(SIZE, CPU)
     for start in range(0, n, 10):  # in batches, as training stores them
         buffer.extend(transitions(min(10, n - start), start))
     return buffer
@@ -43,7 +43,7 @@ def assert_same(a: TensorDictReplayBuffer, b: TensorDictReplayBuffer) -> None:
 
 def saved_and_loaded(buffer: TensorDictReplayBuffer, path: Path) -> TensorDictReplayBuffer:
     save_replay(buffer, path)
-    fresh = make_replay_buffer(SIZE, 8, CPU)
+    fresh = make_replay_buffer(SIZE, CPU)
     load_replay(fresh, path)
     return fresh
 
@@ -57,9 +57,9 @@ def test_buffer_round_trips_and_continues_in_place(tmp_path: Path, n: int):
         buffer.extend(transitions(7, 1000))  # 130 stored: overwrites rows 30..36
     assert_same(original, loaded)
     torch.manual_seed(3)
-    want = original.sample()
+    want = original.sample(8)
     torch.manual_seed(3)
-    assert (loaded.sample() == want).all()
+    assert (loaded.sample(8) == want).all()
 
 
 def test_wrapped_buffer_keeps_the_newest_transitions(tmp_path: Path):
@@ -100,7 +100,7 @@ def test_incomplete_or_existing_folders_are_refused(tmp_path: Path):
     half = tmp_path / "half"
     (half / "data").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="not a saved replay buffer"):
-        load_replay(make_replay_buffer(SIZE, 8, CPU), half)
+        load_replay(make_replay_buffer(SIZE, CPU), half)
     with pytest.raises(FileExistsError):
         save_replay(filled(10), half)
 
@@ -109,6 +109,6 @@ def test_size_mismatch_and_non_empty_buffer_are_refused(tmp_path: Path):
     path = tmp_path / "replay"
     save_replay(filled(30), path)
     with pytest.raises(ValueError, match="size 50; this buffer has size 60"):
-        load_replay(make_replay_buffer(60, 8, CPU), path)
+        load_replay(make_replay_buffer(60, CPU), path)
     with pytest.raises(ValueError, match="empty buffer"):
         load_replay(filled(10), path)

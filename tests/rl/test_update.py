@@ -124,7 +124,7 @@ def test_replay_sampler_indices_are_in_range_and_reproducible():
 
 def test_replay_sampler_gathers_k_minibatches_from_the_buffer():
     stored = transitions(3, PENDULUM, 50)
-    buffer = make_replay_buffer(1000, 8, torch.device("cpu"))
+    buffer = make_replay_buffer(1000, torch.device("cpu"))
     buffer.extend(stored)
     gen = torch.Generator().manual_seed(7)
     batch = ReplaySampler(gen).sample(buffer, 3, 8, torch.device("cpu"))

@@ -21,7 +21,6 @@ each iteration), so which weights collect which batch never depends on timing.
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import time
 from collections.abc import Callable
@@ -215,12 +214,6 @@ def join_steps(first: TensorDictBase | None, rest: TensorDictBase | None
     if first is None or rest is None:
         return rest if first is None else first
     return torch.cat([first, rest], dim=first.ndim - 1)
-
-
-def random_batches(learning_starts: int, frames_per_batch: int) -> int:
-    """Batches collected with uniform random actions: ``learning_starts`` frames rounded up
-    to whole batches, as TorchRL's collectors count ``init_random_frames``."""
-    return math.ceil(learning_starts / frames_per_batch) if learning_starts > 0 else 0
 
 
 class Collection:

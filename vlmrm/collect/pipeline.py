@@ -24,9 +24,10 @@ from vlmrm.reward.transform import VLMRewardTransform
 from vlmrm.sac.schedule import crossed
 
 
-def make_replay_buffer(size: int, batch_size: int, device: torch.device) -> TensorDictReplayBuffer:
-    return TensorDictReplayBuffer(storage=LazyTensorStorage(size, device=device),
-                                  batch_size=batch_size)
+def make_replay_buffer(size: int, device: torch.device) -> TensorDictReplayBuffer:
+    """Storage only: the update draws minibatches of the size it is given
+    (:mod:`vlmrm.sac.update`)."""
+    return TensorDictReplayBuffer(storage=LazyTensorStorage(size, device=device))
 
 
 #: What ``DataPipeline.last_scored`` keeps of a scored batch (small: no pixels).

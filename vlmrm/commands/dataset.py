@@ -3,8 +3,8 @@ and for people to relabel.
 
 Random-policy rollouts (``--config``) or the deterministic rollouts of a trained agent
 (``--checkpoint``, loaded with :func:`vlmrm.commands.play.load_agent`), rendered at the env's own size
-(``env.render_size`` where the env takes one), in the episodes ``vlmrm play`` would run (same
-seed). Labels: ``score`` = the env's reward at that step (its ground truth), ``success`` = the
+(``env.render_size`` where the env takes one), in the episodes ``vlmrm play`` would run
+(:class:`vlmrm.seeds.SeedPurpose` ``DATASET`` has play's seed). Labels: ``score`` = the env's reward at that step (its ground truth), ``success`` = the
 env's ``is_success`` where it reports one.
 """
 
@@ -19,7 +19,7 @@ import torch
 
 from vlmrm.commands.play import load_agent
 from vlmrm.config import Config
-from vlmrm.envs.factory import SeedOffset, env_seed, episode_cap, make_base_env
+from vlmrm.envs.factory import SeedPurpose, env_for, episode_cap
 from vlmrm.evaluation.frameset import FILE, LABELS, SCORE, SUCCESS, write_frameset
 from vlmrm.media import as_uint8_frames
 from vlmrm.run.evaluate import run_episode
@@ -35,8 +35,7 @@ def write_dataset(out: str | os.PathLike, episodes: int, stride: int, *,
         # The agent only: the reward model is not needed to act (and may be large).
         cfg, module, _ = load_agent(checkpoint, [*overrides, "reward.backend=ground_truth"])
         policy = module.actor
-    env = make_base_env(cfg.env, None, from_pixels=True,
-                        seed=env_seed(cfg.seed, SeedOffset.PLAY))
+    env = env_for(cfg, SeedPurpose.DATASET)
     try:
         with torch.random.fork_rng():  # random actions from the config's seed: repeatable
             torch.manual_seed(cfg.seed)

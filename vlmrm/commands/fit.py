@@ -23,6 +23,7 @@ from vlmrm.interrupt import EXIT_INTERRUPTED, end_process
 from vlmrm.precision import AUTO, PrecisionChoice, choose_precision, read_note
 from vlmrm.quiet import quiet_third_party
 from vlmrm.run.build import (
+    attach_data,
     make_module,
     make_reward_model,
     make_trainer,
@@ -111,7 +112,7 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None,
     cfg, precision = settle_precision(cfg)
     # Load the reward model before anything is written: a missing model leaves no run dir.
     reward_model = make_reward_model(cfg)
-    module = make_module(cfg, reward_model)
+    module = make_module(cfg)
     run_dir = make_run_dir(cfg, config_path) if resume is None else use_run_dir(resume.run_dir)
     try:
         trainer = make_trainer(cfg, run_dir, extra_callbacks=callbacks,
@@ -125,6 +126,7 @@ def fit(cfg: Config, config_path: str | os.PathLike | None = None,
         write_config(run_dir, cfg, precision, resumed=resume is not None)
     module.stop_request.install()  # from here on, a signal stops the run gracefully
     try:
+        attach_data(module, reward_model, trainer)
         trainer.fit(module, ckpt_path=None if resume is None else resume.checkpoint)
     except NonFiniteError:
         # Lightning's launcher kills every rank when a worker exits non-zero, which could cut

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from vlmrm.config import Config, load_config
-from vlmrm.envs.factory import SeedOffset, env_seed, episode_cap, make_base_env
+from vlmrm.envs.factory import SeedPurpose, env_for, episode_cap
 from vlmrm.errors import VLMRMError, one_paragraph
 from vlmrm.media import VIDEO_WRITERS, write_video
 from vlmrm.reward.model import VLMRewardModel, input_size
@@ -34,7 +34,7 @@ def load_agent(checkpoint: str | os.PathLike, overrides: list[str] | tuple[str, 
                          ) from None
     cfg = load_config(None, overrides, base=saved)
     reward_model = make_reward_model(cfg)
-    module = make_module(cfg, reward_model)
+    module = make_module(cfg)
     try:
         module.load_state_dict(weights)
     except (RuntimeError, ValueError) as err:  # shapes or names differ from the networks
@@ -79,8 +79,7 @@ def play(checkpoint: str | os.PathLike, out: str | os.PathLike, episodes: int = 
         raise VLMRMError(f"--episodes {episodes} must be at least 1.")
     check_video_path(out)
     cfg, module, reward_model = load_agent(checkpoint, overrides)
-    env = make_base_env(cfg.env, input_size(reward_model), from_pixels=True,
-                        seed=env_seed(cfg.seed, SeedOffset.PLAY))
+    env = env_for(cfg, SeedPurpose.PLAY, render_size=input_size(reward_model))
     try:
         runs = [run_episode(env, module.actor, reward_model, max_steps=episode_cap(cfg.env),
                             keep_frames=True)

@@ -7,7 +7,7 @@ import os
 import torch
 
 from vlmrm.config import Config
-from vlmrm.envs.factory import make_base_env
+from vlmrm.envs.factory import SeedPurpose, env_for
 from vlmrm.errors import VLMRMError
 from vlmrm.keys import NEXT, PIXELS, REWARD
 from vlmrm.media import grid_image, write_png
@@ -18,7 +18,7 @@ from vlmrm.run.build import make_reward_model
 def sample_frames(cfg: Config, size: tuple[int, int] | None, steps: int, stride: int
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """``steps`` frames, ``stride`` env steps apart, from a random policy (and GT rewards)."""
-    env = make_base_env(cfg.env, size, from_pixels=True, seed=cfg.seed)
+    env = env_for(cfg, SeedPurpose.RENDER, render_size=size)
     try:
         td = env.rollout(steps * stride, break_when_any_done=False)
     finally:

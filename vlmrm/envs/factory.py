@@ -12,6 +12,7 @@ import functools
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import gymnasium as gym
@@ -27,7 +28,7 @@ from torchrl.envs import (
     default_info_dict_reader,
 )
 
-from vlmrm.config.schema import EnvConfig
+from vlmrm.config.schema import Config, EnvConfig
 from vlmrm.envs.gymenv import (  # noqa: F401  (make_gym_env and accepts_size: public here)
     accepts_size,
     emits_success,
@@ -37,7 +38,12 @@ from vlmrm.envs.gymenv import (  # noqa: F401  (make_gym_env and accepts_size: p
 )
 from vlmrm.envs.gymstate import gym_state, load_gym_state, to_arrays, to_tensors
 from vlmrm.keys import SUCCESS
-from vlmrm.seeds import RANK_STRIDE, SeedOffset, env_seed  # noqa: F401  (public here too)
+from vlmrm.seeds import (  # noqa: F401  (public here too)
+    RANK_STRIDE,
+    SeedOffset,
+    SeedPurpose,
+    env_seed,
+)
 
 #: Episodes of envs without a time limit would never end: stop videos and play here.
 UNLIMITED_EPISODE_CAP = 1200
@@ -184,3 +190,18 @@ def make_env(cfg: EnvConfig, render_size: tuple[int, int] | None, from_pixels: b
             make_base_env, cfg, render_size, from_pixels))
     env.set_seed(seed)
     return env
+
+
+def env_for(cfg: Config, purpose: SeedPurpose, rank: int = 0, *,
+            render_size: tuple[int, int] | None = None, from_pixels: bool = True,
+            num_envs: int | None = None) -> EnvBase:
+    """The env of ``cfg.env`` for ``purpose``, seeded from the run's seed, ``rank`` and the
+    purpose (:func:`vlmrm.seeds.env_seed`): every command and callback builds its envs here.
+
+    ``num_envs`` envs batched as ``env.parallel`` says (training: the rank's share), or,
+    without ``num_envs``, one env in this process (evaluation, videos, play, render,
+    dataset)."""
+    seed = env_seed(cfg.seed, purpose, rank)
+    if num_envs is None:
+        return make_base_env(cfg.env, render_size, from_pixels, seed)
+    return make_env(replace(cfg.env, num_envs=num_envs), render_size, from_pixels, seed)

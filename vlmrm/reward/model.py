@@ -31,7 +31,7 @@ class VLMRewardModel:
     ``formula`` (an ``nn.Sequential`` built from ``transform``, default the goal-baseline
     projection with ``alpha``) maps image embeddings to rewards and knows nothing of the
     backend. Its running statistics (``running_norm``) change only while ``update_stats`` is
-    set (the training pipeline sets it: :func:`vlmrm.run.build.make_data_factory`) and the model
+    set (the training pipeline sets it: :func:`vlmrm.run.build.make_data`) and the model
     is not :meth:`frozen`: evaluation episodes and videos score inside ``frozen()``, and
     ``play``, ``render`` and ``evaluate-reward`` never set ``update_stats``.
     """

@@ -7,24 +7,25 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from torchrl.envs import EnvBase
 
 from vlmrm.backends.base import RewardBackend
 from vlmrm.backends.registry import GROUND_TRUTH, backend_class
-from vlmrm.collect.loop import Collection, StepLoop, random_batches
+from vlmrm.collect.loop import Collection, StepLoop
 from vlmrm.collect.pipeline import DataPipeline, EpisodeTracker, make_replay_buffer
 from vlmrm.collect.process import ProcessStepLoop
 from vlmrm.collect.stream import FrameStream, steps_per_pass
 from vlmrm.config.schema import Config, RewardConfig
 from vlmrm.envs.envstate import capture_blocker, restart_note
-from vlmrm.envs.factory import SeedOffset, env_seed, make_base_env, make_env
+from vlmrm.envs.factory import SeedPurpose, env_for, env_seed, make_base_env
 from vlmrm.errors import ConfigError, VLMRMError, one_paragraph
 from vlmrm.precision import resolve as resolve_precision
 from vlmrm.reward.model import VLMRewardModel, input_size
@@ -32,8 +33,9 @@ from vlmrm.reward.spec import resolve_transform
 from vlmrm.reward.transform import VLMRewardTransform
 from vlmrm.run.callbacks import EnvStepCheckpoint, VideoRecorder
 from vlmrm.run.checkpoints import AtomicCheckpointIO
-from vlmrm.run.module import DataFactory, SACModule
+from vlmrm.run.module import SACModule
 from vlmrm.run.monitor import RewardMonitor, no_verdict_reason
+from vlmrm.run.plan import RunPlan, plan_run
 from vlmrm.sac.agent import check_action_noise
 from vlmrm.sac.exploration import ExplorationSampler, actor_network
 
@@ -98,41 +100,62 @@ def make_reward_model(cfg: Config, device: str | torch.device | None = None
                           negative_prompts=r.negative_prompts)
 
 
-def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataFactory:
-    """Builds each rank's envs, collector and replay buffer on its rank and device.
+@dataclass(frozen=True)
+class Placement:
+    """Where this process trains: its rank among ``world_size`` ranks, its device, and the
+    run dir (``trainer.default_root_dir``)."""
 
+    rank: int
+    world_size: int
+    device: torch.device
+    run_dir: Path
+
+
+def placement(trainer: L.Trainer) -> Placement:
+    """This process's place in ``trainer``'s run, known as soon as the trainer is made: its
+    strategy reads the rank from the launcher's environment (Lightning's own re-run of the
+    command, torchrun, SLURM) as it is built, before ``fit``."""
+    return Placement(trainer.global_rank, trainer.world_size, trainer.strategy.root_device,
+                     Path(trainer.default_root_dir))
+
+
+def attach_data(module: SACModule, reward_model: VLMRewardModel | None, trainer: L.Trainer
+                ) -> None:
+    """Build this rank's data side and the run's plan, and hand them to ``module``: what
+    ``trainer.fit(module)`` trains on."""
+    where = placement(trainer)
+    plan = plan_run(module.cfg, where.world_size)
+    module.attach(make_data(module.cfg, reward_model, module, where, plan), plan)
+
+
+def make_data(cfg: Config, reward_model: VLMRewardModel | None, module: SACModule,
+              where: Placement, plan: RunPlan) -> DataPipeline:
+    """The rank's envs, collector and replay buffer on its device, sized by its share of
     ``env.num_envs``, ``agent.batch_size``, ``agent.learning_starts`` and
-    ``agent.buffer_size`` count all ranks together: each rank takes its share, so N ranks run the same experiment as one.
-    """
-
-    def factory(module: SACModule) -> DataPipeline:
-        if reward_model is not None and cfg.reward.device == "auto":
-            reward_model.to(module.device)
-        if reward_model is not None:  # training batches move running statistics; see frozen()
-            reward_model.update_stats = True
-        size, pixels = input_size(reward_model), reward_model is not None
-        rank, world = module.global_rank, module.trainer.world_size
-        env_cfg = replace(cfg.env, num_envs=cfg.env.num_envs // world)
-        build_env = functools.partial(make_env, env_cfg, size, pixels,
-                                      env_seed(cfg.seed, SeedOffset.TRAIN, rank))
-        loop = make_step_loop(cfg, module, build_env, rank, reward_model)
-        collection = make_collection(cfg, loop, world, reward_model)
-        eval_env = make_base_env(cfg.env, size, from_pixels=pixels,
-                                 seed=env_seed(cfg.seed, SeedOffset.EVAL, rank))
-        blocker = capture_blocker(eval_env)  # decided here, once: workers are never asked
-        if blocker is not None and rank == 0:
-            print(restart_note(cfg.env.id, blocker), flush=True)
-        return DataPipeline(
-            batches=collection, reward_model=reward_model,
-            reward_transform=VLMRewardTransform(reward_model, drop_pixels=True),
-            replay_buffer=make_replay_buffer(cfg.agent.buffer_size // world,
-                                             cfg.agent.batch_size // world, module.device),
-            episodes=EpisodeTracker(env_cfg.num_envs), eval_env=eval_env,
-            envs=[loop.env] if isinstance(loop, StepLoop) else [],
-            evidence_dir=evidence_dir(module), rank=rank, world_size=world,
-            exact_envs=blocker is None, seed=cfg.seed)
-
-    return factory
+    ``agent.buffer_size`` (they count all ranks together, so N ranks run the same experiment
+    as one)."""
+    if reward_model is not None and cfg.reward.device == "auto":
+        reward_model.to(where.device)
+    if reward_model is not None:  # training batches move running statistics; see frozen()
+        reward_model.update_stats = True
+    size, pixels = input_size(reward_model), reward_model is not None
+    rank, share = where.rank, plan.share
+    build_env = functools.partial(env_for, cfg, SeedPurpose.TRAIN, rank, render_size=size,
+                                  from_pixels=pixels, num_envs=share.num_envs)
+    loop = make_step_loop(cfg, module, build_env, rank, reward_model)
+    collection = make_collection(cfg, loop, share.random_batches, reward_model)
+    eval_env = env_for(cfg, SeedPurpose.EVAL, rank, render_size=size, from_pixels=pixels)
+    blocker = capture_blocker(eval_env)  # decided here, once: workers are never asked
+    if blocker is not None and rank == 0:
+        print(restart_note(cfg.env.id, blocker), flush=True)
+    return DataPipeline(
+        batches=collection, reward_model=reward_model,
+        reward_transform=VLMRewardTransform(reward_model, drop_pixels=True),
+        replay_buffer=make_replay_buffer(share.buffer_size, where.device),
+        episodes=EpisodeTracker(share.num_envs), eval_env=eval_env,
+        envs=[loop.env] if isinstance(loop, StepLoop) else [],
+        evidence_dir=where.run_dir / "nonfinite", rank=rank, world_size=where.world_size,
+        exact_envs=blocker is None, seed=cfg.seed)
 
 
 def make_step_loop(cfg: Config, module: SACModule, build_env: Callable[[], EnvBase],
@@ -144,7 +167,7 @@ def make_step_loop(cfg: Config, module: SACModule, build_env: Callable[[], EnvBa
     it gets a generator of its own (seeded per rank) to stay deterministic. Frames leave the
     loop at the reward model's input size."""
     a = cfg.agent
-    seed = env_seed(cfg.seed, SeedOffset.COLLECT, rank)
+    seed = env_seed(cfg.seed, SeedPurpose.COLLECT, rank)
     network = actor_network(module.actor)
     resize = None if reward_model is None else reward_model.backend.preprocessor.resize_frames
     if a.overlap and a.collector == "process":
@@ -155,14 +178,13 @@ def make_step_loop(cfg: Config, module: SACModule, build_env: Callable[[], EnvBa
     return StepLoop(env, sampler, resize)
 
 
-def make_collection(cfg: Config, loop: StepLoop | ProcessStepLoop, world: int,
+def make_collection(cfg: Config, loop: StepLoop | ProcessStepLoop, random_batches: int,
                     reward_model: VLMRewardModel | None = None) -> Collection:
-    """Batches of ``agent.train_freq`` steps from ``loop``, the first ones random
-    (``agent.learning_starts``), overlapped or in turn, scored in passes or whole."""
+    """Batches of ``agent.train_freq`` steps from ``loop``, the first ``random_batches``
+    random (``agent.learning_starts``), overlapped or in turn, scored in passes or whole."""
     a = cfg.agent
-    return Collection(loop, a.train_freq,
-                      random_batches(a.learning_starts // world, a.train_freq * loop.num_envs),
-                      a.overlap, make_stream(cfg, reward_model, loop.num_envs))
+    return Collection(loop, a.train_freq, random_batches, a.overlap,
+                      make_stream(cfg, reward_model, loop.num_envs))
 
 
 def make_stream(cfg: Config, reward_model: VLMRewardModel | None, num_envs: int
@@ -181,12 +203,7 @@ def make_stream(cfg: Config, reward_model: VLMRewardModel | None, num_envs: int
     return FrameStream(reward_model.backend.encode_images, per_pass)
 
 
-def evidence_dir(module: SACModule) -> Path:
-    """``<run dir>/nonfinite``: where the frames behind a non-finite reward are saved."""
-    return Path(module.trainer.default_root_dir) / "nonfinite"
-
-
-def make_module(cfg: Config, reward_model: VLMRewardModel | None) -> SACModule:
+def make_module(cfg: Config) -> SACModule:
     """The SAC agent, sized from the env's observation and action specs."""
     probe = make_base_env(cfg.env, None, from_pixels=False)
     obs_dim = probe.observation_spec["observation"].shape[-1]
@@ -194,7 +211,7 @@ def make_module(cfg: Config, reward_model: VLMRewardModel | None) -> SACModule:
     probe.close()
     check_buffer_fits(cfg, obs_dim, action_spec.shape.numel())
     check_action_noise(cfg.agent, action_spec)
-    return SACModule(cfg, obs_dim, action_spec, make_data_factory(cfg, reward_model))
+    return SACModule(cfg, obs_dim, action_spec)
 
 
 def check_buffer_fits(cfg: Config, obs_dim: int, action_dim: int) -> None:
@@ -246,7 +263,7 @@ def make_trainer(cfg: Config, run_dir: Path, extra_callbacks: Sequence[L.Callbac
     The run is one epoch (``max_epochs`` counts a resumed run's finished epoch too)."""
     t = cfg.trainer
     try:
-        return L.Trainer(
+        trainer = L.Trainer(
             accelerator=t.accelerator, devices=t.devices, strategy=t.strategy,
             num_nodes=t.num_nodes, precision=t.precision,
             enable_progress_bar=t.enable_progress_bar, max_epochs=max_epochs,
@@ -262,3 +279,10 @@ def make_trainer(cfg: Config, run_dir: Path, extra_callbacks: Sequence[L.Callbac
                              ("accelerator", "devices", "strategy", "num_nodes", "precision"))
         raise ConfigError(f"Lightning rejected the trainer settings ({settings}): "
                           f"{one_paragraph(str(err))} Fix the trainer value it names.") from None
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        raise ConfigError(
+            f"trainer.strategy={t.strategy!r} starts its ranks from inside fit, in processes "
+            "forked or spawned from this one, but vlmrm builds each rank's envs and replay "
+            "buffer before fit, in the rank's own process. Use trainer.strategy=ddp: Lightning "
+            "then starts every rank as a process of its own, as torchrun and SLURM do.")
+    return trainer

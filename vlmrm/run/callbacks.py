@@ -9,7 +9,7 @@ import lightning as L
 from torchrl.envs import EnvBase
 
 from vlmrm.envs.envstate import capture_blocker, env_state, load_env_state, restart_seed
-from vlmrm.envs.factory import SeedOffset, env_seed, episode_cap, make_base_env
+from vlmrm.envs.factory import SeedPurpose, env_for, env_seed, episode_cap
 from vlmrm.errors import NonFiniteError
 from vlmrm.media import add_tensorboard_video, write_mp4
 from vlmrm.reward.model import VLMRewardModel, input_size
@@ -139,11 +139,11 @@ class VideoRecorder(L.Callback):
 
     def _get_env(self, module: SACModule, reward_model: VLMRewardModel | None) -> EnvBase:
         if self._env is None:
-            seed = env_seed(module.cfg.seed, SeedOffset.VIDEO)
-            self._env = make_base_env(module.cfg.env, input_size(reward_model),
-                                      from_pixels=True, seed=seed)
+            self._env = env_for(module.cfg, SeedPurpose.VIDEO,
+                                render_size=input_size(reward_model))
             self._exact = capture_blocker(self._env) is None
             if self._restored_env is not None:  # each video is a whole episode: reseed only
+                seed = env_seed(module.cfg.seed, SeedPurpose.VIDEO)
                 load_env_state(self._env, self._restored_env,
                                restart_seed(seed, self._recorded_at))
                 self._restored_env = None

@@ -32,6 +32,7 @@ from vlmrm.interrupt import (
     stop_latency_note,
 )
 from vlmrm.run.evaluate import evaluate
+from vlmrm.run.plan import RunPlan
 from vlmrm.run.resume import resumable_checkpoint
 from vlmrm.run.runstate import (
     data_dir_name,
@@ -45,9 +46,6 @@ from vlmrm.sac.agent import make_agent, make_loss
 from vlmrm.sac.schedule import crossed
 from vlmrm.sac.update import learner_seed, make_optimizer, make_update, replay_seed
 
-#: Builds the rank's data pipeline once the module knows its rank and device.
-DataFactory = Callable[["SACModule"], DataPipeline]
-
 LOSS_NAMES = {"loss_actor": "loss/actor", "loss_qvalue": "loss/critic",
               "loss_alpha": "loss/alpha", "alpha": "train/alpha", "entropy": "train/entropy"}
 
@@ -56,8 +54,7 @@ class SACModule(L.LightningModule):
     """One ``training_step`` = collect ``train_freq`` steps per env, then ``gradient_steps``
     updates. Metrics are logged against env steps (all ranks), not optimizer steps."""
 
-    def __init__(self, cfg: Config, obs_dim: int, action_spec: TensorSpec,
-                 data_factory: DataFactory | None = None) -> None:
+    def __init__(self, cfg: Config, obs_dim: int, action_spec: TensorSpec) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.cfg = cfg
@@ -74,8 +71,10 @@ class SACModule(L.LightningModule):
         self.updater = make_update(
             self.loss_module, cfg.agent.loss_impl, cfg.agent.tau, self.replay_generator,
             compile=cfg.agent.compile)
-        self.data_factory = data_factory
+        #: This rank's data side and the run's plan, handed over by the wiring before fit
+        #: (:meth:`attach`); a module without them can act and load weights, not train.
         self.data: DataPipeline | None = None
+        self.plan: RunPlan | None = None
         self.env_steps = 0
         #: Figures of the latest evaluation (``eval/...``), for the end-of-run report.
         self.last_eval: dict[str, float] = {}
@@ -96,6 +95,11 @@ class SACModule(L.LightningModule):
         #: Seconds the latest update phase took, and whether the stop latency was checked.
         self._update_s = 0.0
         self._latency_noted = False
+
+    def attach(self, data: DataPipeline, plan: RunPlan) -> None:
+        """Train on ``data`` (this rank's envs, collection and replay buffer, built for the
+        rank and device the trainer will run this module on) as ``plan`` counts."""
+        self.data, self.plan = data, plan
 
     # -- Lightning plumbing -------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -121,18 +125,16 @@ class SACModule(L.LightningModule):
     def train_dataloader(self) -> DataLoader:
         """One item per iteration of this epoch. A resumed run continues where its epoch
         stopped: Lightning skips the items its restored progress counts as done."""
-        a, e = self.cfg.agent, self.cfg.env
-        per_iteration = a.train_freq * e.num_envs  # num_envs counts all ranks
-        left = max(0, -(-(a.total_env_steps - self.env_steps) // per_iteration))
+        left = self.plan.iterations_left(self.env_steps)
         loop = self.trainer.fit_loop
         epoch = loop.epoch_progress.current
         done = loop.epoch_loop.batch_progress.current.ready if epoch.ready > epoch.completed else 0
         return DataLoader(range(done + left), batch_size=None)
 
     def on_fit_start(self) -> None:
-        if self.data_factory is None:
-            raise RuntimeError("SACModule needs a data_factory to train")
-        self.data = self.data_factory(self)
+        if self.data is None or self.plan is None:
+            raise RuntimeError("SACModule trains on the data side the wiring attaches before "
+                               "fit: see vlmrm.run.build.attach_data")
         self.stop_request.on_request = self.data.halt
         if self.stop_request.requested:  # a signal while the data side was being built
             self.data.halt()
@@ -274,10 +276,9 @@ class SACModule(L.LightningModule):
         ends the run or writes a checkpoint. A checkpoint could save a batch in flight as
         pending, but its scoring would already have moved the reward statistics past the
         checkpoint's step (what ``vlmrm play`` loads)."""
-        per_iteration = self.cfg.agent.train_freq * self.cfg.env.num_envs  # all ranks
-        after = self.env_steps + per_iteration
+        after = self.plan.after_next(self.env_steps)
         every = self.cfg.logging.checkpoint_every
-        return (after < self.cfg.agent.total_env_steps
+        return (not self.plan.ends_run(self.env_steps)
                 and not (every and crossed(every, self.env_steps, after)))
 
     def _note_stop_latency(self, got: ScoredBatch, metrics: dict[str, float]) -> None:
@@ -318,13 +319,14 @@ class SACModule(L.LightningModule):
     @property
     def learning_started(self) -> bool:
         """Updates begin once more than ``learning_starts`` env steps are collected."""
-        return self.env_steps > self.cfg.agent.learning_starts
+        return self.plan.learning_started(self.env_steps)
 
     def update(self, steps: int) -> dict[str, float]:
         """``steps`` SAC updates on replay minibatches; mean losses by log name."""
         # Lightning owns the step: manual_backward (precision, DDP) and its optimizer wrapper.
         totals = self.updater.run(self.data.replay_buffer, steps, self.device,
-                                  self.manual_backward, self.optimizers())
+                                  self.manual_backward, self.optimizers(),
+                                  batch_size=self.plan.share.batch_size)
         if not totals:
             return {}
         # Summed on device and read in one copy: a read per update would sync the GPU each time.

@@ -27,7 +27,7 @@ from tensordict import TensorDict
 from vlmrm.collect.loop import Collection, Partial
 from vlmrm.collect.pipeline import DataPipeline, ScoredBatch
 from vlmrm.envs.envstate import env_state, load_env_state, restart_seed
-from vlmrm.envs.factory import SeedOffset, env_seed
+from vlmrm.envs.factory import SeedPurpose, env_seed
 from vlmrm.fileio import atomic_dir
 from vlmrm.sac.replay_state import load_replay, save_replay
 
@@ -114,7 +114,7 @@ def pipeline_state(data: DataPipeline) -> dict[str, Any]:
 def load_pipeline_state(data: DataPipeline, state: dict[str, Any]) -> None:
     data.steps_scored = state["steps_scored"]
     if isinstance(data.batches, Collection):
-        restart = _restart_seed(data, SeedOffset.TRAIN, state["steps_scored"])
+        restart = _restart_seed(data, SeedPurpose.TRAIN, state["steps_scored"])
         if load_collection_state(data.batches, state["collection"], restart):
             state = _restarted(data, state)
     data.episodes.load_state_dict(state["episodes"])
@@ -122,10 +122,10 @@ def load_pipeline_state(data: DataPipeline, state: dict[str, Any]) -> None:
         data.reward_model.formula.load_state_dict(state["formula"])
     if data.eval_env is not None:
         load_env_state(data.eval_env, state["eval_env"],
-                       _restart_seed(data, SeedOffset.EVAL, state["steps_scored"]))
+                       _restart_seed(data, SeedPurpose.EVAL, state["steps_scored"]))
 
 
-def _restart_seed(data: DataPipeline, purpose: SeedOffset, steps: int) -> int:
+def _restart_seed(data: DataPipeline, purpose: SeedPurpose, steps: int) -> int:
     return restart_seed(env_seed(data.seed, purpose, data.rank), steps)
 
 

@@ -146,11 +146,12 @@ class TorchRLUpdate:
         return self.loss
 
     def run(self, buffer: TensorDictReplayBuffer, steps: int, device: torch.device,
-            backward: Backward, optimizer: Optimizer) -> dict[str, Tensor]:
-        """``steps`` updates; the loss outputs summed over them (0-dim tensors on device)."""
+            backward: Backward, optimizer: Optimizer, *, batch_size: int) -> dict[str, Tensor]:
+        """``steps`` updates on minibatches of ``batch_size`` transitions; the loss outputs
+        summed over them (0-dim tensors on device)."""
         totals: dict[str, Tensor] = {}
         for _ in range(steps):
-            sample = buffer.sample().to(device)
+            sample = buffer.sample(batch_size).to(device)
             out = self.loss(sample)
             loss = sum(v for k, v in out.items() if k.startswith("loss_"))
             optimizer.zero_grad()
@@ -177,10 +178,10 @@ class FastUpdate:
         return self.fast_loss
 
     def run(self, buffer: TensorDictReplayBuffer, steps: int, device: torch.device,
-            backward: Backward, optimizer: Optimizer) -> dict[str, Tensor]:
+            backward: Backward, optimizer: Optimizer, *, batch_size: int) -> dict[str, Tensor]:
         if steps < 1:
             return {}
-        batch = self.sampler.sample(buffer, steps, buffer.batch_size, device)
+        batch = self.sampler.sample(buffer, steps, batch_size, device)
         total: Tensor | None = None
         for i in range(steps):
             out = self.fast_loss(batch.at(i))
