@@ -21,7 +21,7 @@ from tests.helpers import ROOT
 from vlmrm.collect.pipeline import DataPipeline, EpisodeTracker, make_replay_buffer
 from vlmrm.config import Config
 from vlmrm.keys import GT_REWARD
-from vlmrm.reward.transform import VLMRewardTransform
+from vlmrm.reward.seam import Scorer
 from vlmrm.run.module import SACModule
 from vlmrm.run.plan import plan_run
 
@@ -77,8 +77,7 @@ def fit_scripted(total: int, learning_starts: int) -> tuple[SACModule, Recording
 
     def data_factory(module: SACModule) -> DataPipeline:
         return DataPipeline(
-            batches=scripted_batches(), reward_model=None,
-            reward_transform=VLMRewardTransform(None),
+            batches=scripted_batches(), scorer=Scorer(None),
             replay_buffer=make_replay_buffer(1000, a.batch_size, module.device),
             episodes=EpisodeTracker(NUM_ENVS))
 

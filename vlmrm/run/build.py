@@ -27,8 +27,8 @@ from vlmrm.envs.envstate import capture_blocker, restart_note
 from vlmrm.envs.factory import SeedOffset, env_seed, make_base_env, make_env
 from vlmrm.errors import ConfigError, VLMRMError, one_paragraph
 from vlmrm.precision import resolve as resolve_precision
-from vlmrm.reward.model import VLMRewardModel, input_size
-from vlmrm.reward.transform import VLMRewardTransform
+from vlmrm.reward.model import VLMRewardModel
+from vlmrm.reward.seam import RewardModel, Scorer
 from vlmrm.run.callbacks import EnvStepCheckpoint, VideoRecorder
 from vlmrm.run.checkpoints import AtomicCheckpointIO
 from vlmrm.run.module import DataFactory, SACModule
@@ -98,7 +98,7 @@ def make_reward_model(cfg: Config, device: str | torch.device | None = None
                           transform=r.transform, negative_prompts=r.negative_prompts)
 
 
-def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataFactory:
+def make_data_factory(cfg: Config, reward_model: RewardModel | None) -> DataFactory:
     """Builds each rank's envs, collector and replay buffer on its rank and device.
 
     ``env.num_envs``, ``agent.batch_size``, ``agent.learning_starts`` and
@@ -110,7 +110,8 @@ def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataF
             reward_model.to(module.device)
         if reward_model is not None:  # training batches move running statistics; see frozen()
             reward_model.update_stats = True
-        size, pixels = input_size(reward_model), reward_model is not None
+        size = None if reward_model is None else reward_model.image_size
+        pixels = reward_model is not None
         rank, world = module.global_rank, module.trainer.world_size
         env_cfg = replace(cfg.env, num_envs=cfg.env.num_envs // world)
         build_env = functools.partial(make_env, env_cfg, size, pixels,
@@ -123,8 +124,7 @@ def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataF
         if blocker is not None and rank == 0:
             print(restart_note(cfg.env.id, blocker), flush=True)
         return DataPipeline(
-            batches=collection, reward_model=reward_model,
-            reward_transform=VLMRewardTransform(reward_model, drop_pixels=True),
+            batches=collection, scorer=Scorer(reward_model),
             replay_buffer=make_replay_buffer(cfg.agent.buffer_size // world,
                                              cfg.agent.batch_size // world, module.device),
             episodes=EpisodeTracker(env_cfg.num_envs), eval_env=eval_env,
@@ -136,7 +136,7 @@ def make_data_factory(cfg: Config, reward_model: VLMRewardModel | None) -> DataF
 
 
 def make_step_loop(cfg: Config, module: SACModule, build_env: Callable[[], EnvBase],
-                   rank: int, reward_model: VLMRewardModel | None = None
+                   rank: int, reward_model: RewardModel | None = None
                    ) -> StepLoop | ProcessStepLoop:
     """The rank's env step loop: here, or in a process of its own (``agent.collector``).
     Sequential collection draws from torch's global generator (as the loop always did);
@@ -146,7 +146,7 @@ def make_step_loop(cfg: Config, module: SACModule, build_env: Callable[[], EnvBa
     a = cfg.agent
     seed = env_seed(cfg.seed, SeedOffset.COLLECT, rank)
     network = actor_network(module.actor)
-    resize = None if reward_model is None else reward_model.backend.preprocessor.resize_frames
+    resize = None if reward_model is None else reward_model.resize_frames
     if a.overlap and a.collector == "process":
         return ProcessStepLoop(build_env, network, a, seed, resize_frames=resize)
     env = build_env()
@@ -156,7 +156,7 @@ def make_step_loop(cfg: Config, module: SACModule, build_env: Callable[[], EnvBa
 
 
 def make_collection(cfg: Config, loop: StepLoop | ProcessStepLoop, world: int,
-                    reward_model: VLMRewardModel | None = None) -> Collection:
+                    reward_model: RewardModel | None = None) -> Collection:
     """Batches of ``agent.train_freq`` steps from ``loop``, the first ones random
     (``agent.learning_starts``), overlapped or in turn, scored in passes or whole."""
     a = cfg.agent
@@ -165,20 +165,21 @@ def make_collection(cfg: Config, loop: StepLoop | ProcessStepLoop, world: int,
                       a.overlap, make_stream(cfg, reward_model, loop.num_envs))
 
 
-def make_stream(cfg: Config, reward_model: VLMRewardModel | None, num_envs: int
+def make_stream(cfg: Config, reward_model: RewardModel | None, num_envs: int
                 ) -> FrameStream | None:
     """Streamed scoring for overlapped collection (``reward.stream_frames``), or None where a
-    batch is scored in one go: sequential collection, no reward model, streaming off, or a
-    pass as long as the batch."""
+    batch is scored in one go: sequential collection, no reward model or one not of the
+    embedding kind, streaming off, or a pass as long as the batch."""
     r, a = cfg.reward, cfg.agent
-    if not (a.overlap and reward_model is not None and r.stream_frames):
+    encoder = Scorer(reward_model).encoder
+    if not (a.overlap and encoder is not None and r.stream_frames):
         return None
     # Compiled, every pass is padded to reward.batch_size: smaller passes would waste it.
     frames = r.batch_size if r.compile else r.stream_frames
     per_pass = steps_per_pass(frames, r.batch_size, num_envs)
     if per_pass >= a.train_freq:
         return None
-    return FrameStream(reward_model.backend.encode_images, per_pass)
+    return FrameStream(encoder, per_pass)
 
 
 def evidence_dir(module: SACModule) -> Path:
@@ -186,7 +187,7 @@ def evidence_dir(module: SACModule) -> Path:
     return Path(module.trainer.default_root_dir) / "nonfinite"
 
 
-def make_module(cfg: Config, reward_model: VLMRewardModel | None) -> SACModule:
+def make_module(cfg: Config, reward_model: RewardModel | None) -> SACModule:
     """The SAC agent, sized from the env's observation and action specs."""
     probe = make_base_env(cfg.env, None, from_pixels=False)
     obs_dim = probe.observation_spec["observation"].shape[-1]
