@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -87,6 +87,8 @@ class RewardModel(abc.ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state, but got {sorted(state)}")
 
     def __call__(self, frames: Tensor) -> Tensor:
         """Rewards ``[...]`` of single frames ``[..., H, W, 3]`` (a one-frame model only; a
@@ -105,6 +107,15 @@ class EmbeddingRewardModel(RewardModel):
     @abc.abstractmethod
     def encode_images(self, frames: Tensor) -> Tensor:
         """Embeddings ``[N, D]`` of uint8 frames ``[N, H, W, 3]``."""
+
+    @abc.abstractmethod
+    def encode_text(self, prompts: Sequence[str]) -> Tensor:
+        """Embeddings ``[P, D]`` of text prompts (``evaluate-reward``'s prompt check)."""
+
+    @property
+    @abc.abstractmethod
+    def embed_dim(self) -> int:
+        """D, the embeddings' width."""
 
     @abc.abstractmethod
     def rewards(self, embeddings: Tensor, lead: torch.Size | tuple[int, ...] = (),
