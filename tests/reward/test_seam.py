@@ -18,6 +18,11 @@ from vlmrm.run.resume import plan_resume
 from vlmrm.run.runstate import STATE
 
 
+def shrink(frames: torch.Tensor) -> torch.Tensor:
+    """Every 12th pixel: CartPole's 600 x 600 frames become 50 x 50 where they are rendered."""
+    return frames[..., ::12, ::12, :].contiguous()
+
+
 class FrameDifference(RewardModel):
     """A toy two-frame reward model: minus the mean absolute change of the picture between
     consecutive frames (0 at an episode's first step, whose window repeats its frame)."""
@@ -25,8 +30,8 @@ class FrameDifference(RewardModel):
     frames_needed = 2
 
     @property
-    def image_size(self) -> tuple[int, int]:
-        return (48, 48)
+    def resize_frames(self):
+        return shrink
 
     def score(self, windows: torch.Tensor) -> torch.Tensor:
         w = windows.float()
@@ -136,7 +141,7 @@ def test_a_two_frame_reward_model_trains_and_resumes_exactly_after_sigterm(tmp_p
     assert stopped.interrupted and STOP <= stopped.env_steps < TOTAL
     saved = torch.load(stopped.run_dir / "checkpoints" / f"step-{stopped.env_steps}.data-r0"
                        / STATE, weights_only=True)
-    assert saved["data"]["frame_history"]["frames"].shape == (2, 1, 48, 48, 3)  # last frames
+    assert saved["data"]["frame_history"]["frames"].shape == (2, 1, 50, 50, 3)  # last frames
 
     resumed = FinalState()
     result = fit(None, resume=plan_resume(str(stopped.run_dir), None, []), callbacks=[resumed])
