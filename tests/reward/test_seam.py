@@ -119,6 +119,7 @@ RUN = ("agent.total_env_steps=640", "agent.learning_starts=96", "agent.train_fre
        *QUIET)
 
 
+@pytest.mark.slow  # three short runs: ~65-90 s on 2 shared cores
 def test_a_two_frame_reward_model_trains_and_resumes_exactly_after_sigterm(tmp_path,
                                                                           monkeypatch):
     """CartPole trained with a toy two-frame reward model (FrameDifference), added through
