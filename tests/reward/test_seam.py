@@ -157,3 +157,15 @@ def test_a_two_frame_reward_model_trains_and_resumes_exactly_after_sigterm(tmp_p
     assert straight.optimizer.keys() == resumed.optimizer.keys()
     for key, value in straight.optimizer.items():
         assert torch.equal(resumed.optimizer[key], value), key
+
+
+def test_render_scores_a_two_frame_model_over_the_whole_rollout(tmp_path, monkeypatch):
+    """`vlmrm render` meets the toy model through the seam too: windows over the random
+    rollout, the first step's repeating its frame (reward 0), later ones real changes."""
+    import vlmrm.commands.render as render_command
+
+    monkeypatch.setattr(render_command, "make_reward_model", lambda cfg: FrameDifference())
+    cfg = load_config(CONFIGS / "quickstart.yaml", ["trainer.accelerator=cpu"])
+    values = render_command.render(cfg, tmp_path / "grid.png", steps=6, stride=1)
+    assert values[0] == 0 and any(v < 0 for v in values[1:])
+    assert (tmp_path / "grid.png").stat().st_size > 0
