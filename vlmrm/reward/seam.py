@@ -222,8 +222,8 @@ class Scorer:
         return self._write(batch, self._score_windows(batch, frames))
 
     def _score_windows(self, batch: TensorDictBase, frames: Tensor) -> Tensor:
-        lead = batch.shape
-        per_env = (-1, lead[-1]) if len(lead) else (1, 1)
+        lead = batch.shape  # [*env batch, T]
+        per_env = (-1, lead[-1])
         done = batch.get((NEXT, DONE)).reshape(per_env)
         flat = frames.reshape(*per_env, *frames.shape[-3:])
         rewards = self.model.score(self.history.windows(flat, done))
