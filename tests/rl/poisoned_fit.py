@@ -21,15 +21,15 @@ class PoisonRank(L.Callback):
     def on_train_start(self, trainer, module) -> None:
         if module.global_rank != self.rank:
             return
-        transform = module.data.reward_transform
-        real = transform.reward_model
+        model = module.data.scorer.model  # the seam scores through model.score
+        real = model.score
 
-        def scored(frames):
+        def scored(windows):
             self.calls += 1
-            rewards = real(frames)
+            rewards = real(windows)
             return rewards * float("nan") if self.calls == self.bad_call else rewards
 
-        transform.reward_model = scored
+        model.score = scored
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def test_statistics_count_training_frames_only_and_survive_checkpoints(tmp_path)
     attach_data(module, make_reward_model(resumed), trainer)
     trainer.fit(module, ckpt_path=ckpts / "step-32.ckpt")
     assert at_start.count == 32 and module.env_steps == 64
-    assert module.data.reward_model.formula[1].count.item() == 64
+    assert module.data.scorer.model.formula[1].count.item() == 64
 
 
 class CountAtStart(L.Callback):
@@ -48,4 +48,4 @@ class CountAtStart(L.Callback):
     count = None
 
     def on_train_start(self, trainer, module) -> None:
-        self.count = module.data.reward_model.formula[1].count.item()
+        self.count = module.data.scorer.model.formula[1].count.item()

@@ -21,7 +21,7 @@ from tests.helpers import ROOT
 from vlmrm.collect.pipeline import DataPipeline, EpisodeTracker, make_replay_buffer
 from vlmrm.config import Config
 from vlmrm.keys import GT_REWARD
-from vlmrm.reward.transform import VLMRewardTransform
+from vlmrm.reward.seam import Scorer
 from vlmrm.run.module import SACModule
 from vlmrm.run.plan import plan_run
 
@@ -78,8 +78,7 @@ def fit_scripted(total: int, learning_starts: int) -> tuple[SACModule, Recording
     torch.manual_seed(0)
     module = SACModule(cfg, OBS, OneHot(2))
     module.attach(DataPipeline(
-        batches=scripted_batches(), reward_model=None,
-        reward_transform=VLMRewardTransform(None),
+        batches=scripted_batches(), scorer=Scorer(None),
         replay_buffer=make_replay_buffer(1000, torch.device("cpu")),
         episodes=EpisodeTracker(NUM_ENVS)), plan_run(cfg))
     logger = RecordingLogger()

@@ -24,7 +24,7 @@ from vlmrm.backends.preprocess import ImagePreprocessor
 from vlmrm.collect.pipeline import DataPipeline, EpisodeTracker, make_replay_buffer
 from vlmrm.config import Config, load_config
 from vlmrm.reward.model import VLMRewardModel
-from vlmrm.reward.transform import VLMRewardTransform
+from vlmrm.reward.seam import RewardModel, Scorer
 from vlmrm.run.module import SACModule
 from vlmrm.run.monitor import RewardMonitor, no_verdict_reason
 from vlmrm.run.plan import plan_run
@@ -138,15 +138,12 @@ def test_short_real_fit_gives_the_verdict_only_where_the_ground_truth_measures_t
                         "trends compare the VLM reward with that reward only")
 
 
-class PixelReward:
+class PixelReward(RewardModel):
     """Scripted reward model: a frame's reward is written in its first pixel (the env side is
     scripted; the monitor, pipeline, module and Trainer are real)."""
 
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        return frames[..., 0, 0, 0].float()
-
-    def model_view(self, frames: torch.Tensor) -> torch.Tensor:
-        return frames
+    def score(self, windows: torch.Tensor) -> torch.Tensor:
+        return windows[..., -1, 0, 0, 0].float()
 
 
 def scripted(vlm_per_episode, gt_per_episode, num_envs=1, by_env=0) -> Iterator[TensorDict]:
@@ -183,8 +180,7 @@ def fit_monitored(tmp_path, vlm, gt, episodes=12, every=0, correlation_every=EPI
 
     model = PixelReward()
     module = SACModule(cfg, 3, OneHot(2))
-    module.attach(DataPipeline(scripted(vlm, gt, num_envs, by_env), model,
-                               VLMRewardTransform(model, drop_pixels=True),
+    module.attach(DataPipeline(scripted(vlm, gt, num_envs, by_env), Scorer(model),
                                make_replay_buffer(1000, torch.device("cpu")),
                                EpisodeTracker(num_envs)), plan_run(cfg))
     logger = RecordingLogger()

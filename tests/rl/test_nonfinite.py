@@ -37,18 +37,18 @@ class PoisonedReward(L.Callback):
 
     def on_train_start(self, trainer, module) -> None:
         self.module = module
-        transform = module.data.reward_transform
-        real = transform.reward_model
+        model = module.data.scorer.model  # the seam scores through model.score
+        real = model.score
 
-        def scored(frames: torch.Tensor) -> torch.Tensor:
+        def scored(windows: torch.Tensor) -> torch.Tensor:
             self.calls += 1
-            rewards = real(frames)
+            rewards = real(windows)
             if self.calls == self.bad_call:
                 rewards = rewards.clone()
                 rewards.reshape(-1)[3] = float("nan")
             return rewards
 
-        transform.reward_model = scored
+        model.score = scored
 
 
 class PoisonedCritic(L.Callback):

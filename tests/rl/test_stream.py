@@ -12,7 +12,7 @@ from vlmrm.collect.stream import FrameStream, steps_per_pass
 from vlmrm.config import load_config
 from vlmrm.envs.factory import make_env
 from vlmrm.keys import GT_REWARD, NEXT, PIXELS, REWARD
-from vlmrm.reward.transform import VLMRewardTransform
+from vlmrm.reward.seam import Scorer
 from vlmrm.run.build import make_reward_model, make_stream
 from vlmrm.sac.agent import make_agent
 from vlmrm.sac.exploration import ExplorationSampler, actor_network
@@ -133,10 +133,9 @@ def test_streamed_rewards_equal_the_complete_batch_scored_at_once():
     stream.close()
     assert embeddings.shape[:2] == (2, 10)
 
-    transform = VLMRewardTransform(model, drop_pixels=True)
-    at_once = transform(batch.clone())
-    streamed = transform.with_rewards(
-        batch.clone(), model.rewards(embeddings.reshape(20, -1), batch.shape))
+    scorer = Scorer(model)
+    at_once = scorer.score(batch.clone())
+    streamed = scorer.score_embeddings(batch.clone(), embeddings)
     torch.testing.assert_close(streamed[NEXT, REWARD], at_once[NEXT, REWARD],
                                rtol=0, atol=1e-6)
     assert torch.equal(streamed[NEXT, GT_REWARD], batch[NEXT, REWARD])

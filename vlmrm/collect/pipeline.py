@@ -7,7 +7,7 @@ would otherwise land in checkpoints and DDP.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +19,7 @@ from torchrl.envs import EnvBase
 from vlmrm.collect.loop import Collection, Partial, Streamed
 from vlmrm.collect.nonfinite import NonFiniteBatch, check_rewards
 from vlmrm.keys import DONE, GT_REWARD, NEXT, PIXELS, REPLAY_KEYS, REWARD, SUCCESS
-from vlmrm.reward.model import VLMRewardModel
-from vlmrm.reward.transform import VLMRewardTransform
+from vlmrm.reward.seam import Scorer
 from vlmrm.sac.schedule import crossed
 
 
@@ -30,7 +29,7 @@ def make_replay_buffer(size: int, device: torch.device) -> TensorDictReplayBuffe
     return TensorDictReplayBuffer(storage=LazyTensorStorage(size, device=device))
 
 
-#: What ``DataPipeline.last_scored`` keeps of a scored batch (small: no pixels).
+#: What a :class:`Feed` gets of each scored batch (small: no pixels).
 WATCHED = ((NEXT, REWARD), (NEXT, GT_REWARD), (NEXT, DONE), (NEXT, SUCCESS))
 
 
@@ -111,9 +110,34 @@ class ScoredBatch:
     score_s: float
     #: A non-finite reward found in it (the batch must then never be stored).
     problem: NonFiniteBatch | None = None
-    #: What the reward monitor watches (``DataPipeline.watch``), and the top frames.
+    #: What subscribers get (:meth:`DataPipeline.subscribe`), and each one's top frames.
     watched: TensorDictBase | None = None
+    top: list[tuple[torch.Tensor, torch.Tensor] | None] | None = None
+
+
+@dataclass
+class Feed:
+    """A subscription to the scored batches (the reward monitor's): the main thread gets,
+    per batch handed out, its rewards, ground truth and episode ends (``scored``), the
+    episodes it finished once stored (``finished``), and ``keep_frames`` of its
+    highest-reward frames with their rewards (``top``) from each batch that crosses a
+    multiple of ``keep_frames_every`` env steps (all ranks counted). :meth:`take` empties it.
+    """
+
+    num_envs: int
+    #: The picture the reward model sees of frames (:meth:`RewardModel.model_view`).
+    model_view: Callable[[torch.Tensor], torch.Tensor]
+    keep_frames: int = 0
+    keep_frames_every: int = 0
+    scored: TensorDictBase | None = None
+    finished: dict[str, list[float]] | None = None
     top: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def take(self) -> tuple[TensorDictBase | None, dict[str, list[float]] | None,
+                            tuple[torch.Tensor, torch.Tensor] | None]:
+        out = self.scored, self.finished, self.top
+        self.scored = self.finished = self.top = None
+        return out
 
 
 @dataclass
@@ -129,8 +153,8 @@ class DataPipeline:
     """
 
     batches: Collection | Iterable[TensorDictBase]
-    reward_model: VLMRewardModel | None
-    reward_transform: VLMRewardTransform
+    #: The scoring seam: the reward model (None: the env's reward) and its frame history.
+    scorer: Scorer
     replay_buffer: TensorDictReplayBuffer
     episodes: EpisodeTracker
     eval_env: EnvBase | None = None
@@ -145,17 +169,8 @@ class DataPipeline:
     seed: int = 0
     #: Env steps this rank has scored (names a bad batch by its step range).
     steps_scored: int = field(default=0, init=False)
-    #: Set by the reward monitor (:mod:`vlmrm.run.monitor`): ``watch`` keeps each scored
-    #: batch's rewards, ground truth and episode ends in ``last_scored``; ``keep_frames`` of
-    #: the highest-reward frames (and rewards) go to ``top_frames`` from each batch that
-    #: crosses a multiple of ``keep_frames_every`` env steps (all ranks counted).
-    watch: bool = False
-    keep_frames: int = 0
-    keep_frames_every: int = 0
-    last_scored: TensorDictBase | None = field(default=None, init=False)
-    #: The episodes the last stored batch finished (``EpisodeTracker.update``'s lists).
-    last_finished: dict[str, list[float]] | None = field(default=None, init=False)
-    top_frames: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False)
+    #: Subscriptions to the scored batches (:meth:`subscribe`).
+    feeds: list[Feed] = field(default_factory=list, init=False)
     _iterator: Iterator[TensorDictBase] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -195,20 +210,28 @@ class DataPipeline:
         if isinstance(self.batches, Collection):
             self.batches.pause()
 
+    def subscribe(self, keep_frames: int = 0, keep_frames_every: int = 0) -> Feed | None:
+        """A :class:`Feed` of the scored batches from now on; None without a reward model
+        (nothing is scored)."""
+        model = self.scorer.model
+        if model is None:
+            return None
+        feed = Feed(self.episodes.num_envs, model.model_view, keep_frames, keep_frames_every)
+        self.feeds.append(feed)
+        return feed
+
     def score_batch(self, batch: TensorDictBase, collect_s: float,
                     streamed: Streamed | None = None) -> ScoredBatch:
-        """VLM rewards for the whole batch in one pass (or from the embeddings ``streamed``
-        while it was collected), checked finite (a NaN or infinite reward is reported in
-        ``problem``, with the frames saved to ``evidence_dir``)."""
+        """Rewards for the whole batch through the scoring seam (or from the embeddings
+        ``streamed`` while it was collected), checked finite (a NaN or infinite reward is
+        reported in ``problem``, with the frames saved to ``evidence_dir``)."""
         t0 = time.perf_counter()
         frames = batch.get((NEXT, PIXELS), None)  # held here: scoring drops them from the batch
         if streamed is None:
-            scored, encode_s = self.reward_transform(batch), 0.0
+            scored, encode_s = self.scorer.score(batch), 0.0
         else:
             embeddings, encode_s = streamed
-            rewards = self.reward_model.rewards(embeddings.reshape(-1, embeddings.shape[-1]),
-                                                batch.shape, batch.device)
-            scored = self.reward_transform.with_rewards(batch, rewards)
+            scored = self.scorer.score_embeddings(batch, embeddings)
         first = self.steps_scored + 1
         self.steps_scored += scored.numel()
         out = ScoredBatch(scored, collect_s, 0.0)
@@ -217,41 +240,46 @@ class DataPipeline:
                           self.evidence_dir)
         except NonFiniteBatch as problem:
             out.problem = problem
-        if self.watch:
+        if self.feeds:
             out.watched = scored.select(*WATCHED, strict=False).clone()
-        if frames is not None and self._keeps_frames(first - 1, scored.numel()):
-            out.top = top_frames(frames, scored.get((NEXT, REWARD)), self.keep_frames)
+            out.top = [top_frames(frames, scored.get((NEXT, REWARD)), feed.keep_frames)
+                       if frames is not None and self._keeps_frames(feed, first - 1,
+                                                                    scored.numel())
+                       else None for feed in self.feeds]
         # Streamed: the encoding ran beside the collection, so its seconds are the scoring
         # thread's busy time plus what is left here.
         out.score_s = encode_s + time.perf_counter() - t0
         return out
 
-    def _keeps_frames(self, scored_before: int, size: int) -> bool:
+    def _keeps_frames(self, feed: Feed, scored_before: int, size: int) -> bool:
         """Whether the batch after ``scored_before`` of this rank's steps crosses a multiple
-        of ``keep_frames_every`` env steps of all ranks."""
-        if not (self.keep_frames and self.keep_frames_every):
+        of ``feed.keep_frames_every`` env steps of all ranks."""
+        if not (feed.keep_frames and feed.keep_frames_every):
             return False
         before = scored_before * self.world_size
-        return crossed(self.keep_frames_every, before, before + size * self.world_size)
+        return crossed(feed.keep_frames_every, before, before + size * self.world_size)
 
     def accept(self, got: ScoredBatch) -> TensorDictBase:
         """The scored batch for the main thread; raises its non-finite problem, if any."""
-        if self.watch and got.watched is None:  # a pending batch restored by a resume
+        if self.feeds and got.watched is None:  # a pending batch restored by a resume
             got.watched = got.batch.select(*WATCHED, strict=False).clone()
-        if got.watched is not None:
-            self.last_scored = got.watched
-        if got.top is not None:
-            self.top_frames = got.top
+        for i, feed in enumerate(self.feeds):
+            if got.watched is not None:
+                feed.scored = got.watched
+            top = None if got.top is None or i >= len(got.top) else got.top[i]
+            if top is not None:
+                feed.top = top
         if got.problem is not None:
             raise got.problem
         return got.batch
 
     def store(self, batch: TensorDictBase) -> dict[str, list[float]]:
         """Add a scored batch to the replay buffer; return the episodes it finished (also
-        kept in ``last_finished`` for the reward monitor)."""
+        published to the feeds)."""
         finished = self.episodes.update(batch)
         self.replay_buffer.extend(for_replay(batch))
-        self.last_finished = finished
+        for feed in self.feeds:
+            feed.finished = finished
         return finished
 
     def close(self) -> None:

@@ -21,7 +21,8 @@ from torch import Tensor
 
 from vlmrm.keys import NEXT, PIXELS
 
-#: Maps uint8 frames ``[N, H, W, 3]`` to embeddings ``[N, D]`` (``RewardBackend.encode_images``).
+#: Maps uint8 frames ``[N, H, W, 3]`` to embeddings ``[N, D]`` (the scoring seam's
+#: ``Scorer.encoder``: an ``EmbeddingRewardModel``'s ``encode_images``).
 Encoder = Callable[[Tensor], Tensor]
 
 

@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlmrm.backends.base import RewardBackend
 from vlmrm.commands.render import sample_frames
 from vlmrm.config import Config
 from vlmrm.envs.factory import make_gym_env
@@ -48,7 +47,8 @@ from vlmrm.evaluation.scoring import (
     score,
 )
 from vlmrm.fileio import atomic_dir, write_text
-from vlmrm.reward.model import embed_prompts
+from vlmrm.reward.model import VLMRewardModel
+from vlmrm.reward.seam import EmbeddingRewardModel
 from vlmrm.run.build import make_backend, reward_device
 from vlmrm.scenes.sweeps import Sweep, sweep_for
 
@@ -95,8 +95,11 @@ def evaluate_reward(cfg: Config, out: str | os.PathLike, specs: Sequence[Backend
     for spec in specs:
         backend = make_backend(replace(cfg.reward, backend=spec.backend, model=spec.model),
                                device)
-        results.append(evaluate_model(inputs, spec, backend))
-        del backend  # one model in memory at a time
+        # The formula sweep needs the embeddings: the embedding kind of the scoring seam.
+        model = VLMRewardModel(backend, cfg.reward.goal_prompts, cfg.reward.baseline_prompts,
+                               negative_prompts=cfg.reward.negative_prompts)
+        results.append(evaluate_model(inputs, spec, model))
+        del backend, model  # one model in memory at a time
     summary = make_summary(inputs, results)
     with atomic_dir(out) as tmp:
         summary["files"] = write_outputs(tmp, inputs, results, summary)
@@ -105,27 +108,29 @@ def evaluate_reward(cfg: Config, out: str | os.PathLike, specs: Sequence[Backend
     return summary
 
 
-def evaluate_model(inputs: Inputs, spec: BackendSpec, backend: RewardBackend) -> ModelResult:
+def evaluate_model(inputs: Inputs, spec: BackendSpec, model: EmbeddingRewardModel
+                   ) -> ModelResult:
+    """Every formula on the frames' embeddings (encoded once), and the prompt check."""
     cfg, formulas = inputs.cfg, inputs.formulas
     r = cfg.reward
-    prompts = embed_prompts(backend, r.goal_prompts, r.baseline_prompts, r.negative_prompts)
+    prompts = model.prompts
     landscape = labelled = rollout = None
     seen = []  # every embedding scored, for the prompt check
     if inputs.sweep is not None:
-        seen.append(embed_frames(backend, render_sweep(cfg, inputs.sweep, inputs.values,
-                                                       backend.image_size)))
+        seen.append(embed_frames(model, render_sweep(cfg, inputs.sweep, inputs.values,
+                                                     model.image_size)))
         landscape = score(prompts, seen[-1], formulas)
     if inputs.frames is not None:
-        seen.append(embed_frames(backend, inputs.frames))
+        seen.append(embed_frames(model, inputs.frames))
         labelled = score(prompts, seen[-1], formulas)
     if not seen:
         with torch.random.fork_rng():  # random actions from the config's seed: repeatable
             torch.manual_seed(cfg.seed)
-            frames, _ = sample_frames(cfg, backend.image_size, ROLLOUT_FRAMES, ROLLOUT_STRIDE)
-        seen.append(embed_frames(backend, list(frames.numpy())))
+            frames, _ = sample_frames(cfg, model.image_size, ROLLOUT_FRAMES, ROLLOUT_STRIDE)
+        seen.append(embed_frames(model, list(frames.numpy())))
         rollout = score(prompts, seen[-1], formulas)
     return ModelResult(spec, landscape, labelled, rollout,
-                       prompt_check(backend, torch.cat(seen), r))
+                       prompt_check(model, torch.cat(seen), r))
 
 
 def render_sweep(cfg: Config, sweep: Sweep, values: np.ndarray, size: tuple[int, int]

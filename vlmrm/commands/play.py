@@ -11,14 +11,15 @@ from vlmrm.config import Config, load_config
 from vlmrm.envs.factory import SeedPurpose, env_for, episode_cap
 from vlmrm.errors import VLMRMError, one_paragraph
 from vlmrm.media import VIDEO_WRITERS, write_video
-from vlmrm.reward.model import VLMRewardModel, input_size
+from vlmrm.reward.model import input_size
+from vlmrm.reward.seam import RewardModel
 from vlmrm.run.build import make_module, make_reward_model
 from vlmrm.run.evaluate import episode_video, mean_summary, run_episode
 from vlmrm.run.module import SACModule
 
 
 def load_agent(checkpoint: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()
-               ) -> tuple[Config, SACModule, VLMRewardModel | None]:
+               ) -> tuple[Config, SACModule, RewardModel | None]:
     """The run's config (plus ``overrides``), its agent with the saved weights, and the
     reward model (None for ground-truth runs)."""
     path = Path(checkpoint)
@@ -46,12 +47,12 @@ def load_agent(checkpoint: str | os.PathLike, overrides: list[str] | tuple[str, 
     return cfg, module.eval(), reward_model
 
 
-def restore_formula(reward_model: VLMRewardModel, state: dict | None, path: Path) -> None:
+def restore_formula(reward_model: RewardModel, state: dict | None, path: Path) -> None:
     """The run's reward statistics (running_norm), so play scores as training last did."""
     if state is None:  # a checkpoint from before formulas had state
         return
     try:
-        reward_model.formula.load_state_dict(state)
+        reward_model.load_state_dict(state)
     except RuntimeError as err:
         raise VLMRMError(
             f"The reward formula state saved in {str(path)!r} does not fit the reward.transform "

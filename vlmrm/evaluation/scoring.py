@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlmrm.backends.base import RewardBackend
 from vlmrm.config.schema import RewardConfig
 from vlmrm.errors import ConfigError
 from vlmrm.reward import metrics
 from vlmrm.reward.formulas import PromptEmbeddings, build_reward_fn
+from vlmrm.reward.seam import EmbeddingRewardModel
 from vlmrm.reward.spec import default_transform, parse_transform, resolve_transform
 
 #: The prompt check warns when a control prompt ranks the frames with Spearman rho at least
@@ -66,16 +66,16 @@ def formulas_for(reward: RewardConfig, alphas: Sequence[float]) -> list[Formula]
     return out
 
 
-def embed_frames(backend: RewardBackend, frames: Sequence[np.ndarray]) -> torch.Tensor:
+def embed_frames(model: EmbeddingRewardModel, frames: Sequence[np.ndarray]) -> torch.Tensor:
     """Normalised embeddings ``[N, D]`` of uint8 frames; frames of different sizes are
     embedded in groups of one size each."""
-    out = torch.empty(len(frames), backend.embed_dim)
+    out = torch.empty(len(frames), model.embed_dim)
     sizes: dict[tuple[int, ...], list[int]] = {}
     for i, frame in enumerate(frames):
         sizes.setdefault(frame.shape, []).append(i)
     for index in sizes.values():
         batch = torch.from_numpy(np.stack([frames[i] for i in index]))
-        out[index] = backend.encode_images(batch).float().cpu()
+        out[index] = model.encode_images(batch).float().cpu()
     return out
 
 
@@ -131,24 +131,25 @@ def control_prompts(reward: RewardConfig) -> list[tuple[str, list[str]]]:
     return [("negation", negation), ("unrelated", [UNRELATED_PROMPT])]
 
 
-def _similarity(backend: RewardBackend, prompts: Sequence[str], x: torch.Tensor) -> np.ndarray:
+def _similarity(model: EmbeddingRewardModel, prompts: Sequence[str], x: torch.Tensor
+                ) -> np.ndarray:
     """Cosine of each frame with the prompts' mean direction: the ranking of the alpha = 0
     reward with these prompts as the goal."""
-    e = backend.encode_text(list(prompts)).float().cpu()
+    e = model.encode_text(prompts).float().cpu()
     m = (e / e.norm(dim=-1, keepdim=True)).mean(0)
     return (x @ (m / m.norm())).double().numpy()
 
 
-def prompt_check(backend: RewardBackend, embeddings: torch.Tensor, reward: RewardConfig
+def prompt_check(model: EmbeddingRewardModel, embeddings: torch.Tensor, reward: RewardConfig
                  ) -> list[dict[str, Any]]:
     """Spearman rho of the frames' ranking under the goal prompts vs under each control;
     ``ignored`` where rho >= :data:`PROMPT_CHECK_RHO`."""
     x = embeddings.float().cpu()
-    goal = _similarity(backend, reward.goal_prompts, x)
+    goal = _similarity(model, reward.goal_prompts, x)
     out = []
     for kind, prompts in control_prompts(reward):
         try:
-            rho = _defined(metrics.spearman, goal, _similarity(backend, prompts, x))
+            rho = _defined(metrics.spearman, goal, _similarity(model, prompts, x))
         except ConfigError:  # "not " + a goal prompt at the text encoder's length limit
             rho = None
         out.append({"control": kind, "prompts": prompts, "spearman": rho,

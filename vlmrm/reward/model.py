@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from vlmrm.backends.base import RewardBackend
 from vlmrm.reward.formulas import PromptEmbeddings, build_reward_fn
+from vlmrm.reward.seam import EmbeddingRewardModel, RewardModel
 from vlmrm.reward.spec import TransformItem, resolve_transform
 
 #: A ``reward.transform`` value: spec items as :func:`vlmrm.reward.spec.parse_transform` takes.
@@ -24,8 +24,9 @@ def embed_prompts(backend: RewardBackend, goal: Sequence[str], baseline: Sequenc
                                      backend.encode_text(list(baseline)), neg)
 
 
-class VLMRewardModel:
-    """Scores uint8 frames ``[..., H, W, 3]`` -> float32 rewards ``[...]``.
+class VLMRewardModel(EmbeddingRewardModel):
+    """Scores uint8 frames ``[..., H, W, 3]`` -> float32 rewards ``[...]``: the embedding
+    kind of :class:`~vlmrm.reward.seam.RewardModel`, one frame per reward.
 
     Prompt embeddings are computed once here; frames are scored in the backend's batches.
     ``formula`` (an ``nn.Sequential`` built from ``transform``, default the goal-baseline
@@ -75,14 +76,29 @@ class VLMRewardModel:
         (before normalisation)."""
         return self.backend.preprocessor.resize_frames(frames)
 
-    @contextlib.contextmanager
-    def frozen(self) -> Iterator[VLMRewardModel]:
-        """Score without touching the running statistics inside this block (evaluation)."""
-        self._frozen += 1
-        try:
-            yield self
-        finally:
-            self._frozen -= 1
+    @property
+    def resize_frames(self):
+        return self.backend.preprocessor.resize_frames
+
+    def encode_images(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.backend.encode_images(frames)
+
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        return self.backend.encode_text(list(prompts))
+
+    @property
+    def embed_dim(self) -> int:
+        return self.backend.embed_dim
+
+    def state_dict(self) -> dict[str, Any]:
+        """The formula's running statistics (empty for stateless chains)."""
+        return self.formula.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.formula.load_state_dict(state)
+
+    def score(self, windows: torch.Tensor) -> torch.Tensor:
+        return self(windows.squeeze(-4))
 
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
@@ -97,7 +113,7 @@ class VLMRewardModel:
         """The formula on image embeddings ``[N, D]`` (from ``backend.encode_images``):
         rewards shaped ``lead`` on ``device``, running statistics as :meth:`__call__` moves
         them. Streamed scoring (:mod:`vlmrm.collect.stream`) encodes first and calls this last."""
-        self.formula.train(self.update_stats and not self._frozen)
+        self.formula.train(self.moves_stats)
         try:
             rewards = self.formula(embeddings)
         finally:
@@ -106,6 +122,6 @@ class VLMRewardModel:
         return rewards.reshape(lead).to(device)
 
 
-def input_size(reward_model: VLMRewardModel | None) -> tuple[int, int] | None:
+def input_size(reward_model: RewardModel | None) -> tuple[int, int] | None:
     """The render size a reward model wants; None (the env's own) without one."""
     return None if reward_model is None else reward_model.image_size

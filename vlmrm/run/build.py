@@ -29,8 +29,8 @@ from vlmrm.envs.factory import SeedPurpose, env_for, env_seed, make_base_env
 from vlmrm.errors import ConfigError, VLMRMError, one_paragraph
 from vlmrm.precision import resolve as resolve_precision
 from vlmrm.reward.model import VLMRewardModel, input_size
+from vlmrm.reward.seam import RewardModel, Scorer
 from vlmrm.reward.spec import resolve_transform
-from vlmrm.reward.transform import VLMRewardTransform
 from vlmrm.run.callbacks import EnvStepCheckpoint, VideoRecorder
 from vlmrm.run.checkpoints import AtomicCheckpointIO
 from vlmrm.run.module import SACModule
@@ -119,7 +119,7 @@ def placement(trainer: L.Trainer) -> Placement:
                      Path(trainer.default_root_dir))
 
 
-def attach_data(module: SACModule, reward_model: VLMRewardModel | None, trainer: L.Trainer
+def attach_data(module: SACModule, reward_model: RewardModel | None, trainer: L.Trainer
                 ) -> None:
     """Build this rank's data side and the run's plan, and hand them to ``module``: what
     ``trainer.fit(module)`` trains on."""
@@ -128,7 +128,7 @@ def attach_data(module: SACModule, reward_model: VLMRewardModel | None, trainer:
     module.attach(make_data(module.cfg, reward_model, module, where, plan), plan)
 
 
-def make_data(cfg: Config, reward_model: VLMRewardModel | None, module: SACModule,
+def make_data(cfg: Config, reward_model: RewardModel | None, module: SACModule,
               where: Placement, plan: RunPlan) -> DataPipeline:
     """The rank's envs, collector and replay buffer on its device, sized by its share of
     ``env.num_envs``, ``agent.batch_size``, ``agent.learning_starts`` and
@@ -149,8 +149,7 @@ def make_data(cfg: Config, reward_model: VLMRewardModel | None, module: SACModul
     if blocker is not None and rank == 0:
         print(restart_note(cfg.env.id, blocker), flush=True)
     return DataPipeline(
-        batches=collection, reward_model=reward_model,
-        reward_transform=VLMRewardTransform(reward_model, drop_pixels=True),
+        batches=collection, scorer=Scorer(reward_model),
         replay_buffer=make_replay_buffer(share.buffer_size, where.device),
         episodes=EpisodeTracker(share.num_envs), eval_env=eval_env,
         envs=[loop.env] if isinstance(loop, StepLoop) else [],
@@ -159,7 +158,7 @@ def make_data(cfg: Config, reward_model: VLMRewardModel | None, module: SACModul
 
 
 def make_step_loop(cfg: Config, module: SACModule, build_env: Callable[[], EnvBase],
-                   rank: int, reward_model: VLMRewardModel | None = None
+                   rank: int, reward_model: RewardModel | None = None
                    ) -> StepLoop | ProcessStepLoop:
     """The rank's env step loop: here, or in a process of its own (``agent.collector``).
     Sequential collection draws from torch's global generator (as the loop always did);
@@ -169,7 +168,7 @@ def make_step_loop(cfg: Config, module: SACModule, build_env: Callable[[], EnvBa
     a = cfg.agent
     seed = env_seed(cfg.seed, SeedPurpose.COLLECT, rank)
     network = actor_network(module.actor)
-    resize = None if reward_model is None else reward_model.backend.preprocessor.resize_frames
+    resize = None if reward_model is None else reward_model.resize_frames
     if a.overlap and a.collector == "process":
         return ProcessStepLoop(build_env, network, a, seed, resize_frames=resize)
     env = build_env()
@@ -179,7 +178,7 @@ def make_step_loop(cfg: Config, module: SACModule, build_env: Callable[[], EnvBa
 
 
 def make_collection(cfg: Config, loop: StepLoop | ProcessStepLoop, random_batches: int,
-                    reward_model: VLMRewardModel | None = None) -> Collection:
+                    reward_model: RewardModel | None = None) -> Collection:
     """Batches of ``agent.train_freq`` steps from ``loop``, the first ``random_batches``
     random (``agent.learning_starts``), overlapped or in turn, scored in passes or whole."""
     a = cfg.agent
@@ -187,20 +186,21 @@ def make_collection(cfg: Config, loop: StepLoop | ProcessStepLoop, random_batche
                       make_stream(cfg, reward_model, loop.num_envs))
 
 
-def make_stream(cfg: Config, reward_model: VLMRewardModel | None, num_envs: int
+def make_stream(cfg: Config, reward_model: RewardModel | None, num_envs: int
                 ) -> FrameStream | None:
     """Streamed scoring for overlapped collection (``reward.stream_frames``), or None where a
-    batch is scored in one go: sequential collection, no reward model, streaming off, or a
-    pass as long as the batch."""
+    batch is scored in one go: sequential collection, no reward model or one not of the
+    embedding kind, streaming off, or a pass as long as the batch."""
     r, a = cfg.reward, cfg.agent
-    if not (a.overlap and reward_model is not None and r.stream_frames):
+    encoder = Scorer(reward_model).encoder
+    if not (a.overlap and encoder is not None and r.stream_frames):
         return None
     # Compiled, every pass is padded to reward.batch_size: smaller passes would waste it.
     frames = r.batch_size if r.compile else r.stream_frames
     per_pass = steps_per_pass(frames, r.batch_size, num_envs)
     if per_pass >= a.train_freq:
         return None
-    return FrameStream(reward_model.backend.encode_images, per_pass)
+    return FrameStream(encoder, per_pass)
 
 
 def make_module(cfg: Config) -> SACModule:

@@ -12,7 +12,8 @@ from vlmrm.envs.envstate import capture_blocker, env_state, load_env_state, rest
 from vlmrm.envs.factory import SeedPurpose, env_for, env_seed, episode_cap
 from vlmrm.errors import NonFiniteError
 from vlmrm.media import add_tensorboard_video, write_mp4
-from vlmrm.reward.model import VLMRewardModel, input_size
+from vlmrm.reward.model import input_size
+from vlmrm.reward.seam import RewardModel
 from vlmrm.run.checkpoints import (
     LAST,
     nonfinite_tensors,
@@ -125,7 +126,7 @@ class VideoRecorder(L.Callback):
                 self.record(trainer, module)
 
     def record(self, trainer: L.Trainer, module: SACModule) -> Path:
-        reward_model = module.data.reward_model if module.data is not None else None
+        reward_model = module.data.scorer.model if module.data is not None else None
         if module.data is not None:
             module.data.pause()  # the reward model is not shared with the collection thread
         episode = run_episode(self._get_env(module, reward_model), module.actor, reward_model,
@@ -137,7 +138,7 @@ class VideoRecorder(L.Callback):
                                   module.env_steps)
         return path
 
-    def _get_env(self, module: SACModule, reward_model: VLMRewardModel | None) -> EnvBase:
+    def _get_env(self, module: SACModule, reward_model: RewardModel | None) -> EnvBase:
         if self._env is None:
             self._env = env_for(module.cfg, SeedPurpose.VIDEO,
                                 render_size=input_size(reward_model))

@@ -12,7 +12,7 @@ from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
 from vlmrm.keys import NEXT, PIXELS, REWARD, SUCCESS
 from vlmrm.media import as_uint8_frames, caption_frames
-from vlmrm.reward.model import VLMRewardModel
+from vlmrm.reward.seam import RewardModel, score_episode
 
 
 @dataclass
@@ -43,7 +43,7 @@ def mean_summary(episodes: Sequence[Episode]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def run_episode(env: EnvBase, policy, reward_model: VLMRewardModel | None,
+def run_episode(env: EnvBase, policy, reward_model: RewardModel | None,
                 max_steps: int = 100_000, keep_frames: bool = False) -> Episode:
     """One greedy/mean-action episode; frames are scored in one batch at its end."""
     with set_exploration_type(ExplorationType.DETERMINISTIC):
@@ -54,15 +54,14 @@ def run_episode(env: EnvBase, policy, reward_model: VLMRewardModel | None,
     if reward_model is None:
         vlm = gt
     else:  # evaluation must not move the running reward statistics (running_norm)
-        with reward_model.frozen():
-            vlm = reward_model(frames).reshape(-1).float().cpu()
+        vlm = score_episode(reward_model, frames).reshape(-1).float().cpu()
     success = nxt.get(SUCCESS, None)
     return Episode(gt_rewards=gt, vlm_rewards=vlm,
                    success=None if success is None else success.reshape(-1),
                    frames=frames if keep_frames else None)
 
 
-def evaluate(env: EnvBase, policy, reward_model: VLMRewardModel | None, episodes: int
+def evaluate(env: EnvBase, policy, reward_model: RewardModel | None, episodes: int
              ) -> dict[str, float]:
     """Mean figures of ``episodes`` deterministic episodes."""
     return mean_summary([run_episode(env, policy, reward_model) for _ in range(episodes)])

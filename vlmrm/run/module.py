@@ -138,8 +138,8 @@ class SACModule(L.LightningModule):
         self.stop_request.on_request = self.data.halt
         if self.stop_request.requested:  # a signal while the data side was being built
             self.data.halt()
-        if self._restored_formula is not None and self.data.reward_model is not None:
-            self.data.reward_model.formula.load_state_dict(self._restored_formula)
+        if self._restored_formula is not None and self.data.scorer.model is not None:
+            self.data.scorer.model.load_state_dict(self._restored_formula)
         if self.data_state_stem is not None:  # resuming: the data side continues exactly
             self._load_data_state(Path(self.trainer.ckpt_path).parent)
 
@@ -203,9 +203,9 @@ class SACModule(L.LightningModule):
                                "env_steps": self.env_steps,
                                "world_size": self.trainer.world_size,
                                "data_state": self.data_state_stem}
-        reward_model = self.data.reward_model if self.data is not None else None
+        reward_model = self.data.scorer.model if self.data is not None else None
         if reward_model is not None:  # running_norm's statistics (empty for stateless chains)
-            checkpoint["vlmrm"]["reward_formula"] = reward_model.formula.state_dict()
+            checkpoint["vlmrm"]["reward_formula"] = reward_model.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("vlmrm", {})
@@ -284,11 +284,11 @@ class SACModule(L.LightningModule):
     def _note_stop_latency(self, got: ScoredBatch, metrics: dict[str, float]) -> None:
         """Once, on rank 0, as the first updates are measured (or the first batch, without
         scoring): say when a stop may outlast ``logging.stop_timeout_s``."""
-        if self._latency_noted or not (self.learning_started or self.data.reward_model is None):
+        if self._latency_noted or not (self.learning_started or not self.data.scorer.scores):
             return
         self._latency_noted = True
         pass_s, frames, streamed = 0.0, 0, False
-        if self.data.reward_model is not None:
+        if self.data.scorer.scores:
             collection = self.data.batches
             stream = getattr(collection, "stream", None)
             streamed = stream is not None
@@ -340,7 +340,7 @@ class SACModule(L.LightningModule):
         if data is None or data.eval_env is None:
             return {}
         data.pause()  # the reward model is not shared with the collection thread
-        result = evaluate(data.eval_env, self.actor, data.reward_model,
+        result = evaluate(data.eval_env, self.actor, data.scorer.model,
                           self.cfg.agent.eval_episodes)
         self.last_eval = {f"eval/{k}": v for k, v in result.items()}
         return dict(self.last_eval)
@@ -356,7 +356,7 @@ class SACModule(L.LightningModule):
         frames = got.batch.numel()
         out = {"perf/env_steps_per_s": frames / max(got.collect_s, 1e-9),
                "perf/iteration_env_steps_per_s": frames / max(iteration_s, 1e-9)}
-        if self.data.reward_model is not None:
+        if self.data.scorer.scores:
             out["perf/vlm_frames_per_s"] = frames / max(got.score_s, 1e-9)
         return out
 

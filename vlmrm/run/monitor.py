@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING
 import lightning as L
 import torch
 
-from vlmrm.collect.pipeline import DataPipeline
+from vlmrm.collect.pipeline import Feed
 from vlmrm.keys import GT_REWARD, NEXT, REWARD
 from vlmrm.media import grid_image, write_png
 from vlmrm.reward.metrics import spearman
@@ -164,39 +164,31 @@ class RewardMonitor(L.Callback):
         #: Trend checks made, and the env steps where the verdict turned on.
         self.checks = 0
         self.onsets: list[int] = []
-
-    def _data(self, module: SACModule) -> DataPipeline | None:
-        """The rank's pipeline when it scores with a VLM (else nothing to watch)."""
-        data = module.data
-        return data if data is not None and data.reward_model is not None else None
+        #: The scored batches, from this run's data pipeline (None: nothing is scored).
+        self.feed: Feed | None = None
 
     def on_train_start(self, trainer: L.Trainer, module: SACModule) -> None:
-        data = self._data(module)
-        if data is not None:
-            data.watch = True
-            # Frames are only copied out of the batches that will reach the next picture.
-            data.keep_frames, data.keep_frames_every = self.frames, self.every
-            self.start(data.episodes.num_envs)
+        data = module.data
+        # Frames are only copied out of the batches that will reach the next picture.
+        self.feed = None if data is None else data.subscribe(self.frames, self.every)
+        if self.feed is not None:
+            self.start(self.feed.num_envs)
 
     def start(self, num_envs: int) -> None:
         """A fresh return series whose points pool ``num_envs`` episodes (the rank's envs)."""
         self.trends = ReturnTrends(self.window, num_envs)
 
     def on_train_batch_end(self, trainer: L.Trainer, module: SACModule, *args) -> None:
-        data = self._data(module)
-        if data is None or data.last_scored is None:
+        if self.feed is None or self.feed.scored is None:
             return
-        scored, data.last_scored = data.last_scored, None
-        finished, data.last_finished = data.last_finished, None
+        scored, finished, top = self.feed.take()
         steps = scored.numel() * trainer.world_size
         metrics = self._correlation(scored, crossed(self.correlation_every,
                                                     module.env_steps - steps, module.env_steps))
         if finished is not None and finished["vlm_return"]:
             metrics.update(self.observe_episodes(finished, module.env_steps))
-        if data.top_frames is not None:
-            if trainer.is_global_zero:
-                self.save_strip(data, module.env_steps)
-            data.top_frames = None
+        if top is not None and trainer.is_global_zero:
+            self.save_strip(top, module.env_steps)
         if metrics and trainer.logger is not None:
             trainer.logger.log_metrics(metrics, step=module.env_steps)
         # Lightning's log costs ~1 ms a call; no flag at all where there is no verdict.
@@ -260,10 +252,11 @@ class RewardMonitor(L.Callback):
         return (f"reward-hacking monitor: no hacking suspected ({self.checks} checks of "
                 f"{self.window}-point return trends)")
 
-    def save_strip(self, data: DataPipeline, step: int) -> Path:
-        """The kept frames as the reward model sees them, best first, captioned."""
-        frames, rewards = data.top_frames
-        seen = data.reward_model.model_view(frames).cpu().numpy()
+    def save_strip(self, top: tuple[torch.Tensor, torch.Tensor], step: int) -> Path:
+        """The kept frames ``top`` (frames, rewards) as the reward model sees them, best
+        first, captioned."""
+        frames, rewards = top
+        seen = self.feed.model_view(frames).cpu().numpy()
         captions = [f"#{i + 1}  VLM {r:.4f}" for i, r in enumerate(rewards.tolist())]
         return write_png(self.dirpath / f"step-{step}.png",
                          grid_image(seen, captions, columns=len(captions)))

@@ -98,12 +98,15 @@ def load_data_state(data: DataPipeline, path: Path) -> tuple[dict[str, Any], dic
 
 # -- the pipeline ----------------------------------------------------------------------
 def pipeline_state(data: DataPipeline) -> dict[str, Any]:
+    model = data.scorer.model
     out: dict[str, Any] = {
         "steps_scored": data.steps_scored,
         "episodes": data.episodes.state_dict(),
-        "formula": (data.reward_model.formula.state_dict()
-                    if data.reward_model is not None else None),
+        "formula": model.state_dict() if model is not None else None,
     }
+    history = data.scorer.state_dict()
+    if history:  # a reward model of more than one frame per reward
+        out["frame_history"] = history
     if isinstance(data.batches, Collection):
         out["collection"] = collection_state(data.batches, data.exact_envs)
     if data.eval_env is not None:  # its episodes' reset noise continues too
@@ -115,11 +118,13 @@ def load_pipeline_state(data: DataPipeline, state: dict[str, Any]) -> None:
     data.steps_scored = state["steps_scored"]
     if isinstance(data.batches, Collection):
         restart = _restart_seed(data, SeedPurpose.TRAIN, state["steps_scored"])
+        data.scorer.load_state_dict(state.get("frame_history"))
         if load_collection_state(data.batches, state["collection"], restart):
             state = _restarted(data, state)
+            data.scorer.history.reset()  # every env starts an episode
     data.episodes.load_state_dict(state["episodes"])
-    if data.reward_model is not None and state["formula"] is not None:
-        data.reward_model.formula.load_state_dict(state["formula"])
+    if data.scorer.model is not None and state["formula"] is not None:
+        data.scorer.model.load_state_dict(state["formula"])
     if data.eval_env is not None:
         load_env_state(data.eval_env, state["eval_env"],
                        _restart_seed(data, SeedPurpose.EVAL, state["steps_scored"]))
