@@ -164,11 +164,14 @@ def test_sigterm_mid_iteration_checkpoints_a_partial_batch_and_resumes_exactly(v
     extra, runs = VARIANTS[variant], tmp_path / "runs"
     ranks = 2 if variant == "ddp" else 1
     # The run that never stops goes alongside the one that is stopped: they share nothing.
+    # Not under DDP: two pairs of ranks on two cores would each wait on the other's.
     straight_log = tmp_path / "straight.err"
     with straight_log.open("w") as log:
         straight = subprocess.Popen(_probe(tmp_path / "straight", runs, "straight", extra),
                                     stdout=subprocess.DEVNULL, stderr=log)
     try:
+        if ranks > 1:
+            straight.wait(timeout=600)
         _stop_mid_iteration(variant, extra, runs, tmp_path)
         straight.wait(timeout=600)
     finally:
