@@ -65,14 +65,22 @@ def portable_env() -> dict[str, str]:
         [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])}
 
 
+def _child_cmd(name: str, out: Path, steps: int | None) -> list[str]:
+    cmd = [sys.executable, "-m", "tests.rl.portable_reference", "run", name, str(out)]
+    return cmd + ["--steps", str(steps)] if steps else cmd
+
+
 def run_in_child(name: str, out: Path, steps: int | None = None,
                  timeout: float = 900) -> subprocess.CompletedProcess:
     """Runs ``name`` in a fresh interpreter with ``PORTABLE_ENV``; its tensors go to ``out``."""
-    cmd = [sys.executable, "-m", "tests.rl.portable_reference", "run", name, str(out)]
-    if steps:
-        cmd += ["--steps", str(steps)]
-    return subprocess.run(cmd, cwd=ROOT, env=portable_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(_child_cmd(name, out, steps), cwd=ROOT, env=portable_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_in_child(name: str, out: Path, steps: int | None = None) -> subprocess.Popen:
+    """:func:`run_in_child` without waiting: several runs can share the CPU's cores."""
+    return subprocess.Popen(_child_cmd(name, out, steps), cwd=ROOT, env=portable_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def ieee_sqrt() -> list[int]:

@@ -19,19 +19,33 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from tests.rl.portable_reference import DATA, differences, run_in_child
+from tests.rl.portable_reference import DATA, RUNS, differences, start_in_child
 
 #: The pinned kernels need AVX2 and FMA; elsewhere ATen would fall back without saying so.
 HAS_AVX2 = (platform.machine().lower() in ("x86_64", "amd64")
             and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"))
 
 
+@pytest.fixture(scope="module")
+def children(tmp_path_factory):
+    """Both runs, started together: each child is single-threaded (one core each), so the
+    pair takes the time of one. Each test waits for its own."""
+    out = tmp_path_factory.mktemp("portable")
+    procs = {run: (start_in_child(run, out / f"{run}.safetensors"), out / f"{run}.safetensors")
+             for run in RUNS}
+    yield procs
+    for proc, _ in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
 @pytest.mark.skipif(not HAS_AVX2, reason="the portable kernels are x86-64 AVX2 kernels")
 @pytest.mark.parametrize("run", ["quickstart", "mountaincar"])
-def test_sequential_loop_matches_the_portable_reference(run, tmp_path):
-    out = tmp_path / f"{run}.safetensors"
-    proc = run_in_child(run, out)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+def test_sequential_loop_matches_the_portable_reference(run, children):
+    proc, out = children[run]
+    stdout, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 0, stdout[-2000:] + stderr[-4000:]
     with safe_open(out, "pt") as f:
         child = json.loads(f.metadata()["json"])
     assert child["cpu_capability"] == "AVX2", "the child did not run ATen's AVX2 kernels"

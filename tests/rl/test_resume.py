@@ -23,6 +23,13 @@ from vlmrm.run.resume import SAFE_TO_CHANGE, check_changes, plan_resume
 
 SHORT = ("agent.total_env_steps=2000", "agent.learning_starts=200", "agent.eval_every=500",
          "agent.eval_episodes=1", "logging.checkpoint_every=100000", *QUIET)
+#: The stop-and-resume runs: 4 episodes of 200 steps, updates from step 200 on, stopped at
+#: step 400 (between the evaluations at 300 and 600) and resumed to the end; batches of 64
+#: keep the updates cheap (what is compared does not depend on their size).
+TOTAL, STOP_AT = 800, 400
+RESUMED = ("agent.total_env_steps=800", "agent.learning_starts=200", "agent.eval_every=300",
+           "agent.batch_size=64", "agent.eval_episodes=1", "logging.checkpoint_every=100000",
+           *QUIET)
 
 
 class SigtermAt(L.Callback):
@@ -81,19 +88,19 @@ def _run(config: str, overrides: list[str], name: str, callbacks) -> object:
 ], ids=["quickstart-streamed-process", "mountaincar-2envs-sequential",
         "quickstart-thread-pending-batch"])
 def test_stop_then_resume_equals_the_straight_run(config, extra, stop, tmp_path):
-    overrides = [*SHORT, *extra, f"logging.output_dir={tmp_path}"]
+    overrides = [*RESUMED, *extra, f"logging.output_dir={tmp_path}"]
     straight = FinalState()
     _run(config, overrides, "straight", [straight])
-    stopper = SigtermAt(1000) if stop == "sigterm" else StopAt(1000)
+    stopper = SigtermAt(STOP_AT) if stop == "sigterm" else StopAt(STOP_AT)
     stopped = _run(config, overrides, "split", [stopper])
-    assert 1000 <= stopped.env_steps < 2000
+    assert STOP_AT <= stopped.env_steps < TOTAL
     if stop == "sigterm":
         assert stopped.interrupted and "vlmrm fit --resume" in stopped.report()
 
     resumed = FinalState()
     result = fit(None, resume=plan_resume(str(stopped.run_dir), None, []), callbacks=[resumed])
     assert result.run_dir == stopped.run_dir and not result.interrupted
-    assert resumed.env_steps == straight.env_steps == 2000
+    assert resumed.env_steps == straight.env_steps == TOTAL
     keys = set(straight.replay.keys(True, True))
     assert set(resumed.replay.keys(True, True)) == keys
     for key in keys:

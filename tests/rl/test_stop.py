@@ -163,10 +163,26 @@ def test_sigterm_mid_iteration_checkpoints_a_partial_batch_and_resumes_exactly(v
                                                                               tmp_path):
     extra, runs = VARIANTS[variant], tmp_path / "runs"
     ranks = 2 if variant == "ddp" else 1
-    straight = subprocess.run(_probe(tmp_path / "straight", runs, "straight", extra),
-                              capture_output=True, text=True, timeout=600)
-    assert straight.returncode == 0, straight.stderr[-3000:]
+    # The run that never stops goes alongside the one that is stopped: they share nothing.
+    # Not under DDP: two pairs of ranks on two cores would each wait on the other's.
+    straight_log = tmp_path / "straight.err"
+    with straight_log.open("w") as log:
+        straight = subprocess.Popen(_probe(tmp_path / "straight", runs, "straight", extra),
+                                    stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        if ranks > 1:
+            straight.wait(timeout=600)
+        _stop_mid_iteration(variant, extra, runs, tmp_path)
+        straight.wait(timeout=600)
+    finally:
+        if straight.poll() is None:
+            straight.kill()
+            straight.wait()
+    assert straight.returncode == 0, straight_log.read_text()[-3000:]
+    _resume_equals_straight(ranks, runs, tmp_path)
 
+
+def _stop_mid_iteration(variant: str, extra: list[str], runs: Path, tmp_path: Path) -> None:
     stopped = _start(_probe(tmp_path / "stopped", runs, "split", extra, "--arm-at", ARM_AT),
                      variant)
     _wait_for(tmp_path / "stopped" / "armed", stopped)
@@ -191,6 +207,8 @@ def test_sigterm_mid_iteration_checkpoints_a_partial_batch_and_resumes_exactly(v
     assert 3 <= partial["shape"][-1] < 16 and partial["embeddings"] is not None
     assert partial["embeddings"].shape[-2] <= partial["shape"][-1]
 
+
+def _resume_equals_straight(ranks: int, runs: Path, tmp_path: Path) -> None:
     resumed = subprocess.run([sys.executable, PROBE, str(tmp_path / "resumed"), "--resume",
                               str(runs / "split")], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
