@@ -149,14 +149,7 @@ def test_a_two_frame_reward_model_trains_and_resumes_exactly_after_sigterm(tmp_p
     assert not result.interrupted and resumed.env_steps == straight.env_steps == TOTAL
     rewards = straight.replay[NEXT, REWARD]
     assert (rewards <= 0).all() and (rewards < 0).any()  # the toy model's, not the env's
-    assert set(resumed.replay.keys(True, True)) == set(straight.replay.keys(True, True))
-    for key in straight.replay.keys(True, True):
-        assert torch.equal(resumed.replay[key], straight.replay[key]), key
-    for name, value in straight.params.items():
-        assert torch.equal(resumed.params[name], value), name
-    assert straight.optimizer.keys() == resumed.optimizer.keys()
-    for key, value in straight.optimizer.items():
-        assert torch.equal(resumed.optimizer[key], value), key
+    resumed.assert_equals(straight)
 
 
 def test_render_scores_a_two_frame_model_over_the_whole_rollout(tmp_path, monkeypatch):

@@ -68,6 +68,18 @@ class FinalState(L.Callback):
         self.optimizer = {(i, k): v.clone() for i, s in optimizer.items() for k, v in s.items()}
         self.replay = module.data.replay_buffer[:].clone()
 
+    def assert_equals(self, other: FinalState) -> None:
+        """Replay contents, parameters and optimizer state equal bit for bit."""
+        keys = set(other.replay.keys(True, True))
+        assert set(self.replay.keys(True, True)) == keys
+        for key in keys:
+            assert torch.equal(self.replay[key], other.replay[key]), key
+        for name, value in other.params.items():
+            assert torch.equal(self.params[name], value), name
+        assert other.optimizer.keys() == self.optimizer.keys()
+        for key, value in other.optimizer.items():
+            assert torch.equal(self.optimizer[key], value), key
+
 
 def _run(config: str, overrides: list[str], name: str, callbacks) -> object:
     return fit(load_config(CONFIGS / config, [*overrides, f"logging.run_name={name}"]),
@@ -101,15 +113,7 @@ def test_stop_then_resume_equals_the_straight_run(config, extra, stop, tmp_path)
     result = fit(None, resume=plan_resume(str(stopped.run_dir), None, []), callbacks=[resumed])
     assert result.run_dir == stopped.run_dir and not result.interrupted
     assert resumed.env_steps == straight.env_steps == TOTAL
-    keys = set(straight.replay.keys(True, True))
-    assert set(resumed.replay.keys(True, True)) == keys
-    for key in keys:
-        assert torch.equal(resumed.replay[key], straight.replay[key]), key
-    for name, value in straight.params.items():
-        assert torch.equal(resumed.params[name], value), name
-    assert straight.optimizer.keys() == resumed.optimizer.keys()
-    for key, value in straight.optimizer.items():
-        assert torch.equal(resumed.optimizer[key], value), key
+    resumed.assert_equals(straight)
 
     # One run directory, one continuous curve: the same points as the straight run's.
     ours, theirs = scalars(stopped.run_dir), scalars(tmp_path / "straight")
