@@ -11,6 +11,8 @@ import subprocess
 import sys
 import warnings
 
+import pytest
+
 from tests.helpers import CONFIGS, ROOT
 from vlmrm.quiet import ROOT_MESSAGES, WARNINGS, quiet_third_party
 
@@ -21,6 +23,7 @@ ROOT_LOGGER_LINE = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL):root:", re.
 TORCHRL_WARNING = WARNINGS[0][0] + ", but target parameters have been found."
 
 
+@pytest.mark.slow  # end to end, minutes of the fast suite's budget; CI runs it
 def test_the_quick_start_prints_no_warning_and_no_root_logger_line(tmp_path):
     """The quick start's command as the README gives it, shortened, as a user runs it: the
     default collector (a process of its own), the progress bar, an evaluation."""

@@ -161,6 +161,7 @@ def test_cpu_work_adds_up_to_the_bound(quickstart):
         c["loop_cores_busy"] / r["end_to_end_env_steps_per_s"])
 
 
+@pytest.mark.slow  # end to end, minutes of the fast suite's budget; CI runs it
 def test_ground_truth_has_no_score_stage(bench, capsys, monkeypatch):
     import throughput_stages  # on sys.path once the benchmark module is loaded
 

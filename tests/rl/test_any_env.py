@@ -29,7 +29,8 @@ ENVS = [
     # Classic control, discrete actions, two envs in one batch.
     pytest.param("Acrobot-v1", ["env.num_envs=2"], id="acrobot-2envs"),
     # Discrete, collected in a process of its own (its state crosses the pipe).
-    pytest.param("MountainCar-v0", ["agent.collector=process"], id="mountaincar-process"),
+    pytest.param("MountainCar-v0", ["agent.collector=process"], id="mountaincar-process",
+                 marks=pytest.mark.slow),
     # MuJoCo, continuous actions, early termination.
     pytest.param("InvertedPendulum-v5", [], id="invertedpendulum"),
     # A third-party env named the Gymnasium way: the module registers it when imported.

@@ -102,6 +102,7 @@ def _resume_and_continue(run_dir: Path, newest: Path) -> None:
     assert result.env_steps == steps + 16 and not result.interrupted
 
 
+@pytest.mark.slow  # end to end, minutes of the fast suite's budget; CI runs it
 def test_sigkill_during_checkpoint_writes_leaves_the_newest_complete_checkpoint_loadable(
         tmp_path):
     """Real `vlmrm fit` writers (see :func:`preloaded_processes`), each SIGKILLed at a

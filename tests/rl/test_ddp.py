@@ -125,6 +125,7 @@ def _launch(args: list[str], rank_env) -> list[subprocess.CompletedProcess]:
     return done
 
 
+@pytest.mark.slow  # end to end, minutes of the fast suite's budget; CI runs it
 def test_a_torchrun_launch_writes_one_run_directory_that_resumes(tmp_path):
     """No logging.run_name: both ranks name the run after torchrun's run id; rank 0 creates
     it, rank 1 writes its data state into it, and `--resume last` continues it."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
 import vlmrm.fileio
@@ -42,6 +43,7 @@ def _checkpoint_callbacks(path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)["callbacks"]
 
 
+@pytest.mark.slow  # end to end, minutes of the fast suite's budget; CI runs it
 def test_damaged_data_state_falls_back_and_a_resumed_run_records_no_video_twice(tmp_path):
     overrides = [*TINY, f"logging.output_dir={tmp_path}"]
     run = fit(load_config(CONFIGS / "cartpole.yaml", [*overrides, "logging.run_name=mine"]),
