@@ -37,9 +37,6 @@ OFFSETS = {SeedPurpose.TRAIN: 0, SeedPurpose.EVAL: 999, SeedPurpose.VIDEO: 777,
            SeedPurpose.PLAY: 4242, SeedPurpose.RENDER: 0, SeedPurpose.DATASET: 4242,
            SeedPurpose.COLLECT: 31337}
 
-#: The name this enum had before it named purposes (its number is now ``.offset``).
-SeedOffset = SeedPurpose
-
 #: Seed distance between DDP ranks' envs.
 RANK_STRIDE = 1000
 

@@ -38,12 +38,7 @@ from vlmrm.envs.gymenv import (  # noqa: F401  (make_gym_env and accepts_size: p
 )
 from vlmrm.envs.gymstate import gym_state, load_gym_state, to_arrays, to_tensors
 from vlmrm.keys import SUCCESS
-from vlmrm.seeds import (  # noqa: F401  (public here too)
-    RANK_STRIDE,
-    SeedOffset,
-    SeedPurpose,
-    env_seed,
-)
+from vlmrm.seeds import SeedPurpose, env_seed  # the callers' purposes, public here too
 
 #: Episodes of envs without a time limit would never end: stop videos and play here.
 UNLIMITED_EPISODE_CAP = 1200
