@@ -19,6 +19,14 @@ DTYPES: dict[str, torch.dtype] = {"32": torch.float32, "bf16": torch.bfloat16,
                                   "16": torch.float16}
 
 
+#: Backend kinds: what a model scores, and so which reward model and formulas it takes.
+#: ``embedding``: one frame and the prompts, embedded in one space (CLIP, SigLIP);
+#: ``video``: a window of consecutive frames and the prompts, embedded in one space (X-CLIP);
+#: ``judge``: a generative VLM answering a question about a frame (SmolVLM, Qwen-VL, ...).
+EMBEDDING, VIDEO, JUDGE = "embedding", "video", "judge"
+KINDS = (EMBEDDING, VIDEO, JUDGE)
+
+
 class RewardBackend(abc.ABC):
     """Image and text encoders of one VLM, with their preprocessing, batching and device.
 
@@ -31,6 +39,9 @@ class RewardBackend(abc.ABC):
 
     #: Registry name; set by subclasses.
     name: str = ""
+    #: One of :data:`KINDS`; ``vlmrm backends`` lists it and the wiring builds the reward
+    #: model that fits it.
+    kind: str = EMBEDDING
     #: One line telling users how to name a model for this backend.
     model_naming: str = ""
     #: Both towers; :meth:`to` moves it, and ``vlmrm backends --check`` counts its parameters.

@@ -123,6 +123,15 @@ class RewardConfig:
         None, "How a frame becomes the encoder's square input: 'crop' (resize the short side, "
         "centre-crop: CLIP's own preprocessing), 'squash' (resize the whole frame to the square, "
         "no crop: what the paper's code did), or null for the model's own default.")
+    window: int | None = opt(
+        None, "Video backends (kind 'video', e.g. xclip): frames per reward, the last "
+        "reward.window frames of each env (stride 1: one reward per env step); an episode's "
+        "first steps repeat its first frame to fill the window. null = the model's own frame "
+        "count. Image and judge backends score one frame.")
+    question: str | None = opt(
+        None, "Judge backends (kind 'judge', e.g. hf_judge): the question asked about each "
+        "frame, with {goal} replaced by each goal prompt (the rewards of several goal prompts "
+        "are averaged). null = the judge formula's own question (see `vlmrm fit --help`).")
     batch_size: int = opt(32, "Frames per forward pass of the image encoder.")
     stream_frames: int = opt(
         16, "With agent.overlap: encode a batch's frames in passes of this many (rounded down "

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from vlmrm.backends.base import RewardBackend
+from vlmrm.errors import ConfigError
 from vlmrm.reward.formulas import PromptEmbeddings, build_reward_fn
 from vlmrm.reward.seam import EmbeddingRewardModel, RewardModel
 from vlmrm.reward.spec import TransformItem, resolve_transform
@@ -40,7 +41,11 @@ class VLMRewardModel(EmbeddingRewardModel):
     def __init__(self, backend: RewardBackend, goal_prompts: Sequence[str],
                  baseline_prompts: Sequence[str], alpha: float = 0.0, *,
                  transform: TransformSpec | None = None,
-                 negative_prompts: Sequence[str] = ()) -> None:
+                 negative_prompts: Sequence[str] = (), window: int | None = None) -> None:
+        if window not in (None, 1):
+            raise ConfigError(f"reward.window={window}: the {backend.kind} backend "
+                              f"{backend.name!r} scores one frame per reward. Use "
+                              "reward.window=null, or a video backend (`vlmrm backends`).")
         spec = resolve_transform(alpha, transform)  # alpha is the goal_baseline shorthand
         self.backend = backend
         self.goal_prompts = list(goal_prompts)

@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from torchrl.envs import EnvBase
 
-from vlmrm.backends.base import RewardBackend
+from vlmrm.backends.base import JUDGE, RewardBackend
 from vlmrm.backends.registry import GROUND_TRUTH, backend_class
 from vlmrm.collect.loop import Collection, StepLoop
 from vlmrm.collect.pipeline import DataPipeline, EpisodeTracker, make_replay_buffer
@@ -87,17 +87,22 @@ def make_backend(cfg: RewardConfig, device: str | torch.device) -> RewardBackend
 
 
 def make_reward_model(cfg: Config, device: str | torch.device | None = None
-                      ) -> VLMRewardModel | None:
+                      ) -> RewardModel | None:
     """The configured VLM reward model (on ``device``, default :func:`reward_device`), or
-    None for the ground-truth reward."""
+    None for the ground-truth reward: the kind that fits the backend's kind."""
     r = cfg.reward
     if r.backend == GROUND_TRUTH:
         return None
     backend = make_backend(r, reward_device(cfg) if device is None else device)
+    if backend.kind == JUDGE:
+        from vlmrm.reward.judge import JudgeRewardModel
+
+        return JudgeRewardModel(backend, r.goal_prompts, transform=r.transform,
+                                question=r.question)
     # A config built in Python has not been through load_config: resolve its alpha here.
     return VLMRewardModel(backend, r.goal_prompts, r.baseline_prompts,
                           transform=resolve_transform(r.alpha, r.transform),
-                          negative_prompts=r.negative_prompts)
+                          negative_prompts=r.negative_prompts, window=r.window)
 
 
 @dataclass(frozen=True)
