@@ -1,17 +1,20 @@
 """``vlmrm evaluate-reward``: compare reward models on a scene without training an agent.
 
-For each model (``--backends``) it embeds, once:
+For each model (``--backends``, of any kind: image embedding, video, judge) it scores, once:
 
 - the scene's goal-variable sweep, where it has one (:mod:`vlmrm.scenes.sweeps`): every grid
-  state rendered by the env's own ``render()``;
-- a labelled frame set (``--frames``), for any scene;
+  state rendered by the env's own ``render()``, a still picture (a video model sees it
+  repeated over its window, as at an episode's first step);
+- a labelled frame set (``--frames``), for any scene (a video model sees each frame with the
+  set's earlier frames of its episode, see :mod:`vlmrm.evaluation.frameset`);
 - otherwise random-policy frames (actions drawn from ``seed``), so every scene gets at least
-  the prompt check;
+  the prompt check (a video model sees each frame's window of the rollout);
 
-then scores them with every formula (the goal-baseline projection at each ``--alphas`` value,
-plus the config's own chain unless the sweep holds it) and writes, into a new folder: ``summary.json``,
-``landscape.csv`` / ``frames.csv`` (every reward), and PNG plots. Everything is computed before
-anything is written; the folder appears complete or not at all.
+An embedding model (image or video) is scored with every formula (the goal-baseline projection
+at each ``--alphas`` value, plus the config's own chain unless the sweep holds it) on
+embeddings computed once; a judge with its configured formula. It writes, into a new folder:
+``summary.json``, ``landscape.csv`` / ``frames.csv`` (every reward), and PNG plots. Everything
+is computed before anything is written; the folder appears complete or not at all.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,8 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlmrm.commands.render import sample_frames
+from vlmrm.backends.base import JUDGE, VIDEO
+from vlmrm.backends.registry import backend_entry
+from vlmrm.commands.render import random_rollout
 from vlmrm.config import Config
+from vlmrm.config.schema import RewardConfig
 from vlmrm.envs.factory import make_gym_env
 from vlmrm.evaluation import plots
 from vlmrm.evaluation.frameset import FrameSet, labels_csv
@@ -39,17 +45,22 @@ from vlmrm.evaluation.scoring import (
     PROMPT_CHECK_RHO,
     UNRELATED_PROMPT,
     Formula,
-    embed_frames,
+    embed_windows,
     formulas_for,
     labelled_metrics,
     landscape_metrics,
     prompt_check,
     score,
+    score_windows,
+    similarity_ranking,
+    still_index,
+    window_index,
 )
 from vlmrm.fileio import atomic_dir, write_text
-from vlmrm.reward.model import VLMRewardModel
-from vlmrm.reward.seam import EmbeddingRewardModel
-from vlmrm.run.build import make_backend, reward_device
+from vlmrm.keys import DONE, NEXT, PIXELS
+from vlmrm.reward.seam import EmbeddingRewardModel, RewardModel
+from vlmrm.reward.spec import EMBEDDING, FORMULAS
+from vlmrm.run.build import make_backend, reward_device, reward_model_for
 from vlmrm.scenes.sweeps import Sweep, sweep_for
 
 #: Random-policy frames scored when the scene has no sweep and no frame set is given.
@@ -74,10 +85,23 @@ class ModelResult:
     """One model's rewards per formula on each frame source, and its prompt check."""
 
     spec: BackendSpec
+    kind: str
+    formulas: list[Formula]  # the sweep (embedding kinds) or the model's own (a judge)
     landscape: list[np.ndarray] | None
     labelled: list[np.ndarray] | None
     rollout: list[np.ndarray] | None
     prompt_check: list[dict[str, Any]]
+
+
+@dataclass
+class Loaded:
+    """A model to evaluate, and how to build it again with other goal prompts (the prompt
+    check of a model that has no text embeddings to compare)."""
+
+    kind: str
+    model: RewardModel
+    retarget: Callable[[Sequence[str]], RewardModel]
+    reward: RewardConfig
 
 
 def evaluate_reward(cfg: Config, out: str | os.PathLike, specs: Sequence[BackendSpec],
@@ -93,13 +117,9 @@ def evaluate_reward(cfg: Config, out: str | os.PathLike, specs: Sequence[Backend
     device = reward_device(cfg)
     results = []
     for spec in specs:
-        backend = make_backend(replace(cfg.reward, backend=spec.backend, model=spec.model),
-                               device)
-        # The formula sweep needs the embeddings: the embedding kind of the scoring seam.
-        model = VLMRewardModel(backend, cfg.reward.goal_prompts, cfg.reward.baseline_prompts,
-                               negative_prompts=cfg.reward.negative_prompts)
-        results.append(evaluate_model(inputs, spec, model))
-        del backend, model  # one model in memory at a time
+        loaded = load_model(cfg, spec, device)
+        results.append(evaluate_model(inputs, spec, loaded, alphas))
+        del loaded  # one model in memory at a time
     summary = make_summary(inputs, results)
     with atomic_dir(out) as tmp:
         summary["files"] = write_outputs(tmp, inputs, results, summary)
@@ -108,29 +128,106 @@ def evaluate_reward(cfg: Config, out: str | os.PathLike, specs: Sequence[Backend
     return summary
 
 
-def evaluate_model(inputs: Inputs, spec: BackendSpec, model: EmbeddingRewardModel
+def reward_for(reward: RewardConfig, spec: BackendSpec, kind: str) -> RewardConfig:
+    """The config's reward settings for one compared model: ``window`` for a video model
+    only, ``question`` for a judge only, ``transform`` where its formula fits the kind (else
+    the kind's default), so that one config compares models of every kind."""
+    first = (reward.transform or [None])[0]
+    name = first.get("name") if isinstance(first, dict) else getattr(first, "name", first)
+    info = FORMULAS.get(name) if isinstance(name, str) else None
+    embedding_formula = info is not None and info.kind == EMBEDDING
+    fits = name is None or embedding_formula == (kind != JUDGE)
+    return replace(reward, backend=spec.backend, model=spec.model,
+                   window=reward.window if kind == VIDEO else None,
+                   question=reward.question if kind == JUDGE else None,
+                   transform=reward.transform if fits else None)
+
+
+def load_model(cfg: Config, spec: BackendSpec, device: torch.device) -> Loaded:
+    """The backend of ``spec`` loaded once, and its reward model with the config's prompts."""
+    kind = backend_entry(spec.backend).load().kind
+    reward = reward_for(cfg.reward, spec, kind)
+    backend = make_backend(reward, device)
+
+    def retarget(prompts: Sequence[str]) -> RewardModel:
+        return reward_model_for(backend, replace(reward, goal_prompts=list(prompts)))
+
+    return Loaded(kind, reward_model_for(backend, reward), retarget, reward)
+
+
+def own_formula(reward: RewardConfig) -> Formula:
+    """A judge's formula as configured (``reward.transform``; none: the judge's default)."""
+    spec = [dict(item) if isinstance(item, dict) else {"name": str(getattr(item, "name", item))}
+            for item in reward.transform or []]
+    label = " > ".join(item["name"] for item in spec) or "default"
+    return Formula(label, None, spec)
+
+
+def evaluate_model(inputs: Inputs, spec: BackendSpec, loaded: Loaded, alphas: Sequence[float]
                    ) -> ModelResult:
-    """Every formula on the frames' embeddings (encoded once), and the prompt check."""
-    cfg, formulas = inputs.cfg, inputs.formulas
-    r = cfg.reward
-    prompts = model.prompts
-    landscape = labelled = rollout = None
-    seen = []  # every embedding scored, for the prompt check
+    """Every formula on the windows' embeddings (encoded once) for an embedding model, the
+    model's own rewards for any other; and the prompt check."""
+    model, k = loaded.model, loaded.model.frames_needed
+    sources: dict[str, tuple[list[np.ndarray], torch.Tensor]] = {}
     if inputs.sweep is not None:
-        seen.append(embed_frames(model, render_sweep(cfg, inputs.sweep, inputs.values,
-                                                     model.image_size)))
-        landscape = score(prompts, seen[-1], formulas)
+        frames = render_sweep(inputs.cfg, inputs.sweep, inputs.values, model.image_size)
+        sources["landscape"] = frames, still_index(len(frames), k)
     if inputs.frames is not None:
-        seen.append(embed_frames(model, inputs.frames))
-        labelled = score(prompts, seen[-1], formulas)
-    if not seen:
-        with torch.random.fork_rng():  # random actions from the config's seed: repeatable
-            torch.manual_seed(cfg.seed)
-            frames, _ = sample_frames(cfg, model.image_size, ROLLOUT_FRAMES, ROLLOUT_STRIDE)
-        seen.append(embed_frames(model, list(frames.numpy())))
-        rollout = score(prompts, seen[-1], formulas)
-    return ModelResult(spec, landscape, labelled, rollout,
-                       prompt_check(model, torch.cat(seen), r))
+        sources["labelled"] = inputs.frames, frameset_index(inputs.frameset, k)
+    if not sources:
+        sources["rollout"] = rollout_windows(inputs.cfg, model)
+    if isinstance(model, EmbeddingRewardModel):
+        formulas = formulas_for(loaded.reward, alphas)
+        seen = {name: embed_windows(model, *src) for name, src in sources.items()}
+        scored = {name: score(model.prompts, e, formulas) for name, e in seen.items()}
+        rank = similarity_ranking(model, torch.cat(list(seen.values())))
+    else:
+        formulas = [own_formula(loaded.reward)]
+        scored = {name: [score_windows(model, *src)] for name, src in sources.items()}
+        rank = retargeted_ranking(loaded, sources, scored)
+    return ModelResult(spec, loaded.kind, formulas, scored.get("landscape"),
+                       scored.get("labelled"), scored.get("rollout"),
+                       prompt_check(rank, loaded.reward))
+
+
+def retargeted_ranking(loaded: Loaded, sources: dict, scored: dict
+                       ) -> Callable[[Sequence[str]], np.ndarray]:
+    """Prompts -> the model's rewards of every window with those prompts as its goal."""
+    own = np.concatenate([rewards[0] for rewards in scored.values()])
+
+    def rank(prompts: Sequence[str]) -> np.ndarray:
+        if list(prompts) == list(loaded.reward.goal_prompts):
+            return own
+        model = loaded.retarget(prompts)
+        return np.concatenate([score_windows(model, *src) for src in sources.values()])
+
+    return rank
+
+
+def frameset_index(fs: FrameSet, k: int) -> torch.Tensor:
+    """``[N, k]``: each labelled frame's window from the set's frames of its episode (its
+    own frame repeated without episode and step columns)."""
+    ordered = fs.episode_starts()
+    if ordered is None or k == 1:
+        return still_index(len(fs), k)
+    order, starts = ordered
+    at = torch.tensor(order)
+    idx = torch.empty(len(fs), k, dtype=torch.long)
+    idx[at] = at[window_index(starts, k)]
+    return idx
+
+
+def rollout_windows(cfg: Config, model: RewardModel) -> tuple[list[np.ndarray], torch.Tensor]:
+    """Random-policy frames every ``ROLLOUT_STRIDE`` steps, each with its window of the
+    rollout (across episode ends as in training); actions from the config's seed."""
+    with torch.random.fork_rng():  # random actions from the config's seed: repeatable
+        torch.manual_seed(cfg.seed)
+        td = random_rollout(cfg, model.image_size, ROLLOUT_FRAMES * ROLLOUT_STRIDE)
+    done = td.get((NEXT, DONE)).reshape(-1).tolist()
+    starts = [True, *done[:-1]]
+    idx = window_index(starts, model.frames_needed)
+    pick = slice(ROLLOUT_STRIDE - 1, None, ROLLOUT_STRIDE)
+    return list(td.get((NEXT, PIXELS)).numpy()), idx[pick][:ROLLOUT_FRAMES]
 
 
 def render_sweep(cfg: Config, sweep: Sweep, values: np.ndarray, size: tuple[int, int]
@@ -155,6 +252,7 @@ def make_summary(inputs: Inputs, results: Sequence[ModelResult]) -> dict[str, An
     summary: dict[str, Any] = {
         "env_id": inputs.cfg.env.id, "goal_prompts": list(r.goal_prompts),
         "baseline_prompts": list(r.baseline_prompts), "models": [m.spec.label for m in results],
+        "kinds": {m.spec.label: m.kind for m in results},
         "formulas": [{"name": f.name, "alpha": f.alpha, "spec": f.spec}
                      for f in inputs.formulas]}
     if inputs.sweep is not None and not inputs.check_only:
@@ -176,7 +274,7 @@ def landscape_summary(inputs: Inputs, results: Sequence[ModelResult]) -> dict[st
     sweep, values = inputs.sweep, inputs.values
     goalness, in_goal = sweep.goalness(values), sweep.in_goal(values)
     rows = [_row(m.spec.label, f, landscape_metrics(rewards, goalness, in_goal))
-            for m in results for f, rewards in zip(inputs.formulas, m.landscape, strict=True)]
+            for m in results for f, rewards in zip(m.formulas, m.landscape, strict=True)]
     return {"variable": sweep.variable, "spearman_against": sweep.target,
             "goal_region": sweep.region, "points": len(values),
             "goal_points": int(in_goal.sum()),
@@ -187,7 +285,7 @@ def landscape_summary(inputs: Inputs, results: Sequence[ModelResult]) -> dict[st
 def frames_summary(inputs: Inputs, results: Sequence[ModelResult]) -> dict[str, Any]:
     fs = inputs.frameset
     rows = [_row(m.spec.label, f, labelled_metrics(rewards, fs.success, fs.score))
-            for m in results for f, rewards in zip(inputs.formulas, m.labelled, strict=True)]
+            for m in results for f, rewards in zip(m.formulas, m.labelled, strict=True)]
     return {"dir": str(fs.root), "frames": len(fs),
             "labels": [k for k in ("success", "score") if getattr(fs, k) is not None],
             "spearman_and_epic_against": "score" if fs.score is not None else "success",
@@ -240,7 +338,7 @@ def landscape_csv(inputs: Inputs, results: Sequence[ModelResult]) -> str:
     rows = [{"model": m.spec.label, "formula": f.label, "alpha": _blank(f.alpha),
              "value": f"{v:.6g}", "goalness": f"{g:.6g}", "in_goal": int(ok),
              "reward": f"{x:.8g}"}
-            for m in results for f, rewards in zip(inputs.formulas, m.landscape, strict=True)
+            for m in results for f, rewards in zip(m.formulas, m.landscape, strict=True)
             for v, g, ok, x in zip(values, goalness, in_goal, rewards, strict=True)]
     return labels_csv(rows)
 
@@ -252,7 +350,7 @@ def frames_csv(inputs: Inputs, results: Sequence[ModelResult]) -> str:
              "success": "" if fs.success is None else int(fs.success[i]),
              "score": "" if fs.score is None else f"{fs.score[i]:.6g}",
              "reward": f"{rewards[i]:.8g}"}
-            for m in results for f, rewards in zip(inputs.formulas, m.labelled, strict=True)
+            for m in results for f, rewards in zip(m.formulas, m.labelled, strict=True)
             for i, path in enumerate(fs.files)]
     return labels_csv(rows)
 
@@ -278,11 +376,11 @@ def landscape_plots(inputs: Inputs, results: Sequence[ModelResult], summary: dic
     for m in results:
         label = m.spec.label
         curves = [(f.name + _spearman_of(rows, label, f), r)
-                  for f, r in zip(inputs.formulas, m.landscape, strict=True)]
+                  for f, r in zip(m.formulas, m.landscape, strict=True)]
         out[f"landscape-{slug(label)}.png"] = plots.landscape(
             values, curves, sweep.goal_spans, sweep.variable, f"{label} on {inputs.cfg.env.id}")
         out[f"histogram-{slug(label)}.png"] = plots.histograms(
-            [(f.name, r) for f, r in zip(inputs.formulas, m.landscape, strict=True)], goal,
+            [(f.name, r) for f, r in zip(m.formulas, m.landscape, strict=True)], goal,
             f"{label}: goal region vs the rest of the {sweep.variable} sweep")
     return out
 
@@ -292,7 +390,7 @@ def frames_plots(inputs: Inputs, results: Sequence[ModelResult]) -> dict[str, by
     if fs.success is None:
         return {}
     return {f"frames-histogram-{slug(m.spec.label)}.png": plots.histograms(
-        [(f.name, r) for f, r in zip(inputs.formulas, m.labelled, strict=True)], fs.success,
+        [(f.name, r) for f, r in zip(m.formulas, m.labelled, strict=True)], fs.success,
         f"{m.spec.label}: frames labelled success vs not")
         for m in results}
 

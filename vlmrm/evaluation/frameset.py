@@ -14,7 +14,12 @@ Format (what ``vlmrm dataset`` writes and ``vlmrm evaluate-reward --frames`` rea
   (``true``/``false`` also read);
 - ``score`` (optional): any number, higher = closer to the goal (e.g. a human rating or the
   env's ground-truth reward);
-- any other column (``vlmrm dataset`` adds ``episode`` and ``step``) is ignored.
+- ``episode`` and ``step`` (optional, both or neither; ``vlmrm dataset`` writes them): the
+  episode a frame comes from and its env step. A model that scores a window of frames (a
+  video model) then sees each frame with the set's earlier frames of the same episode
+  (``vlmrm dataset --stride 1`` keeps every step, so the windows are the model's own);
+  without them each frame is a still picture, repeated to fill the window;
+- any other column is ignored.
 
 At least one of ``success`` and ``score`` must be present, with a value in every row. To
 relabel, edit those columns (in a spreadsheet, say) and keep the header names.
@@ -39,6 +44,7 @@ from vlmrm.fileio import atomic_dir, write_text
 
 LABELS = "labels.csv"
 FILE, SUCCESS, SCORE = "file", "success", "score"
+EPISODE, STEP = "episode", "step"
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
 
 
@@ -50,6 +56,18 @@ class FrameSet:
     files: list[Path]
     success: np.ndarray | None  # bool [N]
     score: np.ndarray | None  # float64 [N]
+    episode: list[str] | None = None
+    step: np.ndarray | None = None  # int64 [N]
+
+    def episode_starts(self) -> tuple[list[int], list[bool]] | None:
+        """The frames in (episode, step) order and where each episode begins there; None
+        without the columns."""
+        if self.episode is None:
+            return None
+        order = sorted(range(len(self)), key=lambda i: (self.episode[i], int(self.step[i])))
+        starts = [j == 0 or self.episode[i] != self.episode[order[j - 1]]
+                  for j, i in enumerate(order)]
+        return order, starts
 
     def __len__(self) -> int:
         return len(self.files)
@@ -93,7 +111,20 @@ def read_frameset(root: str | os.PathLike) -> FrameSet:
         success = np.array([_flag(row[SUCCESS], where, i) for i, row in enumerate(rows, 2)])
     if SCORE in header:
         score = np.array([_number(row[SCORE], where, i) for i, row in enumerate(rows, 2)])
-    return FrameSet(root, files, success, score)
+    episode = step = None
+    if {EPISODE, STEP} <= header:
+        episode = [(row[EPISODE] or "").strip() for row in rows]
+        step = np.array([_step(row[STEP], where, i) for i, row in enumerate(rows, 2)])
+    return FrameSet(root, files, success, score, episode, step)
+
+
+def _step(value: str | None, where: str, line: int) -> int:
+    try:
+        return int((value or "").strip())
+    except ValueError:
+        raise VLMRMError(f"{where} line {line}: step={value!r} must be a whole number (the "
+                         "frame's env step in its episode), or remove the step column."
+                         ) from None
 
 
 def _frame_path(root: Path, name: str | None, where: str, line: int) -> Path:

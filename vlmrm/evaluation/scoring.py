@@ -1,14 +1,20 @@
-"""Scoring frames with reward formulas, the quality figures of each, and the prompt check.
+"""Scoring frames with reward models of every kind, the quality figures of each, and the
+prompt check.
 
-Frames are embedded once per model; every formula (each alpha of the goal-baseline
-projection, and the config's own ``reward.transform``) is then applied to the same
-embeddings. Formulas score with their statistics frozen, as evaluation must.
+A model scores windows of ``frames_needed`` consecutive frames (one frame for CLIP-like
+models): :func:`window_index` picks each scored frame's window from the frames of its
+episode, padded with the episode's first frame as training pads it; a still picture (a
+sweep state) is its own frame repeated. An embedding model (image or video) embeds each
+window once, and every formula (each alpha of the goal-baseline projection, and the
+config's own ``reward.transform``) is applied to the same embeddings; any other model (a
+judge) is scored with its own configured formula. Formulas score with their statistics
+frozen, as evaluation must.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +25,7 @@ from vlmrm.config.schema import RewardConfig
 from vlmrm.errors import ConfigError
 from vlmrm.reward import metrics
 from vlmrm.reward.formulas import PromptEmbeddings, build_reward_fn
-from vlmrm.reward.seam import EmbeddingRewardModel
+from vlmrm.reward.seam import EmbeddingRewardModel, RewardModel
 from vlmrm.reward.spec import default_transform, parse_transform, resolve_transform
 
 #: The prompt check warns when a control prompt ranks the frames with Spearman rho at least
@@ -66,16 +72,63 @@ def formulas_for(reward: RewardConfig, alphas: Sequence[float]) -> list[Formula]
     return out
 
 
-def embed_frames(model: EmbeddingRewardModel, frames: Sequence[np.ndarray]) -> torch.Tensor:
-    """Normalised embeddings ``[N, D]`` of uint8 frames; frames of different sizes are
-    embedded in groups of one size each."""
-    out = torch.empty(len(frames), model.embed_dim)
+#: Windows per call into a model: bounds the memory of gathered windows.
+WINDOW_CHUNK = 256
+
+
+def still_index(n: int, k: int) -> torch.Tensor:
+    """``[n, k]`` frame indices: each of ``n`` still pictures is its own whole window."""
+    return torch.arange(n)[:, None].expand(n, k)
+
+
+def window_index(starts: Sequence[bool], k: int) -> torch.Tensor:
+    """``[T, k]`` frame indices of each step's window, oldest first: steps t-k+1..t of a
+    sequence whose episodes begin where ``starts`` is set, the first steps of an episode
+    padded with its first frame (as :class:`vlmrm.reward.seam.FrameHistory` pads them)."""
+    out, first = torch.empty(len(starts), k, dtype=torch.long), 0
+    for t, start in enumerate(starts):
+        first = t if start or t == 0 else first
+        out[t] = torch.arange(t - k + 1, t + 1).clamp(min=first)
+    return out
+
+
+def _windows(frames: Sequence[np.ndarray], idx: torch.Tensor
+             ) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """(positions, uint8 windows ``[n, k, H, W, 3]``) in chunks of one frame size each."""
     sizes: dict[tuple[int, ...], list[int]] = {}
-    for i, frame in enumerate(frames):
-        sizes.setdefault(frame.shape, []).append(i)
+    for i, row in enumerate(idx.tolist()):
+        sizes.setdefault(frames[row[-1]].shape, []).append(i)
     for index in sizes.values():
-        batch = torch.from_numpy(np.stack([frames[i] for i in index]))
-        out[index] = model.encode_images(batch).float().cpu()
+        for at in range(0, len(index), WINDOW_CHUNK):
+            part = index[at:at + WINDOW_CHUNK]
+            yield part, torch.from_numpy(np.stack([np.stack([frames[j] for j in idx[i].tolist()])
+                                                   for i in part]))
+
+
+def embed_windows(model: EmbeddingRewardModel, frames: Sequence[np.ndarray],
+                  idx: torch.Tensor) -> torch.Tensor:
+    """Normalised embeddings ``[N, D]`` of the windows ``idx`` ``[N, k]`` of uint8 frames:
+    the image encoder's for one frame, the video encoder's (``encode_windows``) for more."""
+    out = torch.empty(idx.shape[0], model.embed_dim)
+    for index, windows in _windows(frames, idx):
+        if windows.shape[1] == 1:
+            out[index] = model.encode_images(windows[:, 0]).float().cpu()
+        else:
+            out[index] = model.encode_windows(windows).float().cpu()
+    return out
+
+
+@torch.no_grad()
+def score_windows(model: RewardModel, frames: Sequence[np.ndarray], idx: torch.Tensor
+                  ) -> np.ndarray:
+    """A model's own rewards ``[N]`` (float64) of the windows ``idx``, statistics frozen;
+    frames are first shrunk as the model has them shrunk where they are rendered."""
+    out = np.empty(idx.shape[0])
+    with model.frozen():
+        for index, windows in _windows(frames, idx):
+            if model.resize_frames is not None:
+                windows = model.resize_frames(windows)
+            out[index] = model.score(windows).double().cpu().numpy().reshape(-1)
     return out
 
 
@@ -140,16 +193,23 @@ def _similarity(model: EmbeddingRewardModel, prompts: Sequence[str], x: torch.Te
     return (x @ (m / m.norm())).double().numpy()
 
 
-def prompt_check(model: EmbeddingRewardModel, embeddings: torch.Tensor, reward: RewardConfig
-                 ) -> list[dict[str, Any]]:
-    """Spearman rho of the frames' ranking under the goal prompts vs under each control;
-    ``ignored`` where rho >= :data:`PROMPT_CHECK_RHO`."""
+def similarity_ranking(model: EmbeddingRewardModel, embeddings: torch.Tensor
+                       ) -> Callable[[Sequence[str]], np.ndarray]:
+    """Prompts -> each embedded window's cosine with them (an embedding model's ranking)."""
     x = embeddings.float().cpu()
-    goal = _similarity(model, reward.goal_prompts, x)
+    return lambda prompts: _similarity(model, prompts, x)
+
+
+def prompt_check(rank: Callable[[Sequence[str]], np.ndarray], reward: RewardConfig
+                 ) -> list[dict[str, Any]]:
+    """Spearman rho of the frames' ranking under the goal prompts vs under each control
+    (``rank``: prompts -> a score per frame with those prompts as the goal); ``ignored``
+    where rho >= :data:`PROMPT_CHECK_RHO`."""
+    goal = rank(reward.goal_prompts)
     out = []
     for kind, prompts in control_prompts(reward):
         try:
-            rho = _defined(metrics.spearman, goal, _similarity(model, prompts, x))
+            rho = _defined(metrics.spearman, goal, rank(prompts))
         except ConfigError:  # "not " + a goal prompt at the text encoder's length limit
             rho = None
         out.append({"control": kind, "prompts": prompts, "spearman": rho,

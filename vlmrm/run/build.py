@@ -93,7 +93,12 @@ def make_reward_model(cfg: Config, device: str | torch.device | None = None
     r = cfg.reward
     if r.backend == GROUND_TRUTH:
         return None
-    backend = make_backend(r, reward_device(cfg) if device is None else device)
+    return reward_model_for(make_backend(r, reward_device(cfg) if device is None else device), r)
+
+
+def reward_model_for(backend: RewardBackend, r: RewardConfig) -> RewardModel:
+    """The reward model of ``r``'s prompts and formula on a loaded ``backend``, of the kind
+    that fits the backend's kind (``evaluate-reward`` reuses one backend for several)."""
     if backend.kind == JUDGE:
         from vlmrm.reward.judge import JudgeRewardModel
 
