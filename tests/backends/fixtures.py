@@ -245,3 +245,159 @@ def pixel_levels(diff: torch.Tensor, std: tuple[float, ...]) -> torch.Tensor:
     return diff * torch.tensor(std, dtype=diff.dtype)[:, None, None] * 255.0
 
 
+
+
+# -- generative judges (hf_judge) ------------------------------------------------------------
+#: The tiny judges' vocabulary: the answer words, the digits and the default questions'
+#: words (anything else becomes <unk>, which still runs).
+JUDGE_WORDS = ["Yes", "No", *"0123456789", "Does", "this", "image", "show", "?", "Answer", "yes",
+               "or", "no", ".", "How", "far", "along", "is", "from", "to", "with", "one",
+               "digit", ",", "pole", "vertically", "upright", "on", "top", "the", "cart", "and",
+               "of", "a", "humanoid", "robot", "User", "Assistant", ":", "user", "assistant"]
+TINY_LM = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+           "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 256}
+#: SmolVLM's chat template, shortened (no system turn, no image splitting).
+SMOL_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}"
+    "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}")
+#: Qwen-VL's chat template, shortened (no system turn, no videos).
+QWEN_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% elif c['type'] == 'text' %}{{ c['text'] }}"
+    "{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+JUDGE_FAMILIES = ("idefics3", "qwen2_5_vl", "qwen3_vl", "paligemma")
+
+
+@dataclass
+class JudgeCase:
+    """A saved tiny judge: the config that loads it, the in-memory original, and its
+    processor loaded back from the directory (the library's own reference path)."""
+
+    cfg: RewardConfig
+    model: torch.nn.Module
+    processor: object
+    family: str
+
+
+def word_tokenizer(special: list[str]):
+    """A word-level tokenizer (whole words, punctuation apart) holding :data:`JUDGE_WORDS`
+    and ``special`` as special tokens, wrapped as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab: dict[str, int] = {}
+    for word in ["<unk>", "<pad>", "<s>", "</s>", *special, *JUDGE_WORDS]:
+        vocab.setdefault(word, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>",
+                                   bos_token="<s>", eos_token="</s>",
+                                   additional_special_tokens=special)
+
+
+def build_judge(root: Path, family: str = "idefics3") -> JudgeCase:
+    """A tiny random judge of ``family`` (one of :data:`JUDGE_FAMILIES`) saved in ``root``
+    with its tokenizer and processor; loads back with ``AutoModelForImageTextToText``."""
+    from transformers import AutoProcessor
+
+    torch.manual_seed(0)
+    model, processor = _JUDGE_BUILDERS[family]()
+    model.eval()
+    model.save_pretrained(root)
+    processor.save_pretrained(root)
+    return JudgeCase(RewardConfig(backend="hf_judge", model=str(root)), model,
+                     AutoProcessor.from_pretrained(root), family)
+
+
+def _idefics3():
+    import transformers as T
+
+    tok = word_tokenizer(["<fake_token_around_image>", "<image>", "<end_of_utterance>",
+                          "<global-img>", "<|im_start|>"])
+    config = T.Idefics3Config(
+        vision_config={**TINY_TOWER, "num_hidden_layers": 1, "image_size": 32, "patch_size": 8},
+        text_config={"model_type": "llama", "vocab_size": len(tok), **TINY_LM},
+        image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=2)
+    images = T.Idefics3ImageProcessor(size={"longest_edge": 32},
+                                      max_image_size={"longest_edge": 32},
+                                      do_image_splitting=False, image_mean=list(ODD_MEAN),
+                                      image_std=list(ODD_STD))
+    # (32 / 8)^2 patches, pixel-shuffled by scale_factor 2: 4 image tokens.
+    processor = T.Idefics3Processor(images, tok, image_seq_len=4, chat_template=SMOL_TEMPLATE)
+    return T.Idefics3ForConditionalGeneration(config), processor
+
+
+def _qwen_parts():
+    import transformers as T
+
+    tok = word_tokenizer(["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                          "<|image_pad|>", "<|video_pad|>"])
+    ids = {key: tok.convert_tokens_to_ids(token) for key, token in (
+        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
+    patches = {"patch_size": 8, "merge_size": 2, "temporal_patch_size": 2}
+    # At most 48 x 48 pixels: up to 9 merged image tokens per frame.
+    images = T.Qwen2VLImageProcessor(**patches, min_pixels=16 * 16, max_pixels=48 * 48,
+                                     image_mean=list(ODD_MEAN), image_std=list(ODD_STD))
+    vision = {"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
+              "out_hidden_size": 32, "patch_size": 8, "spatial_merge_size": 2,
+              "temporal_patch_size": 2}
+    return tok, ids, patches, images, vision
+
+
+def _qwen2_5_vl():
+    import transformers as T
+
+    tok, ids, patches, images, vision = _qwen_parts()
+    config = T.Qwen2_5_VLConfig(
+        vision_config={**vision, "window_size": 16, "fullatt_block_indexes": [0]},
+        text_config={"vocab_size": len(tok), **TINY_LM, "bos_token_id": None,
+                     "eos_token_id": None,  # Qwen's defaults are not in this vocabulary
+                     "rope_scaling": {"type": "mrope", "mrope_section": [2, 2, 4]}}, **ids)
+    processor = T.Qwen2_5_VLProcessor(image_processor=images, tokenizer=tok,
+                                      video_processor=T.Qwen2VLVideoProcessor(**patches),
+                                      chat_template=QWEN_TEMPLATE)
+    return T.Qwen2_5_VLForConditionalGeneration(config), processor
+
+
+def _qwen3_vl():
+    import transformers as T
+
+    tok, ids, patches, images, vision = _qwen_parts()
+    config = T.Qwen3VLConfig(
+        vision_config={**vision, "num_position_embeddings": 16, "deepstack_visual_indexes": [0]},
+        text_config={"vocab_size": len(tok), "head_dim": 16, **TINY_LM,
+                     "rope_scaling": {"rope_type": "default", "mrope_section": [2, 2, 4],
+                                      "mrope_interleaved": True}}, **ids)
+    processor = T.Qwen3VLProcessor(image_processor=images, tokenizer=tok,
+                                   video_processor=T.Qwen3VLVideoProcessor(**patches),
+                                   chat_template=QWEN_TEMPLATE)
+    return T.Qwen3VLForConditionalGeneration(config), processor
+
+
+def _paligemma():
+    import transformers as T
+
+    tok = word_tokenizer(["<image>"])
+    config = T.PaliGemmaConfig(
+        vision_config={"model_type": "siglip_vision_model", **TINY_TOWER,
+                       "num_hidden_layers": 1, "image_size": 32, "patch_size": 8,
+                       "projection_dim": 32},
+        text_config={"model_type": "gemma", "vocab_size": len(tok), "head_dim": 16, **TINY_LM},
+        image_token_id=tok.convert_tokens_to_ids("<image>"), projection_dim=32, hidden_size=32)
+    config.text_config.pad_token_id = tok.pad_token_id
+    images = T.SiglipImageProcessor(size={"height": 32, "width": 32},
+                                    image_mean=list(ODD_MEAN), image_std=list(ODD_STD))
+    images.image_seq_length = 16  # (32 / 8)^2 patches, one token each
+    # No chat template: PaliGemma's prompt is "<image>..." + question (the plain format).
+    return (T.PaliGemmaForConditionalGeneration(config),
+            T.PaliGemmaProcessor(image_processor=images, tokenizer=tok))
+
+
+_JUDGE_BUILDERS = {"idefics3": _idefics3, "qwen2_5_vl": _qwen2_5_vl, "qwen3_vl": _qwen3_vl,
+                   "paligemma": _paligemma}
