@@ -52,3 +52,21 @@ def test_importing_the_registry_and_backend_classes_imports_no_model_library():
     assert out.stdout.strip() == "[]"
 
 
+
+
+def test_backends_lists_each_backend_with_its_kind(capsys):
+    assert main(["backends"]) == 0
+    out = capsys.readouterr().out
+    for name, kind in (("open_clip", "embedding"), ("hf_clip", "embedding"),
+                       ("siglip", "embedding"), ("xclip", "video")):
+        assert f"\n{name:<14} kind {kind} " in f"\n{out}", name
+
+
+def test_check_describes_a_video_model_by_its_frames(tmp_path, capsys):
+    from tests.backends.fixtures import XCLIP_FRAMES, build_xclip
+
+    build_xclip(tmp_path)
+    assert main(["backends", "--check", "xclip", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "(kind video)" in out and "embedding dim 16" in out and "input 32x32" in out
+    assert f"{XCLIP_FRAMES} frames per video" in out

@@ -46,10 +46,12 @@ def _cmd_backends(args: argparse.Namespace) -> int:
                             pretrained=not args.random_weights)
     for entry in available_backends().values():
         try:
-            naming = entry.load().model_naming
+            cls = entry.load()
+            naming, kind = cls.model_naming, cls.kind
         except Exception as err:  # a broken plugin must not hide the other backends
-            naming = f"(cannot be imported: {type(err).__name__}: {err})"
-        print(f"{entry.name:<14} ({entry.source}: {entry.target})\n    model names: {naming}")
+            naming, kind = f"(cannot be imported: {type(err).__name__}: {err})", "?"
+        print(f"{entry.name:<14} kind {kind:<9} ({entry.source}: {entry.target})\n"
+              f"    model names: {naming}")
     print("ground_truth   (built-in: the env's own reward; no model)")
     print("Check that a model loads here (cached or reachable): "
           "vlmrm backends --check BACKEND MODEL [--cache-dir DIR]")
@@ -64,12 +66,28 @@ def _check_model(backend: str, model: str, cache_dir: str | None, pretrained: bo
     cfg = RewardConfig(backend=backend, model=model, pretrained=pretrained, cache_dir=cache_dir)
     loaded = make_backend(cfg, "cpu")
     params = sum(p.numel() for p in loaded.model.parameters())
-    pre = loaded.preprocessor
-    print(f"ok: {backend} model {model!r}: embedding dim {loaded.embed_dim}, input "
-          f"{pre.size[0]}x{pre.size[1]} ({pre.resize_mode}, {pre.interpolation}), "
+    print(f"ok: {backend} model {model!r} (kind {loaded.kind}): {_describe_inputs(loaded)}, "
           f"{params / 1e6:.1f}M parameters = {params * 4 / 2**30:.2f} GiB in fp32, "
           f"{params * 2 / 2**30:.2f} GiB in bf16/fp16")
     return 0
+
+
+def _describe_inputs(loaded) -> str:
+    """What the model reads: embedding width, input size and resizing, frames per video;
+    a judge may have no embedding or fixed input size, so each part is optional."""
+    parts = []
+    dim = getattr(loaded, "embed_dim", None) if loaded.kind != "judge" else None
+    if dim is not None:
+        parts.append(f"embedding dim {dim}")
+    pre = getattr(loaded, "preprocessor", None)
+    if pre is not None and hasattr(pre, "resize_mode"):
+        parts.append(f"input {pre.size[0]}x{pre.size[1]} ({pre.resize_mode}, "
+                     f"{pre.interpolation})")
+    frames = getattr(loaded, "num_frames", None)
+    if frames is not None:
+        parts.append(f"{frames} frames per video (one reward per env step: the last "
+                     f"{frames} frames)")
+    return ", ".join(parts) or "no fixed input size"
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
