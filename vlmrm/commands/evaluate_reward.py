@@ -155,8 +155,12 @@ def load_model(cfg: Config, spec: BackendSpec, device: torch.device) -> Loaded:
     return Loaded(kind, reward_model_for(backend, reward), retarget, reward)
 
 
-def own_formula(reward: RewardConfig) -> Formula:
-    """A judge's formula as configured (``reward.transform``; none: the judge's default)."""
+def own_formula(loaded: Loaded) -> Formula:
+    """The formula a model that has no embeddings scores with: a judge's as configured
+    (``reward.transform``; none: the judge's default), else the model's own."""
+    reward = loaded.reward
+    if loaded.kind != JUDGE:
+        return Formula(type(loaded.model).__name__, None, [])
     spec = [dict(item) if isinstance(item, dict) else {"name": str(getattr(item, "name", item))}
             for item in reward.transform or []]
     label = " > ".join(item["name"] for item in spec) or "default"
@@ -182,7 +186,7 @@ def evaluate_model(inputs: Inputs, spec: BackendSpec, loaded: Loaded, alphas: Se
         scored = {name: score(model.prompts, e, formulas) for name, e in seen.items()}
         rank = similarity_ranking(model, torch.cat(list(seen.values())))
     else:
-        formulas = [own_formula(loaded.reward)]
+        formulas = [own_formula(loaded)]
         scored = {name: [score_windows(model, *src)] for name, src in sources.items()}
         rank = retargeted_ranking(loaded, sources, scored)
     return ModelResult(spec, loaded.kind, formulas, scored.get("landscape"),
