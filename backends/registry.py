@@ -23,6 +23,7 @@ BUILTIN_BACKENDS = {
     "open_clip": "vlmrm.backends.openclip_backend:OpenCLIPBackend",
     "hf_clip": "vlmrm.backends.hf_clip_backend:HFCLIPBackend",
     "siglip": "vlmrm.backends.siglip_backend:SiglipBackend",
+    "hf_judge": "vlmrm.backends.hf_judge_backend:HFJudgeBackend",
 }
 
 #: Not a VLM: the env's own reward (the paper's upper-bound baseline).
