@@ -24,6 +24,7 @@ BUILTIN_BACKENDS = {
     "hf_clip": "vlmrm.backends.hf_clip_backend:HFCLIPBackend",
     "siglip": "vlmrm.backends.siglip_backend:SiglipBackend",
     "xclip": "vlmrm.backends.xclip_backend:XCLIPBackend",
+    "hf_judge": "vlmrm.backends.hf_judge_backend:HFJudgeBackend",
 }
 
 #: Not a VLM: the env's own reward (the paper's upper-bound baseline).
