@@ -30,7 +30,8 @@ from vlmrm.errors import ConfigError, VLMRMError, one_paragraph
 from vlmrm.precision import resolve as resolve_precision
 from vlmrm.reward.model import VLMRewardModel, input_size
 from vlmrm.reward.seam import RewardModel, Scorer
-from vlmrm.reward.spec import resolve_transform
+from vlmrm.reward.mix import Mix
+from vlmrm.reward.spec import mix_terms, resolve_transform
 from vlmrm.run.callbacks import EnvStepCheckpoint, VideoRecorder
 from vlmrm.run.checkpoints import AtomicCheckpointIO
 from vlmrm.run.module import SACModule
@@ -154,12 +155,18 @@ def make_data(cfg: Config, reward_model: RewardModel | None, module: SACModule,
     if blocker is not None and rank == 0:
         print(restart_note(cfg.env.id, blocker), flush=True)
     return DataPipeline(
-        batches=collection, scorer=Scorer(reward_model),
+        batches=collection, scorer=Scorer(reward_model, make_mix(cfg)),
         replay_buffer=make_replay_buffer(share.buffer_size, where.device),
         episodes=EpisodeTracker(share.num_envs), eval_env=eval_env,
         envs=[loop.env] if isinstance(loop, StepLoop) else [],
         evidence_dir=where.run_dir / "nonfinite", rank=rank, world_size=where.world_size,
         exact_envs=blocker is None, seed=cfg.seed)
+
+
+def make_mix(cfg: Config) -> Mix | None:
+    """The state terms ``reward.transform``'s ``mix`` item adds to the VLM reward, if any."""
+    terms = mix_terms(resolve_transform(cfg.reward.alpha, cfg.reward.transform))
+    return None if terms is None else Mix(terms)
 
 
 def make_step_loop(cfg: Config, module: SACModule, build_env: Callable[[], EnvBase],
