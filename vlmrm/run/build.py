@@ -25,7 +25,7 @@ from vlmrm.collect.process import ProcessStepLoop
 from vlmrm.collect.stream import FrameStream, steps_per_pass
 from vlmrm.config.schema import Config, RewardConfig
 from vlmrm.envs.envstate import capture_blocker, restart_note
-from vlmrm.envs.factory import SeedPurpose, env_for, env_seed, make_base_env
+from vlmrm.envs.factory import SeedPurpose, env_for, env_seed, info_keys_for, make_base_env
 from vlmrm.errors import ConfigError, VLMRMError, one_paragraph
 from vlmrm.precision import resolve as resolve_precision
 from vlmrm.reward.model import VLMRewardModel, input_size
@@ -216,11 +216,17 @@ def make_stream(cfg: Config, reward_model: RewardModel | None, num_envs: int
 
 
 def make_module(cfg: Config) -> SACModule:
-    """The SAC agent, sized from the env's observation and action specs."""
-    probe = make_base_env(cfg.env, None, from_pixels=False)
-    obs_dim = probe.observation_spec["observation"].shape[-1]
-    action_spec = probe.action_spec
-    probe.close()
+    """The SAC agent, sized from the env's observation and action specs. The probe env
+    also takes one step when a ``mix`` reads info keys: a key the env does not report is a
+    ConfigError here, before any worker starts."""
+    probe = make_base_env(cfg.env, None, from_pixels=False, info_keys=info_keys_for(cfg))
+    try:
+        if info_keys_for(cfg):
+            probe.rand_step(probe.reset())
+        obs_dim = probe.observation_spec["observation"].shape[-1]
+        action_spec = probe.action_spec
+    finally:
+        probe.close()
     check_buffer_fits(cfg, obs_dim, action_spec.shape.numel())
     check_action_noise(cfg.agent, action_spec)
     return SACModule(cfg, obs_dim, action_spec)
