@@ -341,7 +341,7 @@ class SACModule(L.LightningModule):
             return {}
         data.pause()  # the reward model is not shared with the collection thread
         result = evaluate(data.eval_env, self.actor, data.scorer.model,
-                          self.cfg.agent.eval_episodes)
+                          self.cfg.agent.eval_episodes, mix=data.scorer.mix)
         self.last_eval = {f"eval/{k}": v for k, v in result.items()}
         return dict(self.last_eval)
 
