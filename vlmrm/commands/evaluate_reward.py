@@ -59,7 +59,7 @@ from vlmrm.evaluation.scoring import (
 from vlmrm.fileio import atomic_dir, write_text
 from vlmrm.keys import DONE, NEXT, PIXELS
 from vlmrm.reward.seam import EmbeddingRewardModel, RewardModel
-from vlmrm.reward.spec import EMBEDDING, FORMULAS
+from vlmrm.reward.spec import EMBEDDING, FORMULAS, without_mix
 from vlmrm.run.build import make_backend, reward_device, reward_model_for
 from vlmrm.scenes.sweeps import Sweep, sweep_for
 
@@ -131,8 +131,10 @@ def evaluate_reward(cfg: Config, out: str | os.PathLike, specs: Sequence[Backend
 def reward_for(reward: RewardConfig, spec: BackendSpec, kind: str) -> RewardConfig:
     """The config's reward settings for one compared model: ``window`` for a video model
     only, ``question`` for a judge only, ``transform`` where its formula fits the kind (else
-    the kind's default), so that one config compares models of every kind."""
-    first = (reward.transform or [None])[0]
+    the kind's default), so that one config compares models of every kind. A ``mix`` item
+    is left out: its terms are env state, not in the frames scored here."""
+    transform = without_mix(reward.transform) if reward.transform else None
+    first = (transform or [None])[0]
     name = first.get("name") if isinstance(first, dict) else getattr(first, "name", first)
     info = FORMULAS.get(name) if isinstance(name, str) else None
     embedding_formula = info is not None and info.kind == EMBEDDING
@@ -140,7 +142,7 @@ def reward_for(reward: RewardConfig, spec: BackendSpec, kind: str) -> RewardConf
     return replace(reward, backend=spec.backend, model=spec.model,
                    window=reward.window if kind == VIDEO else None,
                    question=reward.question if kind == JUDGE else None,
-                   transform=reward.transform if fits else None)
+                   transform=(transform or None) if fits else None)
 
 
 def load_model(cfg: Config, spec: BackendSpec, device: torch.device) -> Loaded:
