@@ -1,7 +1,8 @@
 """Throughput of a config: each stage of the training loop alone, then the loop itself.
 
 Stages: env (step + render, one env and ``env.num_envs`` batched as training builds them),
-score (the reward model on ``reward.batch_size`` rendered frames), update (the config's SAC
+score (the reward model on ``reward.batch_size`` rendered frames, each frame's window for a
+video model; with the GFLOP it runs per env step, counted by ``FlopCounterMode``), update (the config's SAC
 update, next to Stable-Baselines3's on the same sizes), loop (``vlmrm.commands.fit.fit`` end to end).
 Every rate is also given in env steps/s, so that the slowest stage is the bound the loop can
 reach; pipeline efficiency is end to end / slowest stage. The update is measured in rounds
@@ -263,8 +264,12 @@ def table(r: Results) -> str:
 def score_note(d: dict) -> str:
     how = (f"streamed passes of {d['pass_frames']}" if d["streamed"]
            else f"passes of {d['pass_frames']}")
+    window = (f", windows of {d['frames_per_reward']} frames"
+              if d.get("frames_per_reward", 1) > 1 else "")
     return (f"{how} as in training (reward.batch_size {d['batch_size']}), precision "
-            f"{d['precision']}, {d['threads']} thread(s), on {d['device']}")
+            f"{d['precision']}, {d['threads']} thread(s), on {d['device']}; "
+            f"{d.get('kind', 'embedding')} model{window}, "
+            f"{d.get('gflop_per_env_step', 0):.3g} GFLOP per env step")
 
 
 def precision_line(p: dict[str, str] | None) -> str:

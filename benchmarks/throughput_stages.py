@@ -28,6 +28,7 @@ from vlmrm.config import Config, load_config
 from vlmrm.envs.factory import SeedPurpose, env_for, make_base_env, vector_envs
 from vlmrm.keys import NEXT, PIXELS
 from vlmrm.reward.model import VLMRewardModel, input_size
+from vlmrm.reward.seam import RewardModel, episode_windows
 from vlmrm.run.build import make_stream
 from vlmrm.run.plan import plan_run
 from vlmrm.sac.agent import is_discrete
@@ -179,27 +180,53 @@ def encoder_pass(cfg: Config, reward_model: VLMRewardModel) -> tuple[int, bool]:
     return stream.steps * cfg.env.num_envs, True
 
 
-def measure_score(cfg: Config, reward_model: VLMRewardModel, frames: torch.Tensor,
+def measure_score(cfg: Config, reward_model: RewardModel, frames: torch.Tensor,
                   seconds: float) -> Stage:
     """Frames/s of the reward model on real frames, scored again and again in the passes
     training scores them in (:func:`encoder_pass`; frames are tiled up to a pass if the env
     stage rendered fewer), on the torch thread count training uses: a CPU encoder's rate
     per frame depends on both (RN50 bf16 on this VM, one thread: 18.5 frames/s in passes of
-    16, 11.5 in passes of 800)."""
+    16, 11.5 in passes of 800). A model of more than one frame scores each frame's window
+    (stride 1: one window per env step, so frames/s is env steps/s for every kind)."""
     per_pass, streamed = encoder_pass(cfg, reward_model)
     distinct = len(frames)
     frames = frames.repeat(-(-per_pass // distinct), 1, 1, 1)[:per_pass]
-    with torch.no_grad():
-        reward_model(frames)  # warm-up (and compiling, with reward.compile)
+    windows = episode_windows(frames, reward_model.frames_needed)
+    with torch.no_grad(), reward_model.frozen():
+        reward_model.score(windows)  # warm-up (and compiling, with reward.compile)
         with CoresBusy() as cpu:
             # .cpu() waits for the device, as training's read of the rewards does.
-            rate = timed(lambda: reward_model(frames).cpu(), seconds) * per_pass
+            rate = timed(lambda: reward_model.score(windows).cpu(), seconds) * per_pass
     detail = {"pass_frames": per_pass, "streamed": streamed,
               "batch_size": cfg.reward.batch_size, "threads": torch.get_num_threads(),
               "distinct_frames": min(distinct, per_pass), "cores_busy": cpu.cores,
               "frame_shape": list(frames.shape[1:]), "precision": cfg.reward.precision,
-              "device": str(reward_model.device), "compile": cfg.reward.compile}
+              "device": str(reward_model.device), "compile": cfg.reward.compile,
+              "kind": reward_kind(reward_model), "frames_per_reward": reward_model.frames_needed,
+              "gflop_per_env_step": gflop_per_env_step(reward_model, frames)}
     return Stage(rate, "frames/s", rate, detail)
+
+
+def reward_kind(reward_model: RewardModel) -> str:
+    """The reward model's backend kind (embedding, video, judge)."""
+    backend = getattr(reward_model, "backend", None)
+    return getattr(backend, "kind", "embedding")
+
+
+def gflop_per_env_step(reward_model: RewardModel, frames: torch.Tensor, steps: int = 4
+                       ) -> float:
+    """GFLOP the reward model runs per env step, counted by ``FlopCounterMode`` on the
+    model's own scoring of ``steps`` consecutive steps of one episode (stride 1): an image
+    encoder pass per frame, a video encoder pass per window, a judge's forward per frame and
+    goal prompt; whatever the model actually runs, prompts embedded once excluded."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    clip = frames.repeat(-(-steps // len(frames)), 1, 1, 1)[:steps]
+    windows = episode_windows(clip, reward_model.frames_needed)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), reward_model.frozen(), counter:
+        reward_model.score(windows)
+    return counter.get_total_flops() / steps / 1e9
 
 
 # -- update -------------------------------------------------------------------------------

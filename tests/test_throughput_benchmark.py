@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
+import torch
 
 from tests.helpers import CONFIGS, ROOT
 from vlmrm.config import load_config
@@ -80,6 +81,27 @@ def test_every_stage_has_a_positive_rate_in_env_steps(quickstart):
     assert r["loop"]["detail"]["timed_iterations"] >= 5
     assert set(r["loop"]["detail"]["in_loop_median"]) >= {"env_steps_per_s",
                                                           "vlm_frames_per_s"}
+
+
+def test_gflop_per_env_step_is_the_image_encoder_on_one_frame(quickstart, bench):
+    """An embedding model runs its image encoder once per env step: the benchmark's count
+    (the reward model's whole scoring) is open_clip's encode_image on one preprocessed frame
+    plus the formula's few FLOPs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vlmrm.run.build import make_reward_model
+
+    detail = quickstart["score"]["detail"]
+    assert detail["kind"] == "embedding" and detail["frames_per_reward"] == 1
+    cfg = load_config(QUICKSTART, ["trainer.accelerator=cpu",
+                                   f"reward.precision={detail['precision']}"])
+    backend = make_reward_model(cfg).backend
+    frames = torch.randint(0, 256, (2, *detail["frame_shape"]), dtype=torch.uint8)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        backend.model.encode_image(backend.preprocessor(frames, backend.dtype))
+    assert detail["gflop_per_env_step"] == pytest.approx(
+        counter.get_total_flops() / 2 / 1e9, rel=0.01)
 
 
 def test_reward_precision_is_what_auto_chooses_here(quickstart):
