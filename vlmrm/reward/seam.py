@@ -109,6 +109,14 @@ class EmbeddingRewardModel(RewardModel):
     def encode_images(self, frames: Tensor) -> Tensor:
         """Embeddings ``[N, D]`` of uint8 frames ``[N, H, W, 3]``."""
 
+    def encode_windows(self, windows: Tensor) -> Tensor:
+        """Embeddings ``[N, D]`` of windows ``[N, k, H, W, 3]`` (``evaluate-reward``, the
+        dataset, the monitor); this default covers one-frame windows."""
+        if windows.shape[-4] != 1:
+            raise ValueError(f"{type(self).__name__} embeds one frame per window, got shape "
+                             f"{tuple(windows.shape)}")
+        return self.encode_images(windows[:, 0])
+
     @abc.abstractmethod
     def encode_text(self, prompts: Sequence[str]) -> Tensor:
         """Embeddings ``[P, D]`` of text prompts (``evaluate-reward``'s prompt check)."""
@@ -211,10 +219,12 @@ class Scorer:
 
     @property
     def encoder(self) -> Callable[[Tensor], Tensor] | None:
-        """Frames -> embeddings for streamed scoring: the embedding kind's, else None
-        (a batch is then scored once complete)."""
+        """Frames -> embeddings for streamed scoring: a one-frame embedding model's, else
+        None (a batch is then scored once complete: windows need the whole batch)."""
         model = self.model
-        return model.encode_images if isinstance(model, EmbeddingRewardModel) else None
+        if isinstance(model, EmbeddingRewardModel) and model.frames_needed == 1:
+            return model.encode_images
+        return None
 
     def score(self, batch: TensorDictBase) -> TensorDictBase:
         """``batch`` scored (its frames dropped)."""
