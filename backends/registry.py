@@ -27,6 +27,10 @@ BUILTIN_BACKENDS = {
     "hf_judge": "vlmrm.backends.hf_judge_backend:HFJudgeBackend",
 }
 
+#: Built-in backends not of the embedding kind, by name -> kind (``vlmrm.backends.base.KINDS``):
+#: config checks read it without importing the backend (see :func:`static_kind`).
+BUILTIN_KINDS = {"hf_judge": "judge"}
+
 #: Not a VLM: the env's own reward (the paper's upper-bound baseline).
 GROUND_TRUTH = "ground_truth"
 
@@ -68,6 +72,14 @@ def backend_entry(name: str) -> BackendEntry:
             "Run `vlmrm backends` for details, or install the package that provides it."
         )
     return backends[name]
+
+
+def static_kind(name: str) -> str | None:
+    """The kind of a built-in backend without importing it; None for ``ground_truth`` and
+    for plugins (their class says, once built)."""
+    if name not in BUILTIN_BACKENDS:
+        return None
+    return BUILTIN_KINDS.get(name, "embedding")
 
 
 def backend_class(name: str) -> type[RewardBackend]:

@@ -59,7 +59,7 @@ from vlmrm.evaluation.scoring import (
 from vlmrm.fileio import atomic_dir, write_text
 from vlmrm.keys import DONE, NEXT, PIXELS
 from vlmrm.reward.seam import EmbeddingRewardModel, RewardModel
-from vlmrm.reward.spec import EMBEDDING, FORMULAS, without_mix
+from vlmrm.reward.spec import FIRST_KIND, FORMULAS, resolve_transform, without_mix
 from vlmrm.run.build import make_backend, reward_device, reward_model_for
 from vlmrm.scenes.sweeps import Sweep, sweep_for
 
@@ -137,9 +137,9 @@ def reward_for(reward: RewardConfig, spec: BackendSpec, kind: str) -> RewardConf
     first = (transform or [None])[0]
     name = first.get("name") if isinstance(first, dict) else getattr(first, "name", first)
     info = FORMULAS.get(name) if isinstance(name, str) else None
-    embedding_formula = info is not None and info.kind == EMBEDDING
-    fits = name is None or embedding_formula == (kind != JUDGE)
+    fits = name is None or (info is not None and info.kind == FIRST_KIND.get(kind))
     return replace(reward, backend=spec.backend, model=spec.model,
+                   alpha=0.0 if kind == JUDGE else reward.alpha,
                    window=reward.window if kind == VIDEO else None,
                    question=reward.question if kind == JUDGE else None,
                    transform=(transform or None) if fits else None)
@@ -159,14 +159,11 @@ def load_model(cfg: Config, spec: BackendSpec, device: torch.device) -> Loaded:
 
 def own_formula(loaded: Loaded) -> Formula:
     """The formula a model that has no embeddings scores with: a judge's as configured
-    (``reward.transform``; none: the judge's default), else the model's own."""
-    reward = loaded.reward
+    (``reward.transform``, default ``[yes_no]``), else the model's own."""
     if loaded.kind != JUDGE:
         return Formula(type(loaded.model).__name__, None, [])
-    spec = [dict(item) if isinstance(item, dict) else {"name": str(getattr(item, "name", item))}
-            for item in reward.transform or []]
-    label = " > ".join(item["name"] for item in spec) or "default"
-    return Formula(label, None, spec)
+    spec = resolve_transform(0.0, loaded.reward.transform, JUDGE)
+    return Formula(" > ".join(item["name"] for item in spec), None, spec)
 
 
 def evaluate_model(inputs: Inputs, spec: BackendSpec, loaded: Loaded, alphas: Sequence[float]

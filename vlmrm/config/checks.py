@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 import re
+import string
 from pathlib import Path
 from typing import Any
 
-from vlmrm.backends.registry import GROUND_TRUTH, backend_entry
+from vlmrm.backends.registry import GROUND_TRUTH, backend_entry, static_kind
 from vlmrm.config.schema import (
     ACTION_NOISES,
     ACTIVATIONS,
@@ -84,8 +85,12 @@ def _validate_reward(r: RewardConfig) -> None:
     require(bool(r.model.strip()) and r.model.isprintable(),
             f"reward.model={r.model!r} is not a model name. Give one in the backend's "
             "convention, e.g. reward.model=ViT-B-32/laion2b_s34b_b79k (see `vlmrm backends`).")
-    for name, example in (("goal_prompts", "a humanoid robot kneeling"),
-                          ("baseline_prompts", "a humanoid robot")):
+    judge = static_kind(r.backend) == "judge"
+    check_question(r, judge)
+    required = [("goal_prompts", "a humanoid robot kneeling")]
+    if not judge:  # a judge asks about the goal alone: it reads no baseline prompts
+        required.append(("baseline_prompts", "a humanoid robot"))
+    for name, example in required:
         prompts = list(getattr(r, name))
         require(len(prompts) > 0 and all(p.strip() for p in prompts),
                 f"reward.{name}={prompts} must hold at least one non-empty prompt, e.g. "
@@ -120,14 +125,16 @@ def reward_transform(r: RewardConfig) -> list[dict[str, Any]]:
     """The reward chain that reward.alpha and reward.transform describe, checked, every
     parameter filled in (``load_config`` stores it as reward.transform)."""
     try:
-        return resolve_transform(r.alpha, r.transform)
+        return resolve_transform(r.alpha, r.transform, static_kind(r.backend))
     except ValueError as err:
-        if r.transform is None:
+        if r.transform is None and static_kind(r.backend) == "judge":
+            fix = ""
+        elif r.transform is None:
             fix = ("Use 0 for plain CLIP similarity, 1 for the goal-baseline direction only.")
         else:
             fix = ("Fix reward.transform in the YAML file or override; `vlmrm fit --help` "
                    "lists the formulas and their parameters.")
-        raise ConfigError(f"{err} {fix}") from None
+        raise ConfigError(f"{err} {fix}".strip()) from None
 
 
 def _validate_agent(a: AgentConfig) -> None:
@@ -390,3 +397,30 @@ def _validate_logging(g: LoggingConfig) -> None:
             "a perfectly steady trend happens by chance more often than the monitor's "
             "false-alarm rate of 1e-3 (20 is the default).")
     require(g.monitor_frames >= 1, f"logging.monitor_frames={g.monitor_frames} must be >= 1.")
+
+
+def check_question(r: RewardConfig, judge: bool) -> None:
+    """``reward.question``: a template with ``{goal}`` (each goal prompt goes there) and no
+    other field (literal braces are written ``{{`` and ``}}``); read by judge backends only."""
+    if judge:
+        require(r.window in (None, 1), f"reward.window={r.window}: judge backends score one "
+                "frame per reward. Use reward.window=null, or a video backend.")
+    q = r.question
+    if q is None:
+        return
+    require(judge, f"reward.question={q!r} is read by judge backends only (kind 'judge', e.g. "
+            f"hf_judge); reward.backend={r.backend!r} does not ask questions. Drop "
+            "reward.question, or use a judge backend.")
+    try:
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(q)
+                  if f is not None]
+    except ValueError as err:
+        raise ConfigError(f"reward.question={q!r} is not a valid template ({err}). Write the "
+                          "goal as {goal} and literal braces as {{ and }}.") from None
+    bad = [f for f, spec, conv in fields if f != "goal" or spec or conv]
+    require(bool(fields) and not bad,
+            f"reward.question={q!r} must contain {{goal}} (where each goal prompt goes) and no "
+            f"other field{f' (found {{{bad[0]}}})' if bad else ''}; write literal braces as "
+            "{{ and }}. E.g. reward.question='Is {goal} done? Answer yes or no.'")
+    require(bool(q.strip()) and q.isprintable(),
+            f"reward.question={q!r} must be one printable line of text.")

@@ -12,7 +12,8 @@ A spec is an ordered list of items, each a formula name and its parameters::
 
 A bare string is shorthand for an item with default parameters. The chain starts with exactly
 one *embedding formula* (image embeddings ``[B, D]`` -> rewards ``[B]``) followed by any
-number of *scalar transforms* (rewards ``[B]`` -> ``[B]``). :func:`parse_transform` checks
+number of *scalar transforms* (rewards ``[B]`` -> ``[B]``). With a judge backend the first
+item is one *judge formula* instead (answer log-probabilities ``[B, C]`` -> rewards ``[B]``). :func:`parse_transform` checks
 names, parameter names and ranges and fills in defaults. This module imports only the
 standard library so that config validation stays cheap.
 """
@@ -32,6 +33,12 @@ KINDS = (EMBEDDING, SCALAR)
 # The env's own reward and info-dict terms added to the VLM reward; at most one, last.
 MIX = "mix"
 KINDS = (*KINDS, MIX)
+#: A judge's answer log-probabilities [B, C] -> rewards [B]; first, instead of an embedding
+#: formula (the chain of a judge backend, vlmrm.reward.judge).
+JUDGE = "judge"
+KINDS = (*KINDS, JUDGE)
+#: The formula kind that starts a chain, by backend kind (vlmrm.backends.base.KINDS).
+FIRST_KIND = {"embedding": EMBEDDING, "video": EMBEDDING, "judge": JUDGE}
 
 #: Marks a parameter without a default.
 REQUIRED: Any = object()
@@ -192,6 +199,15 @@ def _term_name_ok(name: str) -> bool:
     return bool(name) and not name.startswith("_") and name not in RESERVED_TERMS
 
 
+register_formula(
+    "yes_no", JUDGE, "log P(Yes) - log P(No) for the judge's next token; default question "
+    "'Does this image show {goal}? Answer yes or no.'", "vlmrm.reward.judge:YesNo")
+register_formula(
+    "progress", JUDGE, "expected digit 0-9 of the judge's next token (probabilities "
+    "renormalised over the ten digits) / 9; default question 'How far along is {goal}, from "
+    "0 to 9? Answer with one digit.'", "vlmrm.reward.judge:Progress")
+
+
 def names(kind: str | None = None) -> list[str]:
     """Known formula names (of one kind, or all), sorted."""
     return sorted(n for n, info in FORMULAS.items() if kind is None or info.kind == kind)
@@ -201,6 +217,7 @@ def describe_formulas() -> str:
     """Every registered formula with its parameters, defaults and rules (for ``--help``)."""
     lines = []
     for kind, title in ((EMBEDDING, "embedding formulas (the first item)"),
+                        (JUDGE, "judge formulas (the first item with a judge backend)"),
                         (SCALAR, "scalar transforms (any number after it)"),
                         (MIX, "state terms added to the VLM reward (the last item, at most one; "
                               "transforms before it act on the VLM part only)")):
@@ -217,14 +234,20 @@ def default_transform(alpha: float = 0.0) -> list[dict[str, Any]]:
     return [{"name": "goal_baseline", "alpha": alpha}]
 
 
-def resolve_transform(alpha: float, transform: Sequence[Any] | None) -> list[dict[str, Any]]:
+def resolve_transform(alpha: float, transform: Sequence[Any] | None,
+                      backend_kind: str | None = None) -> list[dict[str, Any]]:
     """The one chain that ``reward.alpha`` and ``reward.transform`` describe, checked, with
     every parameter filled in; ``ValueError`` names the bad key.
 
     ``reward.alpha`` is shorthand for ``[{name: goal_baseline, alpha: A}]``. Its default, 0,
     also means "not set", so that configs that spell it out still take any transform; a
     non-zero alpha with a transform must be that transform's goal_baseline alpha.
+    ``backend_kind`` (``vlmrm.backends.base.KINDS``; None: not known without importing the
+    backend) picks the default chain and must fit the chain's first formula: a judge backend
+    takes a judge formula (null: ``[yes_no]``), the others an embedding formula.
     """
+    if backend_kind == "judge":
+        return _resolve_judge(alpha, transform)
     if transform is None:
         return [{"name": "goal_baseline",
                  "alpha": check_param("goal_baseline", "alpha", alpha, "reward.alpha")}]
@@ -237,7 +260,29 @@ def resolve_transform(alpha: float, transform: Sequence[Any] | None) -> list[dic
             f"but the transform starts with {_describe(first)}. Put alpha into the "
             f"goal_baseline item, e.g. reward.transform='[{{name: goal_baseline, alpha: "
             f"{alpha}}}]', and drop reward.alpha (or drop reward.transform).")
+    _check_first_kind(items[0], backend_kind)
     return [{"name": item.name, **item.params} for item in items]
+
+
+def _resolve_judge(alpha: float, transform: Sequence[Any] | None) -> list[dict[str, Any]]:
+    if alpha != 0.0:
+        raise ValueError(f"reward.alpha={alpha} is goal_baseline's parameter, an embedding "
+                         "formula; a judge backend does not embed. Drop reward.alpha (or "
+                         "set it to 0).")
+    items = parse_transform(["yes_no"] if transform is None else transform)
+    _check_first_kind(items[0], "judge")
+    return [{"name": item.name, **item.params} for item in items]
+
+
+def _check_first_kind(first: TransformItem, backend_kind: str | None) -> None:
+    want = FIRST_KIND.get(backend_kind or "")
+    have = FORMULAS[first.name].kind
+    if want is None or have == want:
+        return
+    raise ValueError(
+        f"reward.transform starts with {first.name!r}, a{'n' if have == EMBEDDING else ''} "
+        f"{have} formula, but the backend is of kind {backend_kind!r}, which needs "
+        f"a{'n' if want == EMBEDDING else ''} {want} formula first ({', '.join(names(want))}).")
 
 
 def _describe(item: TransformItem) -> str:
@@ -260,11 +305,14 @@ def parse_transform(spec: Sequence[Any], where: str = "reward.transform") -> lis
     items = [_parse_item(item, f"{where}[{i}]") for i, item in enumerate(spec)]
     for i, item in enumerate(_before_mix(items, where)):
         kind = FORMULAS[item.name].kind
-        if i == 0 and kind != EMBEDDING:
+        if i == 0 and kind not in (EMBEDDING, JUDGE):
             raise ValueError(f"{where}[0]: {item.name!r} is a scalar transform; the chain must "
-                             f"start with one embedding formula ({', '.join(names(EMBEDDING))}).")
+                             f"start with one embedding formula ({', '.join(names(EMBEDDING))}) "
+                             f"or, for a judge backend, one judge formula "
+                             f"({', '.join(names(JUDGE))}).")
         if i > 0 and kind != SCALAR:
-            raise ValueError(f"{where}[{i}]: {item.name!r} is an embedding formula; only the "
+            raise ValueError(f"{where}[{i}]: {item.name!r} is {'an' if kind == EMBEDDING else 'a'} "
+                             f"{kind} formula; only the "
                              "first item may be one, later items must be scalar transforms "
                              f"({', '.join(names(SCALAR))}).")
     return items

@@ -106,8 +106,11 @@ def reward_model_for(backend: RewardBackend, r: RewardConfig) -> RewardModel:
         return JudgeRewardModel(backend, r.goal_prompts, transform=r.transform,
                                 question=r.question)
     # A config built in Python has not been through load_config: resolve its alpha here.
-    return VLMRewardModel(backend, r.goal_prompts, r.baseline_prompts,
-                          transform=resolve_transform(r.alpha, r.transform),
+    try:
+        spec = resolve_transform(r.alpha, r.transform, backend.kind)
+    except ValueError as err:  # e.g. a judge formula with a plugin's embedding backend
+        raise ConfigError(str(err)) from None
+    return VLMRewardModel(backend, r.goal_prompts, r.baseline_prompts, transform=spec,
                           negative_prompts=r.negative_prompts, window=r.window)
 
 
