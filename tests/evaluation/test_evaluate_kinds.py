@@ -1,6 +1,7 @@
-"""`vlmrm evaluate-reward` with models of every kind in one call: an image embedding model
-(formula sweep on its embeddings), and models scored through the seam's windows (a video
-model's reward at a frame uses the frames before it in its episode)."""
+"""`vlmrm evaluate-reward` with models of every kind in one call, on tiny local models: CLIP
+(formula sweep on its image embeddings), X-CLIP (the same sweep on its window embeddings),
+a generative judge (its own formula), and a toy two-frame model scored through the seam's
+windows (a window model's reward at a frame uses the frames before it in its episode)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from PIL import Image
 
 import vlmrm.commands.evaluate_reward as command
-from tests.backends.fixtures import build_hf_clip
+from tests.backends.fixtures import build_hf_clip, build_judge, build_xclip
 from tests.helpers import CONFIGS
 from tests.reward.test_seam import FrameDifference, shrink
 from vlmrm.backends.base import VIDEO
@@ -42,6 +43,8 @@ def frames(tmp_path_factory):
 def evaluated(frames, tmp_path_factory):
     root = tmp_path_factory.mktemp("kinds")
     build_hf_clip(root / "clip")
+    build_xclip(root / "xclip")
+    build_judge(root / "judge")
     real = command.load_model
 
     def load(cfg, spec, device):
@@ -56,29 +59,35 @@ def evaluated(frames, tmp_path_factory):
     try:
         assert main(["evaluate-reward", "--config", QUICKSTART, "--out", str(out),
                      "--alphas", "0,1", "--frames", str(frames),
-                     "--backends", f"hf_clip:{root / 'clip'},{TOY}"]) == 0
+                     "--backends", ",".join([f"hf_clip:{root / 'clip'}", f"xclip:{root / 'xclip'}",
+                                           f"hf_judge:{root / 'judge'}", TOY])]) == 0
     finally:
         mp.undo()
-    return out, json.loads((out / "summary.json").read_text())
+    return out, json.loads((out / "summary.json").read_text()), root
 
 
 def test_each_kind_gets_its_own_formulas_metrics_and_plots(evaluated):
-    out, summary = evaluated
-    clip = summary["models"][0]
-    assert summary["kinds"] == {clip: "embedding", TOY: "video"}
+    out, summary, _ = evaluated
+    clip, xclip, judge, _ = summary["models"]
+    assert summary["kinds"] == {clip: "embedding", xclip: "video", judge: "judge", TOY: "video"}
     land = summary["landscape"]["results"]
     assert [(r["model"], r["formula"], r["alpha"]) for r in land] == [
-        (clip, "goal_baseline", 0.0), (clip, "goal_baseline", 1.0), (TOY, "FrameDifference", None)]
+        (clip, "goal_baseline", 0.0), (clip, "goal_baseline", 1.0),
+        (xclip, "goal_baseline", 0.0), (xclip, "goal_baseline", 1.0),
+        (judge, "yes_no", None), (TOY, "FrameDifference", None)]
     assert all(set(r) >= {"spearman", "epic", "roc_auc"} for r in land)
-    assert len(summary["frames"]["results"]) == 3
-    for name in (f"landscape-{command.slug(TOY)}.png",
-                 f"frames-histogram-{command.slug(TOY)}.png"):
-        assert (out / name).is_file()
+    assert len(summary["frames"]["results"]) == 6
+    assert summary["frames"]["results"][4]["roc_auc"] is not None  # the judge's figures
+    for model in summary["models"]:
+        for name in (f"landscape-{command.slug(model)}.png",
+                     f"frames-histogram-{command.slug(model)}.png"):
+            assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    assert {"landscape.csv", "frames.csv", "summary.json"} <= set(summary["files"])
 
 
 def test_a_sweep_state_is_a_still_and_labelled_frames_get_their_episodes_windows(
         evaluated, frames):
-    out, _ = evaluated
+    out, _, _ = evaluated
     land = [float(r["reward"]) for r in read_csv(out / "landscape.csv") if r["model"] == TOY]
     assert land and all(r == 0 for r in land)  # a still: no change between its frames
     labels = read_csv(frames / "labels.csv")
@@ -91,7 +100,41 @@ def test_a_sweep_state_is_a_still_and_labelled_frames_get_their_episodes_windows
 
 
 def test_the_prompt_check_flags_a_model_that_ignores_the_prompt(evaluated):
-    _, summary = evaluated
+    _, summary, _ = evaluated
     toy = [c for c in summary["prompt_check"]["results"] if c["model"] == TOY]
     assert [c["spearman"] for c in toy] == [1.0, 1.0] and all(c["ignored"] for c in toy)
     assert any(w.startswith(f"{TOY} ranks the frames") for w in summary["warnings"])
+
+
+def _pictures(frames) -> torch.Tensor:
+    return torch.from_numpy(np.stack([np.asarray(Image.open(frames / r["file"]))
+                                      for r in read_csv(frames / "labels.csv")]))
+
+
+def _rewards(out, model: str, alpha: str = "") -> list[float]:
+    return [float(r["reward"]) for r in read_csv(out / "frames.csv")
+            if r["model"] == model and r["alpha"] == alpha]
+
+
+def test_video_and_judge_rewards_are_their_models_own_over_the_episode(evaluated, frames):
+    """The figures come from what training would score: X-CLIP's goal-baseline reward of
+    each frame's window of the episode, and the judge's yes_no of each frame."""
+    from dataclasses import replace
+
+    from vlmrm.config import load_config
+    from vlmrm.run.build import make_reward_model
+
+    out, summary, root = evaluated
+    _, xclip, judge, _ = summary["models"]
+    pictures = _pictures(frames)
+    cfg = load_config(QUICKSTART, ["trainer.accelerator=cpu", "reward.precision=32"])
+    video = make_reward_model(replace(cfg, reward=replace(
+        cfg.reward, backend="xclip", model=str(root / "xclip"), alpha=1.0, transform=None)))
+    assert video.frames_needed > 1
+    np.testing.assert_allclose(_rewards(out, xclip, "1"), score_episode(video, pictures),
+                               rtol=1e-4, atol=1e-6)
+    asker = make_reward_model(replace(cfg, reward=replace(
+        cfg.reward, backend="hf_judge", model=str(root / "judge"), transform=None)))
+    seen = pictures if asker.resize_frames is None else asker.resize_frames(pictures)
+    np.testing.assert_allclose(_rewards(out, judge), score_episode(asker, seen),
+                               rtol=1e-4, atol=1e-6)
