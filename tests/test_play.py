@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import imageio.v2 as imageio
+import pytest
 
 from tests.helpers import CONFIGS, events, fit_run
 from vlmrm.cli import main
@@ -80,6 +81,7 @@ def test_play_writes_a_gif_and_refuses_other_names_before_any_episode(tmp_path, 
     frames = imageio.mimread(gif)
     assert len(frames) == 2 * 12 and frames[0].shape[0] > 400  # frame plus caption strip
     assert f"wrote {gif}" in capsys.readouterr().out
+    check_a_window_models_overlay(ckpt, tmp_path, monkeypatch)
 
     import vlmrm.commands.play
 
@@ -96,3 +98,30 @@ def test_play_writes_a_gif_and_refuses_other_names_before_any_episode(tmp_path, 
         assert f"--out {str(out)!r} {expected}" in err and "writes .mp4 or .gif" in err, err
         assert "episode.mp4 or episode.gif" in err.replace(str(tmp_path) + "/", "")
         assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+
+def check_a_window_models_overlay(ckpt: str, tmp_path, monkeypatch) -> None:
+    """A model of two frames per reward scores each step of the played episode with the
+    step before it (the first step with itself): what the overlay and returns show."""
+    import numpy as np
+    import torch
+
+    import vlmrm.commands.play as play_command
+    from tests.reward.test_seam import FrameDifference
+
+    monkeypatch.setattr(play_command, "make_reward_model", lambda cfg: FrameDifference())
+    played = []
+    real = play_command.run_episode
+    monkeypatch.setattr(play_command, "run_episode",
+                        lambda *a, **k: played.append(real(*a, **k)) or played[-1])
+    summary = play_command.play(ckpt, tmp_path / "toy.gif")
+    (episode,) = played
+    frames = episode.frames.numpy().astype(np.float64)
+    expected = [0.0] + [-np.abs(frames[t] - frames[t - 1]).mean() / 255
+                        for t in range(1, len(frames))]
+    torch.testing.assert_close(episode.vlm_rewards.double(), torch.tensor(expected),
+                               rtol=1e-4, atol=1e-6)
+    assert summary["vlm_return"] == pytest.approx(sum(expected), rel=1e-4)
+    assert (tmp_path / "toy.gif").read_bytes()[:6] == b"GIF89a"
+    monkeypatch.undo()
