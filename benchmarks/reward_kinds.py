@@ -4,7 +4,8 @@ Builds the published architectures from their configs, with random weights and l
 built tokenizers/processors (no download), loads each through its vlmrm backend and reward
 model, and measures what one env step costs that model: GFLOP (``FlopCounterMode`` on the
 model's own scoring, as ``benchmarks/throughput.py`` counts it), env steps/s scored on this
-CPU (fp32 weights, one torch thread, passes of ``--steps`` consecutive steps of one episode),
+CPU (fp32 weights, one torch thread, passes of ``--steps`` consecutive steps of one episode;
+also per CPU second of the process, which a machine shared with other work does not skew),
 and parameters and weight memory. The figures in docs/choosing-a-reward-model.md come from
 
     python benchmarks/reward_kinds.py --json kinds.json
@@ -82,14 +83,17 @@ def measure(model: RewardModel, steps: int, repeats: int) -> dict[str, float]:
     windows = episode_windows(frames, model.frames_needed)
     with torch.no_grad(), model.frozen():
         model.score(windows)  # warm-up
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for _ in range(repeats):
             model.score(windows)
         seconds = (time.perf_counter() - start) / repeats
+        cpu_seconds = (time.process_time() - cpu) / repeats
     params = sum(p.numel() for p in model.backend.model.parameters())
     return {"frames_per_reward": model.frames_needed,
             "gflop_per_env_step": round(gflop_per_env_step(model, frames), 2),
             "env_steps_per_s": round(steps / seconds, 3),
+            # One thread: CPU time is the work itself, whatever else shares the machine.
+            "env_steps_per_cpu_s": round(steps / cpu_seconds, 3),
             "params_millions": round(params / 1e6, 1),
             "weights_gib_fp32": round(params * 4 / 2**30, 3),
             "weights_gib_bf16": round(params * 2 / 2**30, 3)}

@@ -268,3 +268,73 @@ def test_env_workers_memory_is_their_summed_pss(bench):
     assert line.startswith("env workers: 2 processes hold ") and line.endswith(": none")
     assert bench.workers_line({**detail, "workers": None}) == (
         "env workers: memory n/a (pip install vlmrm[bench] for psutil)")
+
+
+@pytest.fixture(scope="module")
+def tiny_kinds(tmp_path_factory) -> dict:
+    """Configs of the quick start with a tiny local X-CLIP and a tiny local judge."""
+    from tests.backends.fixtures import build_judge, build_xclip
+
+    root = tmp_path_factory.mktemp("kinds")
+    build_xclip(root / "xclip")
+    build_judge(root / "judge")
+    common = ["trainer.accelerator=cpu", "reward.precision=32", "reward.batch_size=8"]
+    return {"video": load_config(QUICKSTART, [*common, "reward.backend=xclip",
+                                              f"reward.model={root / 'xclip'}"]),
+            "judge": load_config(QUICKSTART, [*common, "reward.backend=hf_judge",
+                                              f"reward.model={root / 'judge'}",
+                                              "reward.transform=null"])}
+
+
+def test_the_score_stage_of_a_video_model_scores_windows_and_counts_one_per_step(
+        bench, tiny_kinds):
+    """Stride 1: one video-encoder pass over a window per env step."""
+    import throughput_stages
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vlmrm.run.build import make_reward_model
+
+    model = make_reward_model(tiny_kinds["video"])
+    k = model.frames_needed
+    frames = torch.randint(0, 256, (5, 32, 32, 3), dtype=torch.uint8)
+    stage = throughput_stages.measure_score(tiny_kinds["video"], model, frames, 0.05)
+    detail = stage.detail
+    assert stage.rate > 0 and detail["kind"] == "video" and detail["frames_per_reward"] == k > 1
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model.backend.encode_videos(frames[:k][None])
+    assert detail["gflop_per_env_step"] == pytest.approx(counter.get_total_flops() / 1e9,
+                                                         rel=0.01)
+    assert "video model, windows of" in bench.score_note(detail)
+
+
+def test_a_judge_runs_one_forward_per_frame_and_goal_prompt(bench, tiny_kinds):
+    import throughput_stages
+
+    from vlmrm.run.build import make_reward_model
+
+    frames = torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8)
+    cfg = tiny_kinds["judge"]
+    goal = cfg.reward.goal_prompts[0]
+    twice = load_config(None, [f"reward.goal_prompts=[{goal!r}, {goal!r}]"], base=cfg)
+    once, double = (throughput_stages.gflop_per_env_step(make_reward_model(c), frames)
+                    for c in (cfg, twice))
+    assert once > 0 and double == pytest.approx(2 * once, rel=1e-6)
+    stage = throughput_stages.measure_score(cfg, make_reward_model(cfg), frames, 0.05)
+    assert stage.rate > 0 and stage.detail["kind"] == "judge"
+    assert stage.detail["gflop_per_env_step"] == pytest.approx(once)
+
+
+@pytest.mark.slow  # end to end like the quick start's, a minute of the fast suite's budget
+@pytest.mark.parametrize("kind", ["video", "judge"])
+def test_the_benchmark_runs_with_every_kind(bench, tiny_kinds, kind, tmp_path):
+    cfg = tiny_kinds[kind]
+    path = tmp_path / f"{kind}.json"
+    with contextlib.redirect_stdout(io.StringIO()):
+        bench.main(["--config", QUICKSTART, "--quick", "--json", str(path),
+                    "trainer.accelerator=cpu", f"reward.backend={cfg.reward.backend}",
+                    f"reward.model={cfg.reward.model}", "reward.transform=null",
+                    "agent.total_env_steps=2000"])
+    r = json.loads(path.read_text())
+    assert r["score"]["detail"]["kind"] == kind and r["score"]["detail"]["gflop_per_env_step"] > 0
+    assert r["loop"]["env_steps_per_s"] > 0
