@@ -104,20 +104,24 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=8, help="env steps per timed pass")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--json", default=None)
+    p.add_argument("--only", default=None, help="measure the kinds whose name starts with this")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         cases = {
-            "embedding (open_clip ViT-B-32)": RewardConfig(
+            "embedding (open_clip ViT-B-32)": lambda: RewardConfig(
                 backend="open_clip", model="ViT-B-32", pretrained=False),
-            "video (X-CLIP base patch32, 8 frames)": RewardConfig(
+            "video (X-CLIP base patch32, 8 frames)": lambda: RewardConfig(
                 backend="xclip", model=save_xclip(Path(tmp) / "xclip")),
-            "judge yes_no (SmolVLM-256M architecture)": RewardConfig(
+            "judge yes_no (SmolVLM-256M architecture)": lambda: RewardConfig(
                 backend="hf_judge", model=save_smolvlm_256m(Path(tmp) / "smolvlm")),
         }
-        for name, cfg in cases.items():
+        for name, make in cases.items():
+            if args.only and not name.startswith(args.only):
+                continue
+            cfg = make()
             cfg = RewardConfig(**{**cfg.__dict__, "goal_prompts": GOAL,
                                   "baseline_prompts": BASELINE, "batch_size": args.steps})
             model = reward_model_for(make_backend(cfg, "cpu"), cfg)

@@ -224,8 +224,15 @@ def gflop_per_env_step(reward_model: RewardModel, frames: torch.Tensor, steps: i
     clip = frames.repeat(-(-steps // len(frames)), 1, 1, 1)[:steps]
     windows = episode_windows(clip, reward_model.frames_needed)
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), reward_model.frozen(), counter:
-        reward_model.score(windows)
+    # nn.MultiheadAttention's inference fast path is one fused op the counter does not know
+    # (it would miss open_clip's attention projections); the plain path computes the same.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.no_grad(), reward_model.frozen(), counter:
+            reward_model.score(windows)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     return counter.get_total_flops() / steps / 1e9
 
 
