@@ -58,7 +58,7 @@ def test_backends_lists_each_backend_with_its_kind(capsys):
     assert main(["backends"]) == 0
     out = capsys.readouterr().out
     for name, kind in (("open_clip", "embedding"), ("hf_clip", "embedding"),
-                       ("siglip", "embedding"), ("xclip", "video")):
+                       ("siglip", "embedding"), ("xclip", "video"), ("hf_judge", "judge")):
         assert f"\n{name:<14} kind {kind} " in f"\n{out}", name
 
 
@@ -70,3 +70,12 @@ def test_check_describes_a_video_model_by_its_frames(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "(kind video)" in out and "embedding dim 16" in out and "input 32x32" in out
     assert f"{XCLIP_FRAMES} frames per video" in out
+
+
+def test_check_describes_a_judge_without_an_embedding(tmp_path, capsys):
+    from tests.backends.fixtures import build_judge
+
+    build_judge(tmp_path)
+    assert main(["backends", "--check", "hf_judge", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "(kind judge)" in out and "embedding dim" not in out and "M parameters" in out
