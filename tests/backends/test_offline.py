@@ -14,6 +14,7 @@ UNCACHED = {
     "hf_clip": "openai/clip-vit-base-patch32",
     "siglip": "google/siglip-so400m-patch14-384",
     "toy": "toy-model-v1",
+    "hf_judge": "HuggingFaceTB/SmolVLM-256M-Instruct",
 }
 
 
