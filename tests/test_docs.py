@@ -60,7 +60,7 @@ def test_the_formula_table_lists_every_registered_formula(site):
     html = (site / "reward-models" / "index.html").read_text()
     assert "formula-reference" not in html  # the marker was replaced
     for name, info in FORMULAS.items():
-        kind = "scalar transform" if info.kind == SCALAR else "embedding formula"
+        kind = "scalar transform" if info.kind == SCALAR else f"{info.kind} formula"
         assert re.search(rf"<td><code>{name}</code></td>\s*<td>{kind}</td>", html), name
 
 
