@@ -61,7 +61,7 @@ def test_the_formula_table_lists_every_registered_formula(site):
     assert "formula-reference" not in html  # the marker was replaced
     for name, info in FORMULAS.items():
         kind = {SCALAR: "scalar transform", MIX: "state terms"}.get(info.kind,
-                                                                    "embedding formula")
+                                                                    f"{info.kind} formula")
         assert re.search(rf"<td><code>{name}</code></td>\s*<td>{kind}</td>", html), name
 
 

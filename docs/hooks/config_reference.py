@@ -83,13 +83,15 @@ def table(plain_fields, prefix: str) -> list[str]:
 
 
 def formula_table(spec: ModuleType) -> str:
-    """The formulas registered in ``spec`` (``vlmrm.reward.spec``), embedding formulas first."""
+    """The formulas registered in ``spec`` (``vlmrm.reward.spec``): embedding formulas, judge
+    formulas, then scalar transforms."""
     rows = ["| name | kind | parameters (default): rule | reward |", "|---|---|---|---|"]
-    for info in sorted(spec.FORMULAS.values(), key=lambda i: i.kind != spec.EMBEDDING):
+    order = [spec.EMBEDDING, getattr(spec, "JUDGE", spec.EMBEDDING), spec.SCALAR]
+    for info in sorted(spec.FORMULAS.values(), key=lambda i: order.index(i.kind)):
         params = "<br>".join(f"`{k}` (`{spec.show_value(p.default)}`): {escape(p.rule)}"
                              for k, p in info.params.items()) or "none"
-        kind = {spec.EMBEDDING: "embedding formula", getattr(spec, "MIX", None): "state terms"
-                }.get(info.kind, "scalar transform")
+        kind = {spec.SCALAR: "scalar transform", getattr(spec, "MIX", None): "state terms"
+                }.get(info.kind, f"{info.kind} formula")
         rows.append(f"| `{info.name}` | {kind} | {params} | {escape(info.summary)} |")
     return "\n".join(rows) + "\n"
 

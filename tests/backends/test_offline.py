@@ -15,6 +15,7 @@ UNCACHED = {
     "siglip": "google/siglip-so400m-patch14-384",
     "xclip": "microsoft/xclip-base-patch32",
     "toy": "toy-model-v1",
+    "hf_judge": "HuggingFaceTB/SmolVLM-256M-Instruct",
 }
 
 

@@ -52,7 +52,8 @@ def test_omegaconf_lists_and_dicts_are_accepted():
     (["contrastive", {"name": "running_norm", "clip": -1}], "reward.transform[1].clip=-1"),
     ([{"name": "threshold", "value": 0.5}],
      "reward.transform[0]: 'threshold' is a scalar transform; the chain must start with one "
-     "embedding formula (contrastive, goal_baseline, softmax)."),
+     "embedding formula (contrastive, goal_baseline, softmax) or, for a judge backend, one "
+     "judge formula (progress, yes_no)."),
     (["goal_baseline", "running_norm", "softmax"],
      "reward.transform[2]: 'softmax' is an embedding formula; only the first item may be one"),
 ])
