@@ -161,3 +161,37 @@ def test_fit_logs_the_mixed_and_the_vlm_return(tiny_openclip, tmp_path):
     ev = {k: tags[f"eval/{k}"][160] for k in ("mixed_return", "vlm_return", "gt_return")}
     assert ev["mixed_return"] - ev["vlm_return"] == pytest.approx(0.5 * ev["gt_return"],
                                                                   abs=1e-4)
+
+
+def test_the_episode_tracker_resumes_the_mixed_sums():
+    from vlmrm.collect.pipeline import EpisodeTracker
+
+    def batch(vlm, mixed, done):
+        from tensordict import TensorDict
+        n = len(vlm)
+        nxt = {REWARD: torch.tensor(mixed).view(n, 1), VLM_REWARD: torch.tensor(vlm).view(n, 1),
+               GT_REWARD: torch.ones(n, 1), "done": torch.tensor(done).view(n, 1)}
+        return TensorDict({NEXT: TensorDict(nxt, [n, 1])}, [n, 1])
+
+    tracker = EpisodeTracker(2)
+    tracker.update(batch([1.0, 2.0], [1.5, 2.5], [False, False]))
+    resumed = EpisodeTracker(2)
+    resumed.load_state_dict(tracker.state_dict())
+    out = resumed.update(batch([3.0, 4.0], [3.5, 4.5], [True, False]))
+    assert out["vlm_return"] == [4.0] and out["mixed_return"] == [5.0]
+    old = {k: v for k, v in tracker.state_dict().items() if k != "mixed"}  # before mix existed
+    EpisodeTracker(2).load_state_dict(old)
+
+
+def test_a_config_with_a_mix_saves_and_reloads_as_itself(tmp_path):
+    from vlmrm.config.load import to_yaml
+    from vlmrm.run.resume import check_changes
+
+    cfg = load_config(QUICKSTART, [mix_override("{gt_reward: 0.1, is_success: 2}")])
+    assert cfg.reward.transform[-1] == {"name": "mix",
+                                        "terms": {"gt_reward": 0.1, "is_success": 2.0}}
+    saved = tmp_path / "config.yaml"  # what a run directory keeps, and resume reads
+    saved.write_text(to_yaml(cfg))
+    again = load_config(saved)
+    assert again == cfg
+    check_changes(again, cfg)

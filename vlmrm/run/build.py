@@ -28,9 +28,9 @@ from vlmrm.envs.envstate import capture_blocker, restart_note
 from vlmrm.envs.factory import SeedPurpose, env_for, env_seed, info_keys_for, make_base_env
 from vlmrm.errors import ConfigError, VLMRMError, one_paragraph
 from vlmrm.precision import resolve as resolve_precision
+from vlmrm.reward.mix import Mix
 from vlmrm.reward.model import VLMRewardModel, input_size
 from vlmrm.reward.seam import RewardModel, Scorer
-from vlmrm.reward.mix import Mix
 from vlmrm.reward.spec import mix_terms, resolve_transform
 from vlmrm.run.callbacks import EnvStepCheckpoint, VideoRecorder
 from vlmrm.run.checkpoints import AtomicCheckpointIO
