@@ -86,7 +86,8 @@ def formula_table(spec: ModuleType) -> str:
     """The formulas registered in ``spec`` (``vlmrm.reward.spec``): embedding formulas, judge
     formulas, then scalar transforms."""
     rows = ["| name | kind | parameters (default): rule | reward |", "|---|---|---|---|"]
-    order = [spec.EMBEDDING, getattr(spec, "JUDGE", spec.EMBEDDING), spec.SCALAR]
+    order = [spec.EMBEDDING, getattr(spec, "JUDGE", spec.EMBEDDING), spec.SCALAR,
+             getattr(spec, "MIX", spec.SCALAR)]
     for info in sorted(spec.FORMULAS.values(), key=lambda i: order.index(i.kind)):
         params = "<br>".join(f"`{k}` (`{spec.show_value(p.default)}`): {escape(p.rule)}"
                              for k, p in info.params.items()) or "none"
