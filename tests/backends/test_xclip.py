@@ -152,3 +152,14 @@ def test_a_legacy_feature_extractor_config_loads(case, tmp_path):
     p = make_backend(dataclasses.replace(case[0].cfg, model=str(root)), "cpu").preprocessor
     assert (p.size, p.resize_mode, p.interpolation) == ((32, 32), "shortest", "bilinear")
     assert p.mean == (0.485, 0.456, 0.406) and p.std == (0.229, 0.224, 0.225)
+
+
+def test_the_stand_in_processor_uses_xclips_imagenet_mean_and_std():
+    from transformers import XCLIPConfig
+
+    from vlmrm.backends.hf_common import preprocessor_from_hf
+    from vlmrm.backends.xclip_backend import xclip_image_processor
+
+    p = preprocessor_from_hf(xclip_image_processor(XCLIPConfig()))
+    assert (p.size, p.resize_mode, p.interpolation) == ((224, 224), "shortest", "bilinear")
+    assert p.mean == (0.485, 0.456, 0.406) and p.std == (0.229, 0.224, 0.225)
