@@ -35,13 +35,16 @@ class XCLIPBackend(VideoBackend, HFCLIPBackend):
 
 
 def xclip_image_processor(config):
-    """X-CLIP's own image processor settings (VideoMAE's: bilinear, ImageNet mean and std)
-    at the model's image size."""
+    """X-CLIP's image processor at the model's image size, for random-weight runs without a
+    processor config: VideoMAE's (shortest side, centre crop, bilinear) with the ImageNet
+    mean and std X-CLIP was trained with (VideoMAE's own default is 0.5)."""
     from transformers import VideoMAEImageProcessor
+    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     side = int(config.vision_config.image_size)
     return VideoMAEImageProcessor(size={"shortest_edge": side},
-                                  crop_size={"height": side, "width": side})
+                                  crop_size={"height": side, "width": side},
+                                  image_mean=IMAGENET_DEFAULT_MEAN, image_std=IMAGENET_DEFAULT_STD)
 
 
 def _default_config():

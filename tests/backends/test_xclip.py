@@ -4,6 +4,7 @@ inputs, and a reward window is the model's frame count."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -132,3 +133,33 @@ def test_random_weights_keep_the_saved_architecture(case):
     with pytest.warns(UserWarning, match="RANDOM weights"):
         be = make_backend(dataclasses.replace(case[0].cfg, pretrained=False), "cpu")
     assert (be.num_frames, be.embed_dim, be.image_size) == (XCLIP_FRAMES, 16, (32, 32))
+
+
+def test_a_legacy_feature_extractor_config_loads(case, tmp_path):
+    """Older X-CLIP repos keep a ``preprocessor_config.json`` in the feature-extractor form
+    (integer ``size`` and ``crop_size``, ``VideoMAEFeatureExtractor``); it means resize the
+    shortest side, then centre-crop, bilinear."""
+    import shutil
+
+    root = tmp_path / "legacy"
+    shutil.copytree(case[1], root)
+    (root / "processor_config.json").unlink()
+    (root / "preprocessor_config.json").write_text(json.dumps({
+        "crop_size": 32, "do_center_crop": True, "do_normalize": True, "do_resize": True,
+        "feature_extractor_type": "VideoMAEFeatureExtractor", "image_mean": [0.485, 0.456, 0.406],
+        "image_std": [0.229, 0.224, 0.225], "processor_class": "XCLIPProcessor", "resample": 2,
+        "size": 32}))
+    p = make_backend(dataclasses.replace(case[0].cfg, model=str(root)), "cpu").preprocessor
+    assert (p.size, p.resize_mode, p.interpolation) == ((32, 32), "shortest", "bilinear")
+    assert p.mean == (0.485, 0.456, 0.406) and p.std == (0.229, 0.224, 0.225)
+
+
+def test_the_stand_in_processor_uses_xclips_imagenet_mean_and_std():
+    from transformers import XCLIPConfig
+
+    from vlmrm.backends.hf_common import preprocessor_from_hf
+    from vlmrm.backends.xclip_backend import xclip_image_processor
+
+    p = preprocessor_from_hf(xclip_image_processor(XCLIPConfig()))
+    assert (p.size, p.resize_mode, p.interpolation) == ((224, 224), "shortest", "bilinear")
+    assert p.mean == (0.485, 0.456, 0.406) and p.std == (0.229, 0.224, 0.225)
