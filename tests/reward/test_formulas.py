@@ -15,7 +15,7 @@ from vlmrm.reward.formulas import (
     build_reward_fn,
 )
 from vlmrm.reward.goal_baseline import goal_baseline_reward
-from vlmrm.reward.spec import EMBEDDING, FORMULAS, REQUIRED
+from vlmrm.reward.spec import EMBEDDING, FORMULAS, JUDGE, REQUIRED
 
 F64 = torch.float64
 gens = st.integers(0, 2**31 - 1).map(lambda seed: torch.Generator().manual_seed(seed))
@@ -249,6 +249,11 @@ def test_every_registered_formula_builds_a_module_of_its_kind():
     x = frames(torch.Generator().manual_seed(5), 8)
     for name, info in FORMULAS.items():
         params = {k: 0.5 for k, param in info.params.items() if param.default is REQUIRED}
+        if info.kind == JUDGE:  # answer log-probabilities [B, C] -> rewards [B]
+            module = info.factory()(**params)
+            log_p = torch.log_softmax(x[:, :len(module.answers)], -1)
+            assert isinstance(module, torch.nn.Module) and module(log_p).shape == (6,), name
+            continue
         module = build_reward_fn([{"name": name, **params}] if info.kind == EMBEDDING
                                  else ["contrastive", {"name": name, **params}], p)[-1]
         assert isinstance(module, torch.nn.Module) and module(
