@@ -251,7 +251,7 @@ def test_every_registered_formula_builds_a_module_of_its_kind():
         params = {k: 0.5 for k, param in info.params.items() if param.default is REQUIRED}
         if info.kind == JUDGE:  # answer log-probabilities [B, C] -> rewards [B]
             module = info.factory()(**params)
-            log_p = torch.log_softmax(x[:, :len(module.answers)], -1)
+            log_p = torch.log_softmax(torch.randn(6, len(module.answers), dtype=x.dtype), -1)
             assert isinstance(module, torch.nn.Module) and module(log_p).shape == (6,), name
             continue
         module = build_reward_fn([{"name": name, **params}] if info.kind == EMBEDDING
