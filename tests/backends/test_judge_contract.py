@@ -7,6 +7,8 @@ the suite by subclassing it with a builder of its own.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -108,6 +110,14 @@ class JudgeContract:
             backend.answer_ids(QUESTION, ["Yes No", "No"])
         with pytest.raises(ConfigError, match="same token"):
             backend.answer_ids(QUESTION, ["Yes", "Yes"])
+
+    def test_bf16_weights_give_float32_scores_close_to_fp32(self, backend, case, frames,
+                                                            scores):
+        low = make_backend(dataclasses.replace(case.cfg, precision="bf16"), str(backend.device))
+        assert next(low.model.parameters()).dtype == torch.bfloat16
+        ours = low.log_probs(frames, QUESTION, ANSWERS)
+        assert ours.dtype == torch.float32
+        torch.testing.assert_close(ours, scores, atol=0.02, rtol=0.01)
 
 
 class TestIdefics3Judge(JudgeContract):

@@ -15,7 +15,7 @@ from vlmrm.reward.formulas import (
     build_reward_fn,
 )
 from vlmrm.reward.goal_baseline import goal_baseline_reward
-from vlmrm.reward.spec import EMBEDDING, FORMULAS, MIX, REQUIRED
+from vlmrm.reward.spec import EMBEDDING, FORMULAS, JUDGE, MIX, REQUIRED
 
 F64 = torch.float64
 gens = st.integers(0, 2**31 - 1).map(lambda seed: torch.Generator().manual_seed(seed))
@@ -253,6 +253,11 @@ def test_every_registered_formula_builds_a_module_of_its_kind():
             assert [type(m) for m in chain] == [Contrastive], name
             continue
         params = {k: 0.5 for k, param in info.params.items() if param.default is REQUIRED}
+        if info.kind == JUDGE:  # answer log-probabilities [B, C] -> rewards [B]
+            module = info.factory()(**params)
+            log_p = torch.log_softmax(torch.randn(6, len(module.answers), dtype=x.dtype), -1)
+            assert isinstance(module, torch.nn.Module) and module(log_p).shape == (6,), name
+            continue
         module = build_reward_fn([{"name": name, **params}] if info.kind == EMBEDDING
                                  else ["contrastive", {"name": name, **params}], p)[-1]
         assert isinstance(module, torch.nn.Module) and module(
