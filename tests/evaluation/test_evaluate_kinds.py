@@ -138,3 +138,26 @@ def test_video_and_judge_rewards_are_their_models_own_over_the_episode(evaluated
     seen = pictures if asker.resize_frames is None else asker.resize_frames(pictures)
     np.testing.assert_allclose(_rewards(out, judge), score_episode(asker, seen),
                                rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend, key", [("xclip", "reward.goal_prompts"),
+                                          ("hf_judge", "reward.goal_prompts"),
+                                          ("hf_judge", "reward.question")])
+def test_prompts_too_long_for_a_kind_are_refused_where_the_config_builds_it(
+        evaluated, backend, key):
+    """The config path (`make_reward_model`, as fit, play and evaluate-reward build) checks
+    each kind's prompt length: a video model's text encoder, a judge's rendered question."""
+    from vlmrm.config import load_config
+    from vlmrm.errors import ConfigError
+    from vlmrm.run.build import make_reward_model
+
+    _, _, root = evaluated
+    long = " ".join(["pole"] * 300)
+    extra = ([f"reward.goal_prompts=[{long}]"] if key == "reward.goal_prompts"
+             else [f"reward.question='Does this image show {{goal}}? {long}'"])
+    cfg = load_config(QUICKSTART, [
+        "trainer.accelerator=cpu", f"reward.backend={backend}",
+        f"reward.model={root / ('xclip' if backend == 'xclip' else 'judge')}",
+        *(["reward.transform=null"] if backend == "hf_judge" else []), *extra])
+    with pytest.raises(ConfigError, match=rf"{key.replace('.', '[.]')}.* tokens long"):
+        make_reward_model(cfg)
