@@ -179,9 +179,10 @@ def _add_evaluation(sub) -> None:
                     "settings)")
     ev.add_argument("--out", required=True, help="new (or empty) folder for the outputs")
     ev.add_argument("--backends", default=None, metavar="SPEC,...",
-                    help="models to compare, comma-separated BACKEND:MODEL items, e.g. "
-                    "open_clip:vlmrm-demo,hf_clip:/path/to/model; 'config' is the config's own "
-                    "model (the default)")
+                    help="models to compare, of any kind, comma-separated BACKEND:MODEL items, "
+                    "e.g. open_clip:vlmrm-demo,xclip:microsoft/xclip-base-patch32,"
+                    "hf_judge:/path/to/judge; 'config' is the config's own model (the "
+                    "default). reward.window goes to video models, reward.question to judges")
     ev.add_argument("--alphas", default=DEFAULT_ALPHAS,
                     help=f"goal-baseline alphas to sweep, comma-separated ({DEFAULT_ALPHAS})")
     ev.add_argument("--frames", default=None, metavar="DIR",
@@ -242,7 +243,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[argpars
                           "change only run length, intervals and logging")
     fit.add_argument("overrides", nargs="*", metavar="key=value",
                      help="config overrides, e.g. agent.total_env_steps=2000")
-    backends = sub.add_parser("backends", help="list reward backends and how to name their models")
+    backends = sub.add_parser("backends", help="list reward backends, their kinds and how to "
+                              "name their models")
     backends.add_argument("--check", nargs=2, metavar=("BACKEND", "MODEL"),
                           help="load MODEL with BACKEND on CPU (from cache, or the hub if "
                                "reachable) and print its size")

@@ -5,11 +5,14 @@ at the first colon, so model names may hold colons themselves:
 
 - ``open_clip:vlmrm-demo``, ``open_clip:ViT-B-32/laion2b_s34b_b79k``,
   ``open_clip:local-dir:/path/to/dir``, ``hf_clip:/path/to/saved_model``,
-  ``siglip:google/siglip-base-patch16-224``;
+  ``siglip:google/siglip-base-patch16-224``, ``xclip:microsoft/xclip-base-patch32`` (video),
+  ``hf_judge:HuggingFaceTB/SmolVLM-256M-Instruct`` (judge);
 - ``config``: the config's own ``reward.backend`` / ``reward.model``.
 
 Every other reward setting (``pretrained``, ``precision``, ``resize``, ``batch_size``,
-``device``, ``cache_dir``, ``model_config``) comes from the config for every spec.
+``device``, ``cache_dir``, ``model_config``) comes from the config for every spec; those of
+one kind go to that kind only (``window`` to video models, ``question`` to judges, the
+transform to the kind its first formula fits: ``vlmrm.commands.evaluate_reward.reward_for``).
 """
 
 from __future__ import annotations
