@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlmrm.backends.base import JUDGE, VIDEO
+from vlmrm.backends.base import EMBEDDING, JUDGE, VIDEO
 from vlmrm.backends.registry import backend_entry
 from vlmrm.commands.render import random_rollout
 from vlmrm.config import Config
@@ -111,7 +111,10 @@ def evaluate_reward(cfg: Config, out: str | os.PathLike, specs: Sequence[Backend
     return the summary (also ``out/summary.json``)."""
     start = time.perf_counter()
     sweep = sweep_for(cfg.env.id)
-    inputs = Inputs(cfg, formulas_for(cfg.reward, alphas), sweep,
+    # The embedding formulas every embedding or video model is scored with (per model:
+    # ModelResult.formulas); a judge config's chain is not one of them.
+    own = BackendSpec(cfg.reward.backend, cfg.reward.model)
+    inputs = Inputs(cfg, formulas_for(reward_for(cfg.reward, own, EMBEDDING), alphas), sweep,
                     None if sweep is None else sweep.grid(), frameset,
                     None if frameset is None else frameset.load_frames(), prompt_check_only)
     device = reward_device(cfg)
