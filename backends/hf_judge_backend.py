@@ -130,8 +130,8 @@ def load_judge(ref: str, pretrained: bool, cache_dir: str | None):
     source = os.path.expanduser(ref) if is_local(ref) else ref
     available = is_local(ref) or _cached(ref, "config.json", cache_dir)
     online = not is_local(ref) and hub_reachable()
-    if not (available or online):  # random weights still need the processor's files
-        raise unavailable(ref, HFJudgeBackend.name, cache_dir, _hint(ref))
+    if not (available or online):
+        raise _unavailable(ref, cache_dir)
     with _quiet_hub(online):
         config = _config(source, cache_dir)
         if config.model_type not in FAMILIES:
@@ -170,7 +170,7 @@ def _model(ref: str, source: str, config, pretrained: bool, cache_dir: str | Non
                                     trust_remote_code=False)
     except OSError as err:  # weights missing from the cache / directory
         if not (online or is_local(ref)):
-            raise unavailable(ref, HFJudgeBackend.name, cache_dir, _hint(ref)) from None
+            raise _unavailable(ref, cache_dir) from None
         raise ModelUnavailableError(
             f"hf_judge: the weights of {source!r} could not be loaded: {err}") from None
 
@@ -185,6 +185,16 @@ def _processor(ref: str, source: str, cache_dir: str | None):
         raise ModelUnavailableError(
             f"hf_judge: the processor (tokenizer and image processor) of {ref!r} could not be "
             f"loaded ({err}). A judge needs its processor files next to the model.") from None
+
+
+def _unavailable(ref: str, cache_dir: str | None) -> ModelUnavailableError:
+    """The offline message every backend gives, but random weights are no way out here: a
+    judge needs its processor (tokenizer, chat template), which cannot be made up."""
+    message = str(unavailable(ref, HFJudgeBackend.name, cache_dir, _hint(ref)))
+    return ModelUnavailableError(message.replace(
+        "For a test run without weights, set reward.pretrained=false.",
+        "A judge needs these files even with reward.pretrained=false (random weights): its "
+        "processor (tokenizer, chat template) cannot be made up."))
 
 
 def _hint(ref: str) -> str:

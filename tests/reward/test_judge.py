@@ -4,6 +4,8 @@ chains, and the config resolves and checks judge chains and questions."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -108,6 +110,24 @@ def test_the_frames_a_judge_sees_are_resized_where_rendered(judge, frames):
     assert model.image_size == backend.image_size
     small = model.resize_frames(frames)
     assert small.shape == (3, *backend.image_size, 3) and torch.equal(model.model_view(frames), small)
+
+
+def test_make_backend_takes_reward_resize_and_compile(judge):
+    case, backend = judge
+    with pytest.warns(UserWarning, match="runs eager"):
+        other = make_backend(dataclasses.replace(case.cfg, resize="squash", compile=True), "cpu")
+    assert other.preprocessor.resize_mode == "squash" and other.image_size == backend.image_size
+
+
+def test_random_weights_from_the_saved_config(judge, frames):
+    case, backend = judge
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        other = make_backend(dataclasses.replace(case.cfg, pretrained=False), "cpu")
+    assert type(other.model) is type(backend.model)
+    question = f"Is {GOALS[0]} done?"
+    fresh = other.log_probs(frames, question, ["Yes", "No"])
+    assert fresh.shape == (3, 2)
+    assert not torch.equal(fresh, backend.log_probs(frames, question, ["Yes", "No"]))  # not loaded
 
 
 # -- config: torch-free checks -------------------------------------------------------------
