@@ -65,7 +65,10 @@ def _check_model(backend: str, model: str, cache_dir: str | None, pretrained: bo
     loaded = make_backend(cfg, "cpu")
     params = sum(p.numel() for p in loaded.model.parameters())
     pre = loaded.preprocessor
-    print(f"ok: {backend} model {model!r}: embedding dim {loaded.embed_dim}, input "
+    # A judge has no embedding: its context is what bounds its prompts.
+    what = (f"embedding dim {loaded.embed_dim}" if hasattr(loaded, "embed_dim") else
+            f"{loaded.kind}, context {loaded.context_length} tokens")
+    print(f"ok: {backend} model {model!r}: {what}, input "
           f"{pre.size[0]}x{pre.size[1]} ({pre.resize_mode}, {pre.interpolation}), "
           f"{params / 1e6:.1f}M parameters = {params * 4 / 2**30:.2f} GiB in fp32, "
           f"{params * 2 / 2**30:.2f} GiB in bf16/fp16")
