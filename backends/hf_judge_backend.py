@@ -37,6 +37,12 @@ PLAIN_PROMPT = ("paligemma",)
 QWEN_MAX_SIDE = 448
 #: What some processors return that is not a model input.
 _DROP = ("labels",)
+#: Processor settings by family. Idefics3/SmolVLM's processor upsamples a frame to 2048 px
+#: and splits it into 16 tiles plus the whole image (SmolVLM-256M: 1,088 image tokens); a
+#: rendered frame of at most one tile (512 px) gains nothing from that but 17x the cost, so
+#: the judge sees the one global image (64 tokens).
+IMAGE_KWARGS = {"idefics3": {"do_image_splitting": False},
+                "smolvlm": {"do_image_splitting": False}}
 
 
 class HFJudgeBackend(JudgeBackend):
@@ -98,7 +104,7 @@ class HFJudgeBackend(JudgeBackend):
         prompt = self.render(question)
         images = [[frame] for frame in frames.cpu()]
         batch = self.processor(text=[prompt] * len(frames), images=images, return_tensors="pt",
-                               padding=True)
+                               padding=True, **IMAGE_KWARGS.get(self.family, {}))
         return {k: (v.to(self.device, self.dtype) if v.is_floating_point() else
                     v.to(self.device)) for k, v in batch.items() if k not in _DROP}
 
