@@ -88,7 +88,8 @@ def formula_table(spec: ModuleType) -> str:
     for info in sorted(spec.FORMULAS.values(), key=lambda i: i.kind != spec.EMBEDDING):
         params = "<br>".join(f"`{k}` (`{spec.show_value(p.default)}`): {escape(p.rule)}"
                              for k, p in info.params.items()) or "none"
-        kind = "embedding formula" if info.kind == spec.EMBEDDING else "scalar transform"
+        kind = {spec.EMBEDDING: "embedding formula", getattr(spec, "MIX", None): "state terms"
+                }.get(info.kind, "scalar transform")
         rows.append(f"| `{info.name}` | {kind} | {params} | {escape(info.summary)} |")
     return "\n".join(rows) + "\n"
 
