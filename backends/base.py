@@ -191,6 +191,74 @@ class RewardBackend(abc.ABC):
                 f"dtype={self.dtype}, batch_size={self.batch_size})")
 
 
+class VideoBackend(RewardBackend):
+    """A backend whose vision side embeds a video: ``num_frames`` consecutive frames.
+
+    Subclasses implement :meth:`_encode_videos` and :attr:`num_frames` besides the text side.
+    A single image is a still video (the frame repeated ``num_frames`` times), which gives
+    :meth:`encode_images` and :meth:`_encode_pixels` their meaning here.
+    """
+
+    kind = VIDEO
+
+    @property
+    @abc.abstractmethod
+    def num_frames(self) -> int:
+        """Frames per video the model reads (its own count)."""
+
+    @abc.abstractmethod
+    def _encode_videos(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Embed preprocessed videos ``[B, T, 3, h, w]`` (on device, model dtype) -> ``[B, D]``."""
+
+    def check_window(self, window: int | None) -> int:
+        """Frames per reward for ``reward.window`` (None: the model's own count). This default
+        is for models whose temporal layers are built for exactly ``num_frames`` frames."""
+        if window is None or window == self.num_frames:
+            return self.num_frames
+        raise ConfigError(
+            f"reward.window={window}: the {self.name} model {self.model_name!r} reads exactly "
+            f"{self.num_frames} frames per video (its temporal layers are built for that "
+            f"many). Set reward.window=null or reward.window={self.num_frames}.")
+
+    def _still(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pixels.unsqueeze(1).expand(-1, self.num_frames, *pixels.shape[1:])
+
+    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self._encode_videos(self._still(pixels))
+
+    def _encode_chunk(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self._encode_video_chunk(self._still(pixels))
+
+    @torch.inference_mode()
+    def encode_videos(self, windows: torch.Tensor) -> torch.Tensor:
+        """Embed uint8 windows ``[B, T, H, W, 3]`` (oldest frame first) -> L2-normalised
+        float32 ``[B, D]``, ``batch_size`` windows per forward pass."""
+        if windows.ndim != 5 or windows.shape[1] != self.num_frames:
+            raise ValueError(f"expected windows [B, {self.num_frames}, H, W, 3], got shape "
+                             f"{tuple(windows.shape)}")
+        if len(windows) == 0:
+            return torch.empty(0, self.embed_dim, device=self.device)
+        out = []
+        for chunk in windows.split(self.batch_size):
+            frames = self._to_device(chunk.reshape(-1, *chunk.shape[2:]))
+            pixels = self.preprocessor(frames, self.dtype)
+            out.append(_normalize(self._encode_video_chunk(pixels.unflatten(0, chunk.shape[:2]))))
+        return torch.cat(out)
+
+    def compile_image_encoder(self) -> None:
+        """``reward.compile`` for the video encoder (see the base class)."""
+        self._compiled = CompiledOrEager(self._encode_videos, "reward.compile", dynamic=False)
+
+    def _encode_video_chunk(self, pixels: torch.Tensor) -> torch.Tensor:
+        # No channels-last here: it is a 4-D memory format, and these are 5-D videos.
+        if self._compiled is None:
+            return self._encode_videos(pixels)
+        n = len(pixels)
+        if n < self.batch_size:
+            pixels = torch.cat([pixels, pixels.new_zeros(self.batch_size - n, *pixels.shape[1:])])
+        return self._compiled(pixels)[:n]
+
+
 class PinnedUpload:
     """Host-to-GPU copies of uint8 frame chunks through two page-locked buffers, used in turn.
 

@@ -72,6 +72,7 @@ CLIP_FAMILY = HFFamily(
     default_tokenizer=clip_tokenizer,
     default_image_processor=clip_image_processor,
     wrong_type_hint={"siglip": "Use reward.backend=siglip for SigLIP models.",
-                     "siglip2": "Use reward.backend=siglip for SigLIP models."},
+                     "siglip2": "Use reward.backend=siglip for SigLIP models.",
+                     "xclip": "Use reward.backend=xclip for X-CLIP video models."},
 )
 HFCLIPBackend.family = CLIP_FAMILY

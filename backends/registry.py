@@ -23,12 +23,13 @@ BUILTIN_BACKENDS = {
     "open_clip": "vlmrm.backends.openclip_backend:OpenCLIPBackend",
     "hf_clip": "vlmrm.backends.hf_clip_backend:HFCLIPBackend",
     "siglip": "vlmrm.backends.siglip_backend:SiglipBackend",
+    "xclip": "vlmrm.backends.xclip_backend:XCLIPBackend",
     "hf_judge": "vlmrm.backends.hf_judge_backend:HFJudgeBackend",
 }
 
 #: Built-in backends not of the embedding kind, by name -> kind (``vlmrm.backends.base.KINDS``):
 #: config checks read it without importing the backend (see :func:`static_kind`).
-BUILTIN_KINDS = {"hf_judge": "judge"}
+BUILTIN_KINDS = {"xclip": "video", "hf_judge": "judge"}
 
 #: Not a VLM: the env's own reward (the paper's upper-bound baseline).
 GROUND_TRUTH = "ground_truth"

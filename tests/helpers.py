@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 #: Every backend installed for the tests: the built-ins and the test plugin (tests/plugin_pkg).
-BACKENDS = ("open_clip", "hf_clip", "siglip", "toy", "hf_judge")
+BACKENDS = ("open_clip", "hf_clip", "siglip", "xclip", "toy", "hf_judge")
 #: No progress bar, CPU only, collection on a thread of the training process: what every
 #: test run of `vlmrm fit` adds. The default collector, a process of its own, costs a few
 #: seconds of start-up per run; its own tests (tests/rl/test_collect_process.py, the

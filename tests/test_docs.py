@@ -55,12 +55,13 @@ def test_configuration_reference_lists_every_schema_key(site):
 
 
 def test_the_formula_table_lists_every_registered_formula(site):
-    from vlmrm.reward.spec import FORMULAS, SCALAR
+    from vlmrm.reward.spec import FORMULAS, JUDGE, MIX, SCALAR
 
     html = (site / "reward-models" / "index.html").read_text()
     assert "formula-reference" not in html  # the marker was replaced
     for name, info in FORMULAS.items():
-        kind = "scalar transform" if info.kind == SCALAR else f"{info.kind} formula"
+        kind = {SCALAR: "scalar transform", MIX: "state terms", JUDGE: "judge formula"}.get(
+            info.kind, "embedding formula")
         assert re.search(rf"<td><code>{name}</code></td>\s*<td>{kind}</td>", html), name
 
 

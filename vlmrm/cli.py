@@ -93,6 +93,8 @@ def _cmd_play(args: argparse.Namespace) -> int:
     result = play(args.checkpoint, args.out, episodes=args.episodes, overrides=args.overrides)
     line = (f"episodes: {args.episodes}  mean VLM return: {result['vlm_return']:.4f}  "
             f"mean GT return: {result['gt_return']:.4f}")
+    if "mixed_return" in result:  # a mix transform: the reward the agent learned from
+        line += f"  mean mixed return: {result['mixed_return']:.4f}"
     if "success_rate" in result:
         line += f"  success rate: {result['success_rate']:.3f}"
     print(line)

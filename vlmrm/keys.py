@@ -14,6 +14,9 @@ REWARD = "reward"
 #: The env's own reward, kept for evaluation and never learned from (unless the config
 #: chooses the ground-truth backend).
 GT_REWARD = "gt_reward"
+#: The reward model's own reward, kept beside ``reward`` when a ``mix`` transform adds
+#: state terms to it (``reward`` is then the mixed reward SAC learns from).
+VLM_REWARD = "vlm_reward"
 #: Per-step success flag of envs that define one (read from the Gymnasium info dict).
 SUCCESS = "is_success"
 DONE = "done"

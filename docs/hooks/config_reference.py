@@ -84,13 +84,15 @@ def table(plain_fields, prefix: str) -> list[str]:
 
 def formula_table(spec: ModuleType) -> str:
     """The formulas registered in ``spec`` (``vlmrm.reward.spec``): embedding formulas, judge
-    formulas, then scalar transforms."""
+    formulas, scalar transforms, then the rest (state terms)."""
     rows = ["| name | kind | parameters (default): rule | reward |", "|---|---|---|---|"]
-    order = [spec.EMBEDDING, getattr(spec, "JUDGE", spec.EMBEDDING), spec.SCALAR]
-    for info in sorted(spec.FORMULAS.values(), key=lambda i: order.index(i.kind)):
+    order = [spec.EMBEDDING, getattr(spec, "JUDGE", None), spec.SCALAR]
+    for info in sorted(spec.FORMULAS.values(),
+                       key=lambda i: order.index(i.kind) if i.kind in order else len(order)):
         params = "<br>".join(f"`{k}` (`{spec.show_value(p.default)}`): {escape(p.rule)}"
                              for k, p in info.params.items()) or "none"
-        kind = "scalar transform" if info.kind == spec.SCALAR else f"{info.kind} formula"
+        kind = {spec.EMBEDDING: "embedding formula", getattr(spec, "MIX", None): "state terms",
+                getattr(spec, "JUDGE", None): "judge formula"}.get(info.kind, "scalar transform")
         rows.append(f"| `{info.name}` | {kind} | {params} | {escape(info.summary)} |")
     return "\n".join(rows) + "\n"
 

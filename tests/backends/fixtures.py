@@ -155,6 +155,66 @@ def build_siglip(root: Path) -> Case:
     )
 
 
+# -- X-CLIP (video) --------------------------------------------------------------------------
+#: Frames per video of the tiny X-CLIP: its cross-frame attention and MIT read exactly this many.
+XCLIP_FRAMES = 4
+
+
+def build_xclip(root: Path) -> Case:
+    """A tiny X-CLIP saved with its XCLIPProcessor (VideoMAE image processor + CLIP tokenizer).
+
+    The image references treat a frame as a still video (the frame repeated for every one of
+    the model's frames), as the backend does; tests/backends/test_xclip.py compares real
+    clips with XCLIPProcessor and XCLIPModel loaded from ``root``.
+    """
+    from transformers import (
+        AutoImageProcessor,
+        VideoMAEImageProcessor,
+        XCLIPConfig,
+        XCLIPModel,
+        XCLIPProcessor,
+    )
+
+    from vlmrm.backends.hf_clip_backend import clip_tokenizer
+
+    # The MIT runs on projected frame features: its width is projection_dim.
+    vision = {**TINY_TOWER, "image_size": 32, "patch_size": 16, "num_frames": XCLIP_FRAMES,
+              "mit_hidden_size": 16, "mit_intermediate_size": 32, "mit_num_hidden_layers": 1,
+              "mit_num_attention_heads": 2}
+    config = XCLIPConfig(text_config={**TINY_TOWER, "max_position_embeddings": 77},
+                         vision_config=vision, projection_dim=16, prompt_layers=1,
+                         prompt_attention_heads=2, prompt_num_attention_heads=2)
+    torch.manual_seed(0)
+    model = XCLIPModel(config).eval()
+    tokenizer = clip_tokenizer(config)
+    image_processor = VideoMAEImageProcessor(size={"shortest_edge": 32},
+                                             crop_size={"height": 32, "width": 32},
+                                             image_mean=list(ODD_MEAN), image_std=list(ODD_STD))
+    model.save_pretrained(root)
+    XCLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(root)
+
+    def text(prompts: list[str]) -> torch.Tensor:
+        tok = tokenizer(prompts, padding="max_length", max_length=77, return_tensors="pt")
+        return model.get_text_features(**tok).pooler_output
+
+    def still(pixels: torch.Tensor) -> torch.Tensor:  # [B, 3, h, w] -> [B, D]
+        video = pixels.unsqueeze(1).expand(-1, XCLIP_FRAMES, *pixels.shape[1:])
+        return model.get_video_features(pixel_values=video).pooler_output
+
+    return Case(
+        cfg=RewardConfig(backend="xclip", model=str(root)),
+        reference_preprocess=_video_frames(AutoImageProcessor.from_pretrained(root, backend="pil")),
+        reference_image=still,
+        reference_text=text,
+        other_preprocess={"torchvision": _video_frames(AutoImageProcessor.from_pretrained(root))},
+    )
+
+
+def _video_frames(processor) -> Callable[[list[Image.Image]], torch.Tensor]:
+    # A video processor returns [videos, T, 3, h, w]; each frame is processed on its own.
+    return lambda imgs: processor(imgs, return_tensors="pt")["pixel_values"][0]
+
+
 def _save(root: Path, model, tokenizer, processor) -> None:
     model.save_pretrained(root)
     tokenizer.save_pretrained(root)

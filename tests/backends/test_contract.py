@@ -19,6 +19,7 @@ from tests.backends.fixtures import (
     build_open_clip,
     build_siglip,
     build_toy,
+    build_xclip,
     make_frames,
     pixel_levels,
     to_pil,
@@ -221,3 +222,8 @@ class TestSiglipContract(BackendContract):
 
 class TestToyPluginContract(BackendContract):
     build = staticmethod(build_toy)
+
+
+class TestXCLIPContract(BackendContract):
+    # Images are still videos here (each frame repeated for every frame the model reads).
+    build = staticmethod(build_xclip)

@@ -13,6 +13,7 @@ UNCACHED = {
     "open_clip": "ViT-B-32/laion2b_s34b_b79k",
     "hf_clip": "openai/clip-vit-base-patch32",
     "siglip": "google/siglip-so400m-patch14-384",
+    "xclip": "microsoft/xclip-base-patch32",
     "toy": "toy-model-v1",
     "hf_judge": "HuggingFaceTB/SmolVLM-256M-Instruct",
 }

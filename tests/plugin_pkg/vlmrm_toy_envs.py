@@ -1,7 +1,8 @@
 """TEST-ONLY third-party Gymnasium env: a worked example of an env living in another package.
 
 ``ToyReach-v0``: a point in the unit square moves towards a goal (2-D continuous actions);
-the reward is minus the distance to the goal. Importing this module registers the id, so
+the reward is minus the distance to the goal, also reported as ``info["distance"]`` (a
+numeric info key, for ``mix`` terms). Importing this module registers the id, so
 vlmrm runs it with Gymnasium's ``module:id`` form and nothing else installed::
 
     vlmrm fit --config configs/quickstart.yaml env.id=vlmrm_toy_envs:ToyReach-v0 \\
@@ -63,7 +64,7 @@ class ToyReachEnv(gym.Env):
         move = np.clip(np.asarray(action, dtype=np.float32), -1, 1) * SPEED
         self.position = np.clip(self.position + move, 0, 1).astype(np.float32)
         distance = float(np.linalg.norm(self.position - self.goal))
-        return self._obs(), -distance, distance < 0.05, False, {}
+        return self._obs(), -distance, distance < 0.05, False, {"distance": distance}
 
     def render(self) -> np.ndarray:
         frame = np.full((SIZE, SIZE, 3), 235, dtype=np.uint8)

@@ -15,7 +15,7 @@ from vlmrm.reward.formulas import (
     build_reward_fn,
 )
 from vlmrm.reward.goal_baseline import goal_baseline_reward
-from vlmrm.reward.spec import EMBEDDING, FORMULAS, JUDGE, REQUIRED
+from vlmrm.reward.spec import EMBEDDING, FORMULAS, JUDGE, MIX, REQUIRED
 
 F64 = torch.float64
 gens = st.integers(0, 2**31 - 1).map(lambda seed: torch.Generator().manual_seed(seed))
@@ -248,6 +248,10 @@ def test_every_registered_formula_builds_a_module_of_its_kind():
     p = prompts(torch.Generator().manual_seed(3), 8)
     x = frames(torch.Generator().manual_seed(5), 8)
     for name, info in FORMULAS.items():
+        if info.kind == MIX:  # no module: the Scorer adds its terms (tests/reward/test_mix.py)
+            chain = build_reward_fn(["contrastive", {"name": name, "terms": {"gt_reward": 1}}], p)
+            assert [type(m) for m in chain] == [Contrastive], name
+            continue
         params = {k: 0.5 for k, param in info.params.items() if param.default is REQUIRED}
         if info.kind == JUDGE:  # answer log-probabilities [B, C] -> rewards [B]
             module = info.factory()(**params)

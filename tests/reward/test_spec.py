@@ -34,7 +34,7 @@ def test_omegaconf_lists_and_dicts_are_accepted():
     ("goal_baseline", "reward.transform must be a non-empty list"),
     (["goal_baseline", "softmx"],
      "reward.transform[1]: unknown formula 'softmx' (did you mean 'softmax'?); known: "
-     "contrastive, goal_baseline, progress, running_norm, softmax, threshold, yes_no."),
+     "contrastive, goal_baseline, mix, progress, running_norm, softmax, threshold, yes_no."),
     ([{"alpha": 0.5}], "reward.transform[0]: missing 'name'"),
     ([3], "reward.transform[0]: expected a formula name or a mapping"),
     ([{"name": "goal_baseline", "alpah": 0.5}],

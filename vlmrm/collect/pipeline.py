@@ -18,7 +18,7 @@ from torchrl.envs import EnvBase
 
 from vlmrm.collect.loop import Collection, Partial, Streamed
 from vlmrm.collect.nonfinite import NonFiniteBatch, check_rewards
-from vlmrm.keys import DONE, GT_REWARD, NEXT, PIXELS, REPLAY_KEYS, REWARD, SUCCESS
+from vlmrm.keys import DONE, GT_REWARD, NEXT, PIXELS, REPLAY_KEYS, REWARD, SUCCESS, VLM_REWARD
 from vlmrm.reward.seam import Scorer
 from vlmrm.sac.schedule import crossed
 
@@ -48,17 +48,22 @@ def for_replay(data: TensorDictBase) -> TensorDictBase:
 
 @dataclass
 class EpisodeTracker:
-    """Running per-env returns across collected batches; reports finished episodes."""
+    """Running per-env returns across collected batches; reports finished episodes.
+
+    ``vlm_return`` is the reward model's own; where a ``mix`` adds state terms to it
+    (``vlm_reward`` kept beside ``reward``), the return of what SAC learns from is
+    ``mixed_return``."""
 
     num_envs: int
+    _mixed: torch.Tensor = field(init=False)
     _vlm: torch.Tensor = field(init=False)
     _gt: torch.Tensor = field(init=False)
     _success: torch.Tensor = field(init=False)
     _length: torch.Tensor = field(init=False)
 
     def __post_init__(self) -> None:
-        self._vlm, self._gt, self._success, self._length = (
-            torch.zeros(self.num_envs) for _ in range(4))
+        self._vlm, self._gt, self._success, self._length, self._mixed = (
+            torch.zeros(self.num_envs) for _ in range(5))
 
     def update(self, data: TensorDictBase) -> dict[str, list[float]]:
         """``data`` is ``[num_envs, T]`` (or ``[T]``) with reward, gt_reward and done."""
@@ -66,14 +71,18 @@ class EpisodeTracker:
         if data.ndim == 1:
             nxt = nxt.unsqueeze(0)
         per_env = (self.num_envs, -1)
-        vlm, gt = nxt[REWARD].reshape(per_env), nxt[GT_REWARD].reshape(per_env)
+        mixed = nxt[REWARD].reshape(per_env) if VLM_REWARD in nxt.keys() else None
+        vlm = nxt[REWARD if mixed is None else VLM_REWARD].reshape(per_env)
+        gt = nxt[GT_REWARD].reshape(per_env)
         done = nxt[DONE].reshape(per_env)
         success = nxt.get(SUCCESS, None)
         success = None if success is None else success.reshape(per_env).float()
         out: dict[str, list[float]] = {"vlm_return": [], "gt_return": [], "length": [],
-                                       "success_rate": []}
+                                       "success_rate": [], "mixed_return": []}
         for t in range(done.shape[1]):
             self._vlm += vlm[:, t]
+            if mixed is not None:
+                self._mixed += mixed[:, t]
             self._gt += gt[:, t]
             self._length += 1
             if success is not None:
@@ -83,20 +92,25 @@ class EpisodeTracker:
                 out["vlm_return"] += self._vlm[ended].tolist()
                 out["gt_return"] += self._gt[ended].tolist()
                 out["length"] += self._length[ended].tolist()
+                if mixed is not None:
+                    out["mixed_return"] += self._mixed[ended].tolist()
                 if success is not None:
                     out["success_rate"] += (self._success[ended] / self._length[ended]).tolist()
-                for acc in (self._vlm, self._gt, self._success, self._length):
+                for acc in (self._vlm, self._gt, self._success, self._length, self._mixed):
                     acc[ended] = 0
         return out
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The running sums of unfinished episodes (for an exact resume)."""
         return {"vlm": self._vlm.clone(), "gt": self._gt.clone(),
-                "success": self._success.clone(), "length": self._length.clone()}
+                "success": self._success.clone(), "length": self._length.clone(),
+                "mixed": self._mixed.clone()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self._vlm, self._gt = state["vlm"].clone(), state["gt"].clone()
         self._success, self._length = state["success"].clone(), state["length"].clone()
+        # Checkpoints from before mix existed have no mixed sums: those runs had no mix.
+        self._mixed = state.get("mixed", torch.zeros_like(self._vlm)).clone()
 
 
 @dataclass

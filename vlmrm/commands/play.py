@@ -13,7 +13,7 @@ from vlmrm.errors import VLMRMError, one_paragraph
 from vlmrm.media import VIDEO_WRITERS, write_video
 from vlmrm.reward.model import input_size
 from vlmrm.reward.seam import RewardModel
-from vlmrm.run.build import make_module, make_reward_model
+from vlmrm.run.build import make_mix, make_module, make_reward_model
 from vlmrm.run.evaluate import episode_video, mean_summary, run_episode
 from vlmrm.run.module import SACModule
 
@@ -83,7 +83,7 @@ def play(checkpoint: str | os.PathLike, out: str | os.PathLike, episodes: int = 
     env = env_for(cfg, SeedPurpose.PLAY, render_size=input_size(reward_model))
     try:
         runs = [run_episode(env, module.actor, reward_model, max_steps=episode_cap(cfg.env),
-                            keep_frames=True)
+                            keep_frames=True, mix=make_mix(cfg))
                 for _ in range(episodes)]
     finally:
         env.close()

@@ -33,7 +33,7 @@ from vlmrm.config.schema import (
     TrainerConfig,
 )
 from vlmrm.errors import ConfigError
-from vlmrm.reward.spec import resolve_transform
+from vlmrm.reward.spec import mix_terms, resolve_transform, show_value
 
 MAX_SEED = 2**32 - 1  # what numpy (and Lightning's seed_everything) accept
 MIN_RENDER, MAX_RENDER = 8, 4096
@@ -76,7 +76,7 @@ def _path(key: str, value: str, example: str) -> Path:
 def _validate_reward(r: RewardConfig) -> None:
     if r.resize is not None:
         one_of("reward.resize", r.resize, RESIZE_MODES)
-    reward_transform(r)
+    _check_mix_backend(r, reward_transform(r))
     require(DEVICE.fullmatch(r.device) is not None,
             f"reward.device={r.device!r} is not a device name. Use auto, cpu, cuda, cuda:N, "
             "mps, xpu or xpu:N.")
@@ -112,6 +112,13 @@ def _validate_reward(r: RewardConfig) -> None:
                 f"reward.model_config={r.model_config!r} is not an existing file. Give the "
                 "path of the architecture JSON, e.g. reward.model_config=models/MyViT.json.")
     backend_entry(r.backend)
+
+
+def _check_mix_backend(r: RewardConfig, spec: list[dict[str, Any]]) -> None:
+    require(r.backend != GROUND_TRUTH or mix_terms(spec) is None,
+            f"reward.transform ends with mix({show_value(mix_terms(spec))}), but "
+            f"reward.backend={GROUND_TRUTH} has no VLM reward to add its terms to. Drop the mix "
+            "item, or choose a reward model (`vlmrm backends` lists them).")
 
 
 def reward_transform(r: RewardConfig) -> list[dict[str, Any]]:

@@ -37,7 +37,9 @@ from vlmrm.envs.gymenv import (  # noqa: F401  (make_gym_env and accepts_size: p
     scene_kwargs,
 )
 from vlmrm.envs.gymstate import gym_state, load_gym_state, to_arrays, to_tensors
-from vlmrm.keys import SUCCESS
+from vlmrm.keys import GT_REWARD, SUCCESS
+from vlmrm.reward.mix import InfoTerms
+from vlmrm.reward.spec import mix_terms
 from vlmrm.seeds import SeedPurpose, env_seed  # the callers' purposes, public here too
 
 #: Episodes of envs without a time limit would never end: stop videos and play here.
@@ -61,15 +63,17 @@ class ResumableEnv(TransformedEnv):
 
 
 def make_base_env(cfg: EnvConfig, render_size: tuple[int, int] | None, from_pixels: bool,
-                  seed: int | None = None) -> EnvBase:
+                  seed: int | None = None, info_keys: tuple[str, ...] = ()) -> EnvBase:
     """One TorchRL env: ``observation`` (float32), ``pixels`` (uint8 [H, W, 3]) if asked,
-    and ``is_success`` (bool) for envs that report it."""
+    ``is_success`` (bool) for envs that report it, and ``info_keys`` of its info dict
+    (float32; a ``mix`` transform's terms)."""
     env = GymWrapper(make_gym_env(cfg, render_size), from_pixels=from_pixels,
                      pixels_only=False, device="cpu")
     if emits_success(cfg.id):
         # Scalar per step, like the info value (a (1,)-shaped spec makes stacking resize).
         spec = {SUCCESS: Categorical(n=2, shape=(), dtype=torch.bool)}
         env.set_info_dict_reader(default_info_dict_reader([SUCCESS], spec=spec))
+    _read_info_terms(env, cfg.id, info_keys, ())
     env = ResumableEnv(env, DoubleToFloat())
     if seed is not None:
         env.set_seed(seed)
@@ -157,7 +161,7 @@ def _worker_start() -> Iterator[None]:
 
 
 def make_vector_envs(cfg: EnvConfig, render_size: tuple[int, int] | None,
-                     from_pixels: bool) -> EnvBase:
+                     from_pixels: bool, info_keys: tuple[str, ...] = ()) -> EnvBase:
     """``cfg.num_envs`` envs in worker processes (``env.parallel``): ``observation``,
     ``pixels`` and ``is_success`` as :func:`make_base_env` gives them, batched."""
     build = functools.partial(make_worker_gym_env, cfg, render_size, from_pixels,
@@ -170,19 +174,33 @@ def make_vector_envs(cfg: EnvConfig, render_size: tuple[int, int] | None,
     if emits_success(cfg.id):
         spec = {SUCCESS: Categorical(n=2, shape=(cfg.num_envs,), dtype=torch.bool)}
         env.set_info_dict_reader(default_info_dict_reader([SUCCESS], spec=spec))
+    _read_info_terms(env, cfg.id, info_keys, (cfg.num_envs,))
     return TransformedEnv(env, DoubleToFloat())
 
 
+def _read_info_terms(env: GymWrapper, env_id: str, info_keys: tuple[str, ...],
+                     batch: tuple[int, ...]) -> None:
+    keys = [k for k in info_keys if not (k == SUCCESS and emits_success(env_id))]
+    if keys:
+        env.set_info_dict_reader(InfoTerms(keys, env_id, batch))
+
+
+def info_keys_for(cfg: Config) -> tuple[str, ...]:
+    """The info-dict keys the reward's ``mix`` terms need (none without a mix)."""
+    terms = mix_terms(cfg.reward.transform) or {}
+    return tuple(k for k in terms if k != GT_REWARD)
+
+
 def make_env(cfg: EnvConfig, render_size: tuple[int, int] | None, from_pixels: bool,
-             seed: int) -> EnvBase:
+             seed: int, info_keys: tuple[str, ...] = ()) -> EnvBase:
     """``cfg.num_envs`` envs batched as one (serially or in worker processes)."""
     if cfg.num_envs == 1 and not cfg.parallel:
-        return make_base_env(cfg, render_size, from_pixels, seed)
+        return make_base_env(cfg, render_size, from_pixels, seed, info_keys)
     if cfg.parallel:
-        env = make_vector_envs(cfg, render_size, from_pixels)
+        env = make_vector_envs(cfg, render_size, from_pixels, info_keys)
     else:
         env = SerialEnv(cfg.num_envs, functools.partial(
-            make_base_env, cfg, render_size, from_pixels))
+            make_base_env, cfg, render_size, from_pixels, info_keys=info_keys))
     env.set_seed(seed)
     return env
 
@@ -197,6 +215,7 @@ def env_for(cfg: Config, purpose: SeedPurpose, rank: int = 0, *,
     without ``num_envs``, one env in this process (evaluation, videos, play, render,
     dataset)."""
     seed = env_seed(cfg.seed, purpose, rank)
+    info = info_keys_for(cfg)
     if num_envs is None:
-        return make_base_env(cfg.env, render_size, from_pixels, seed)
-    return make_env(replace(cfg.env, num_envs=num_envs), render_size, from_pixels, seed)
+        return make_base_env(cfg.env, render_size, from_pixels, seed, info)
+    return make_env(replace(cfg.env, num_envs=num_envs), render_size, from_pixels, seed, info)

@@ -20,7 +20,7 @@ from vlmrm.errors import ConfigError
 from vlmrm.reward import metrics
 from vlmrm.reward.formulas import PromptEmbeddings, build_reward_fn
 from vlmrm.reward.seam import EmbeddingRewardModel
-from vlmrm.reward.spec import default_transform, parse_transform, resolve_transform
+from vlmrm.reward.spec import default_transform, parse_transform, resolve_transform, without_mix
 
 #: The prompt check warns when a control prompt ranks the frames with Spearman rho at least
 #: this close to the goal prompt's ranking: for rho = 0.9 only about one frame pair in seven
@@ -57,9 +57,10 @@ def describe(spec: Sequence[Any]) -> str:
 
 def formulas_for(reward: RewardConfig, alphas: Sequence[float]) -> list[Formula]:
     """The goal-baseline projection at each alpha, plus the config's own chain
-    (``reward.transform``, ``reward.alpha`` folded in) unless the sweep already holds it."""
+    (``reward.transform``, ``reward.alpha`` folded in) unless the sweep already holds it.
+    A ``mix`` item is left out: its terms are env state, not in the frames scored here."""
     out = [Formula("goal_baseline", a, default_transform(a)) for a in alphas]
-    spec = resolve_transform(reward.alpha, reward.transform)
+    spec = without_mix(resolve_transform(reward.alpha, reward.transform))
     if spec not in [f.spec for f in out]:
         alpha = spec[0].get("alpha") if spec[0]["name"] == "goal_baseline" else None
         out.append(Formula(describe(spec), alpha, spec))

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from vlmrm.reward.goal_baseline import goal_baseline_reward
-from vlmrm.reward.spec import EMBEDDING, FORMULAS, TransformItem, parse_transform
+from vlmrm.reward.spec import EMBEDDING, FORMULAS, MIX, TransformItem, parse_transform
 
 
 def _unit_rows(e: torch.Tensor) -> torch.Tensor:
@@ -240,6 +240,8 @@ def build_reward_fn(spec: Sequence[Mapping[str, Any] | str | TransformItem],
     modules = []
     for item in parse_transform(spec, where):
         info = FORMULAS[item.name]
+        if info.kind == MIX:  # its terms are not in the frames: the Scorer adds them
+            continue
         build = info.factory()
         module = build(prompts, **item.params) if info.kind == EMBEDDING else build(**item.params)
         if not isinstance(module, nn.Module):

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from vlmrm.backends.base import RewardBackend
+from vlmrm.backends.base import RewardBackend, VideoBackend
 from vlmrm.errors import ConfigError
 from vlmrm.reward.formulas import PromptEmbeddings, build_reward_fn
 from vlmrm.reward.seam import EmbeddingRewardModel, RewardModel
@@ -26,8 +26,10 @@ def embed_prompts(backend: RewardBackend, goal: Sequence[str], baseline: Sequenc
 
 
 class VLMRewardModel(EmbeddingRewardModel):
-    """Scores uint8 frames ``[..., H, W, 3]`` -> float32 rewards ``[...]``: the embedding
-    kind of :class:`~vlmrm.reward.seam.RewardModel`, one frame per reward.
+    """Scores windows of uint8 frames ``[..., k, H, W, 3]`` -> float32 rewards ``[...]``:
+    the embedding kind of :class:`~vlmrm.reward.seam.RewardModel`. With an image backend a
+    window is one frame; with a video backend (X-CLIP) it is ``window`` frames (default the
+    model's own count), embedded as one video.
 
     Prompt embeddings are computed once here; frames are scored in the backend's batches.
     ``formula`` (an ``nn.Sequential`` built from ``transform``, default the goal-baseline
@@ -42,10 +44,7 @@ class VLMRewardModel(EmbeddingRewardModel):
                  baseline_prompts: Sequence[str], alpha: float = 0.0, *,
                  transform: TransformSpec | None = None,
                  negative_prompts: Sequence[str] = (), window: int | None = None) -> None:
-        if window not in (None, 1):
-            raise ConfigError(f"reward.window={window}: the {backend.kind} backend "
-                              f"{backend.name!r} scores one frame per reward. Use "
-                              "reward.window=null, or a video backend (`vlmrm backends`).")
+        self.frames_needed = _frames_needed(backend, window)
         spec = resolve_transform(alpha, transform)  # alpha is the goal_baseline shorthand
         self.backend = backend
         self.goal_prompts = list(goal_prompts)
@@ -102,15 +101,23 @@ class VLMRewardModel(EmbeddingRewardModel):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.formula.load_state_dict(state)
 
-    def score(self, windows: torch.Tensor) -> torch.Tensor:
-        return self(windows.squeeze(-4))
+    def encode_windows(self, windows: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``[N, D]`` of windows ``[N, k, H, W, 3]``: a video backend's video
+        embeddings, or (k == 1) the image embeddings of the frames."""
+        if isinstance(self.backend, VideoBackend):
+            return self.backend.encode_videos(windows)
+        return super().encode_windows(windows)
 
     @torch.inference_mode()
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        """Rewards of ``frames``; with ``update_stats`` set and not :meth:`frozen`, the frames
-        first update the formula's running statistics."""
-        flat = frames.reshape(-1, *frames.shape[-3:])
-        return self.rewards(self.backend.encode_images(flat), frames.shape[:-3], frames.device)
+    def score(self, windows: torch.Tensor) -> torch.Tensor:
+        """Rewards ``[...]`` of windows ``[..., frames_needed, H, W, 3]``; with
+        ``update_stats`` set and not :meth:`frozen`, they first update the formula's
+        running statistics."""
+        if windows.shape[-4] != self.frames_needed:
+            raise ValueError(f"expected windows [..., {self.frames_needed}, H, W, 3], got "
+                             f"shape {tuple(windows.shape)}")
+        flat = windows.reshape(-1, *windows.shape[-4:])
+        return self.rewards(self.encode_windows(flat), windows.shape[:-4], windows.device)
 
     @torch.inference_mode()
     def rewards(self, embeddings: torch.Tensor, lead: torch.Size | tuple[int, ...] = (),
@@ -125,6 +132,16 @@ class VLMRewardModel(EmbeddingRewardModel):
             self.formula.eval()
         self.frames_scored += embeddings.shape[0]
         return rewards.reshape(lead).to(device)
+
+
+def _frames_needed(backend: RewardBackend, window: int | None) -> int:
+    if isinstance(backend, VideoBackend):
+        return backend.check_window(window)
+    if window not in (None, 1):
+        raise ConfigError(f"reward.window={window}: the {backend.kind} backend "
+                          f"{backend.name!r} scores one frame per reward. Use "
+                          "reward.window=null, or a video backend (`vlmrm backends`).")
+    return 1
 
 
 def input_size(reward_model: RewardModel | None) -> tuple[int, int] | None:

@@ -21,7 +21,8 @@ import torch
 from tensordict import TensorDictBase
 from torch import Tensor
 
-from vlmrm.keys import DONE, GT_REWARD, NEXT, PIXELS, REWARD
+from vlmrm.keys import DONE, GT_REWARD, NEXT, PIXELS, REWARD, VLM_REWARD
+from vlmrm.reward.mix import Mix
 
 
 class RewardModel(abc.ABC):
@@ -107,6 +108,14 @@ class EmbeddingRewardModel(RewardModel):
     @abc.abstractmethod
     def encode_images(self, frames: Tensor) -> Tensor:
         """Embeddings ``[N, D]`` of uint8 frames ``[N, H, W, 3]``."""
+
+    def encode_windows(self, windows: Tensor) -> Tensor:
+        """Embeddings ``[N, D]`` of windows ``[N, k, H, W, 3]`` (``evaluate-reward``, the
+        dataset, the monitor); this default covers one-frame windows."""
+        if windows.shape[-4] != 1:
+            raise ValueError(f"{type(self).__name__} embeds one frame per window, got shape "
+                             f"{tuple(windows.shape)}")
+        return self.encode_images(windows[:, 0])
 
     @abc.abstractmethod
     def encode_text(self, prompts: Sequence[str]) -> Tensor:
@@ -194,10 +203,13 @@ class FrameHistory:
 class Scorer:
     """The data pipeline's side of the seam: scores collected batches ``[*env batch, T]``
     with ``model`` (None: the env's reward stays, the ground-truth baseline), keeping the
-    frame history, and writes ``reward`` with the env's own kept as ``gt_reward``."""
+    frame history, and writes ``reward`` with the env's own kept as ``gt_reward``. With a
+    ``mix`` (``reward.transform``'s last item), ``reward`` is the model's reward plus the
+    mix's weighted terms, and the model's own is kept as ``vlm_reward``."""
 
-    def __init__(self, model: RewardModel | None) -> None:
+    def __init__(self, model: RewardModel | None, mix: Mix | None = None) -> None:
         self.model = model
+        self.mix = mix
         self.history = FrameHistory(1 if model is None else model.frames_needed)
 
     @property
@@ -207,10 +219,12 @@ class Scorer:
 
     @property
     def encoder(self) -> Callable[[Tensor], Tensor] | None:
-        """Frames -> embeddings for streamed scoring: the embedding kind's, else None
-        (a batch is then scored once complete)."""
+        """Frames -> embeddings for streamed scoring: a one-frame embedding model's, else
+        None (a batch is then scored once complete: windows need the whole batch)."""
         model = self.model
-        return model.encode_images if isinstance(model, EmbeddingRewardModel) else None
+        if isinstance(model, EmbeddingRewardModel) and model.frames_needed == 1:
+            return model.encode_images
+        return None
 
     def score(self, batch: TensorDictBase) -> TensorDictBase:
         """``batch`` scored (its frames dropped)."""
@@ -236,13 +250,16 @@ class Scorer:
                                      batch.shape, batch.device)
         return self._write(batch, rewards)
 
-    @staticmethod
-    def _write(batch: TensorDictBase, reward: Tensor | None) -> TensorDictBase:
+    def _write(self, batch: TensorDictBase, reward: Tensor | None) -> TensorDictBase:
         nxt = batch.get(NEXT)
         gt = nxt.get(REWARD)
         nxt.set(GT_REWARD, gt)
         if reward is not None:
-            nxt.set(REWARD, reward.reshape(gt.shape).to(gt.dtype))
+            reward = reward.reshape(gt.shape).to(gt.dtype)
+            if self.mix is not None:
+                nxt.set(VLM_REWARD, reward)
+                reward = self.mix.add(nxt, reward)
+            nxt.set(REWARD, reward)
         for td in (nxt, batch):  # as VLMRewardTransform(drop_pixels=True) did
             if PIXELS in td.keys():
                 del td[PIXELS]

@@ -30,6 +30,9 @@ from typing import Any
 EMBEDDING = "embedding"  # image embeddings [B, D] -> rewards [B]; exactly one, first
 SCALAR = "scalar"  # rewards [B] -> rewards [B]; any number, after the embedding formula
 KINDS = (EMBEDDING, SCALAR)
+# The env's own reward and info-dict terms added to the VLM reward; at most one, last.
+MIX = "mix"
+KINDS = (*KINDS, MIX)
 #: A judge's answer log-probabilities [B, C] -> rewards [B]; first, instead of an embedding
 #: formula (the chain of a judge backend, vlmrm.reward.judge).
 JUDGE = "judge"
@@ -49,6 +52,15 @@ class Param:
     rule: str  # human-readable, completes "must be ..."
     ok: Callable[[float], bool]
     nullable: bool = False  # None is allowed (and means "off")
+
+
+@dataclass(frozen=True)
+class WeightsParam(Param):
+    """A mapping of names -> numbers (``mix``'s terms); ``ok`` checks each number, and
+    ``key_rule``/``key_ok`` each name."""
+
+    key_rule: str = "a name"
+    key_ok: Callable[[str], bool] = bool
 
 
 @dataclass(frozen=True)
@@ -81,7 +93,7 @@ class TransformItem:
     """A checked spec item: a known name and all its parameters (defaults filled in)."""
 
     name: str
-    params: dict[str, float | None]
+    params: dict[str, Any]  # numbers (or None); a WeightsParam's value is a dict
 
 
 #: Every registered formula by name, in registration order.
@@ -138,6 +150,8 @@ def show_value(value: Any) -> str:
     """A parameter value as help and docs print it: ``0.01``, ``null``, ``required``."""
     if value is REQUIRED:
         return "required"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {v:g}" for k, v in value.items()) + "}"
     return "null" if value is None else f"{value:g}"
 
 
@@ -167,6 +181,25 @@ register_formula(
     {"eps": Param(1e-8, "a finite number > 0", _positive),
      "clip": Param(None, "a finite number > 0 or null", _positive, nullable=True)})
 register_formula(
+    "mix", MIX,
+    "reward + sum of weight * term; a term is gt_reward (the env's reward) or a numeric key of "
+    "the env's info dict",
+    "vlmrm.reward.mix:Mix",
+    {"terms": WeightsParam(
+        REQUIRED, "a non-empty mapping of term -> finite weight, e.g. {gt_reward: 0.1}",
+        _finite, key_rule="gt_reward or an info key (not starting with _, not an env "
+        "output such as reward or done)", key_ok=lambda k: _term_name_ok(k))})
+
+#: Keys the env's TensorDict holds already: an info key of that name would clash.
+RESERVED_TERMS = ("reward", "done", "terminated", "truncated", "observation", "pixels",
+                  "action", "vlm_reward")
+
+
+def _term_name_ok(name: str) -> bool:
+    return bool(name) and not name.startswith("_") and name not in RESERVED_TERMS
+
+
+register_formula(
     "yes_no", JUDGE, "log P(Yes) - log P(No) for the judge's next token; default question "
     "'Does this image show {goal}? Answer yes or no.'", "vlmrm.reward.judge:YesNo")
 register_formula(
@@ -185,7 +218,9 @@ def describe_formulas() -> str:
     lines = []
     for kind, title in ((EMBEDDING, "embedding formulas (the first item)"),
                         (JUDGE, "judge formulas (the first item with a judge backend)"),
-                        (SCALAR, "scalar transforms (any number after it)")):
+                        (SCALAR, "scalar transforms (any number after it)"),
+                        (MIX, "state terms added to the VLM reward (the last item, at most one; "
+                              "transforms before it act on the VLM part only)")):
         lines.append(f"  {title}:")
         for info in (i for i in FORMULAS.values() if i.kind == kind):
             rules = "; ".join(f"{k}: {p.rule}" for k, p in info.params.items())
@@ -268,7 +303,7 @@ def parse_transform(spec: Sequence[Any], where: str = "reward.transform") -> lis
         raise ValueError(f"{where} must be a non-empty list whose first item is one of "
                          f"{names(EMBEDDING)}, e.g. {default_transform()}; got {spec!r}.")
     items = [_parse_item(item, f"{where}[{i}]") for i, item in enumerate(spec)]
-    for i, item in enumerate(items):
+    for i, item in enumerate(_before_mix(items, where)):
         kind = FORMULAS[item.name].kind
         if i == 0 and kind not in (EMBEDDING, JUDGE):
             raise ValueError(f"{where}[0]: {item.name!r} is a scalar transform; the chain must "
@@ -312,6 +347,8 @@ def _parse_item(item: Any, where: str) -> TransformItem:
 def _parse_value(key: str, value: Any, p: Param, where: str, name: str) -> float | None:
     if value is REQUIRED:
         raise ValueError(f"{where} is missing: {name} needs {key} ({p.rule}).")
+    if isinstance(p, WeightsParam):
+        return _parse_weights(value, p, where, name)
     if value is None and p.nullable:
         return None
     # bool is an int subclass, but `alpha: true` is a mistake, not 1.0.
@@ -320,3 +357,59 @@ def _parse_value(key: str, value: Any, p: Param, where: str, name: str) -> float
     if not p.ok(float(value)):
         raise ValueError(f"{where}={value!r} must be {p.rule} ({name}).")
     return float(value)
+
+
+def _parse_weights(value: Any, p: WeightsParam, where: str, name: str) -> dict[str, float]:
+    if not isinstance(value, Mapping) or not value:
+        raise ValueError(f"{where}={value!r} must be {p.rule} ({name}).")
+    out = {}
+    for key, weight in value.items():
+        if not isinstance(key, str) or not p.key_ok(key):
+            raise ValueError(f"{where}: term {key!r} must be {p.key_rule} ({name}); for the "
+                             "env's own reward write gt_reward.")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+                or not p.ok(float(weight)):
+            raise ValueError(f"{where}.{key}={weight!r} must be a finite number, the term's "
+                             f"weight ({name}), e.g. {{{key}: 0.1}}.")
+        out[key] = float(weight)
+    return out
+
+
+def _before_mix(items: list[TransformItem], where: str) -> list[TransformItem]:
+    """``items`` without a last ``mix`` item; a ``mix`` anywhere else is refused."""
+    at = [i for i, item in enumerate(items) if FORMULAS[item.name].kind == MIX]
+    if not at:
+        return items
+    example = ("e.g. [goal_baseline, running_norm, {name: mix, terms: {gt_reward: 0.1}}]")
+    if len(at) > 1:
+        raise ValueError(f"{where}[{at[1]}]: a second {items[at[1]].name!r} item; the chain "
+                         f"takes at most one, the last: put all terms into one, {example}.")
+    if at[0] != len(items) - 1:
+        raise ValueError(f"{where}[{at[0]}]: {items[at[0]].name!r} must be the last item (it "
+                         "adds state terms to the finished VLM reward; transforms before it "
+                         f"act on the VLM part only), {example}.")
+    if at[0] == 0:
+        raise ValueError(f"{where}[0]: {items[0].name!r} adds terms to a VLM reward, so the "
+                         "chain must start with one embedding formula "
+                         f"({', '.join(names(EMBEDDING))}) before it, {example}.")
+    return items[:-1]
+
+
+def _is_mix(item: Any) -> bool:
+    name = item.name if isinstance(item, TransformItem) else (
+        item if isinstance(item, str) else item.get("name"))
+    return name in FORMULAS and FORMULAS[name].kind == MIX
+
+
+def mix_terms(spec: Sequence[Any] | None) -> dict[str, float] | None:
+    """The terms of a checked spec's ``mix`` item (``{name: weight}``), None without one."""
+    for item in spec or ():
+        if _is_mix(item):
+            params = item.params if isinstance(item, TransformItem) else item
+            return dict(params["terms"])
+    return None
+
+
+def without_mix(spec: Sequence[Any]) -> list[Any]:
+    """A spec's VLM part: its items before ``mix`` (what scores frames alone)."""
+    return [item for item in spec if not _is_mix(item)]

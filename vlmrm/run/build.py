@@ -25,12 +25,13 @@ from vlmrm.collect.process import ProcessStepLoop
 from vlmrm.collect.stream import FrameStream, steps_per_pass
 from vlmrm.config.schema import Config, RewardConfig
 from vlmrm.envs.envstate import capture_blocker, restart_note
-from vlmrm.envs.factory import SeedPurpose, env_for, env_seed, make_base_env
+from vlmrm.envs.factory import SeedPurpose, env_for, env_seed, info_keys_for, make_base_env
 from vlmrm.errors import ConfigError, VLMRMError, one_paragraph
 from vlmrm.precision import resolve as resolve_precision
+from vlmrm.reward.mix import Mix
 from vlmrm.reward.model import VLMRewardModel, input_size
 from vlmrm.reward.seam import RewardModel, Scorer
-from vlmrm.reward.spec import resolve_transform
+from vlmrm.reward.spec import mix_terms, resolve_transform
 from vlmrm.run.callbacks import EnvStepCheckpoint, VideoRecorder
 from vlmrm.run.checkpoints import AtomicCheckpointIO
 from vlmrm.run.module import SACModule
@@ -157,12 +158,18 @@ def make_data(cfg: Config, reward_model: RewardModel | None, module: SACModule,
     if blocker is not None and rank == 0:
         print(restart_note(cfg.env.id, blocker), flush=True)
     return DataPipeline(
-        batches=collection, scorer=Scorer(reward_model),
+        batches=collection, scorer=Scorer(reward_model, make_mix(cfg)),
         replay_buffer=make_replay_buffer(share.buffer_size, where.device),
         episodes=EpisodeTracker(share.num_envs), eval_env=eval_env,
         envs=[loop.env] if isinstance(loop, StepLoop) else [],
         evidence_dir=where.run_dir / "nonfinite", rank=rank, world_size=where.world_size,
         exact_envs=blocker is None, seed=cfg.seed)
+
+
+def make_mix(cfg: Config) -> Mix | None:
+    """The state terms ``reward.transform``'s ``mix`` item adds to the VLM reward, if any."""
+    terms = mix_terms(resolve_transform(cfg.reward.alpha, cfg.reward.transform))
+    return None if terms is None else Mix(terms)
 
 
 def make_step_loop(cfg: Config, module: SACModule, build_env: Callable[[], EnvBase],
@@ -212,11 +219,17 @@ def make_stream(cfg: Config, reward_model: RewardModel | None, num_envs: int
 
 
 def make_module(cfg: Config) -> SACModule:
-    """The SAC agent, sized from the env's observation and action specs."""
-    probe = make_base_env(cfg.env, None, from_pixels=False)
-    obs_dim = probe.observation_spec["observation"].shape[-1]
-    action_spec = probe.action_spec
-    probe.close()
+    """The SAC agent, sized from the env's observation and action specs. The probe env
+    also takes one step when a ``mix`` reads info keys: a key the env does not report is a
+    ConfigError here, before any worker starts."""
+    probe = make_base_env(cfg.env, None, from_pixels=False, info_keys=info_keys_for(cfg))
+    try:
+        if info_keys_for(cfg):
+            probe.rand_step(probe.reset())
+        obs_dim = probe.observation_spec["observation"].shape[-1]
+        action_spec = probe.action_spec
+    finally:
+        probe.close()
     check_buffer_fits(cfg, obs_dim, action_spec.shape.numel())
     check_action_noise(cfg.agent, action_spec)
     return SACModule(cfg, obs_dim, action_spec)

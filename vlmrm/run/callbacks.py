@@ -129,8 +129,9 @@ class VideoRecorder(L.Callback):
         reward_model = module.data.scorer.model if module.data is not None else None
         if module.data is not None:
             module.data.pause()  # the reward model is not shared with the collection thread
+        mix = module.data.scorer.mix if module.data is not None else None
         episode = run_episode(self._get_env(module, reward_model), module.actor, reward_model,
-                              max_steps=episode_cap(module.cfg.env), keep_frames=True)
+                              max_steps=episode_cap(module.cfg.env), keep_frames=True, mix=mix)
         frames = episode_video([episode], has_vlm=reward_model is not None)
         path = write_mp4(self.dirpath / f"step-{module.env_steps}.mp4", frames)
         if trainer.logger is not None and hasattr(trainer.logger.experiment, "_get_file_writer"):

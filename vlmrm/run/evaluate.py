@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
-from vlmrm.keys import NEXT, PIXELS, REWARD, SUCCESS
+from vlmrm.keys import GT_REWARD, NEXT, PIXELS, REWARD, SUCCESS
 from vlmrm.media import as_uint8_frames, caption_frames
+from vlmrm.reward.mix import Mix
 from vlmrm.reward.seam import RewardModel, score_episode
 
 
@@ -23,6 +24,8 @@ class Episode:
     vlm_rewards: torch.Tensor
     success: torch.Tensor | None = None
     frames: torch.Tensor | None = None
+    #: The reward SAC learns from when a ``mix`` adds state terms to the VLM reward.
+    mixed_rewards: torch.Tensor | None = None
 
     @property
     def length(self) -> int:
@@ -33,6 +36,8 @@ class Episode:
                "vlm_return": self.vlm_rewards.sum().item(), "length": float(self.length)}
         if self.success is not None:
             out["success_rate"] = self.success.float().mean().item()
+        if self.mixed_rewards is not None:
+            out["mixed_return"] = self.mixed_rewards.sum().item()
         return out
 
 
@@ -44,8 +49,10 @@ def mean_summary(episodes: Sequence[Episode]) -> dict[str, float]:
 
 @torch.no_grad()
 def run_episode(env: EnvBase, policy, reward_model: RewardModel | None,
-                max_steps: int = 100_000, keep_frames: bool = False) -> Episode:
-    """One greedy/mean-action episode; frames are scored in one batch at its end."""
+                max_steps: int = 100_000, keep_frames: bool = False,
+                mix: Mix | None = None) -> Episode:
+    """One greedy/mean-action episode; frames are scored in one batch at its end, and
+    ``mix``'s terms added to that VLM reward as training adds them."""
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         td = env.rollout(max_steps, policy, break_when_any_done=True, auto_cast_to_device=True)
     nxt = td.get(NEXT)
@@ -56,15 +63,21 @@ def run_episode(env: EnvBase, policy, reward_model: RewardModel | None,
     else:  # evaluation must not move the running reward statistics (running_norm)
         vlm = score_episode(reward_model, frames).reshape(-1).float().cpu()
     success = nxt.get(SUCCESS, None)
+    mixed = None
+    if mix is not None and reward_model is not None:
+        steps = nxt.reshape(-1).select(*mix.info_keys).cpu()
+        steps.set(GT_REWARD, gt.reshape(steps.shape))
+        mixed = mix.add(steps, vlm)
     return Episode(gt_rewards=gt, vlm_rewards=vlm,
                    success=None if success is None else success.reshape(-1),
-                   frames=frames if keep_frames else None)
+                   frames=frames if keep_frames else None, mixed_rewards=mixed)
 
 
-def evaluate(env: EnvBase, policy, reward_model: RewardModel | None, episodes: int
-             ) -> dict[str, float]:
+def evaluate(env: EnvBase, policy, reward_model: RewardModel | None, episodes: int,
+             mix: Mix | None = None) -> dict[str, float]:
     """Mean figures of ``episodes`` deterministic episodes."""
-    return mean_summary([run_episode(env, policy, reward_model) for _ in range(episodes)])
+    return mean_summary([run_episode(env, policy, reward_model, mix=mix)
+                         for _ in range(episodes)])
 
 
 def episode_captions(episode: Episode, has_vlm: bool, prefix: str = "") -> list[list[str]]:
@@ -74,6 +87,8 @@ def episode_captions(episode: Episode, has_vlm: bool, prefix: str = "") -> list[
         first = f"{prefix}t={t + 1}"
         if has_vlm:
             first += f"  VLM {episode.vlm_rewards[t].item():.4f}"
+        if has_vlm and episode.mixed_rewards is not None:
+            first += f"  mixed {episode.mixed_rewards[t].item():.4f}"
         second = f"GT {episode.gt_rewards[t].item():.3f}"
         if episode.success is not None:
             second += "  success" if bool(episode.success[t]) else "  -"

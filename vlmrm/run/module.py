@@ -341,7 +341,7 @@ class SACModule(L.LightningModule):
             return {}
         data.pause()  # the reward model is not shared with the collection thread
         result = evaluate(data.eval_env, self.actor, data.scorer.model,
-                          self.cfg.agent.eval_episodes)
+                          self.cfg.agent.eval_episodes, mix=data.scorer.mix)
         self.last_eval = {f"eval/{k}": v for k, v in result.items()}
         return dict(self.last_eval)
 
@@ -367,7 +367,8 @@ class SACModule(L.LightningModule):
         if self.trainer.progress_bar_callback is None:
             return  # Lightning's log_dict costs ~1 ms an iteration: only for a bar to show
         bar = {"env_steps": float(self.env_steps)}
-        for key in ("train/episode_gt_return", "train/episode_vlm_return", "eval/gt_return"):
+        for key in ("train/episode_gt_return", "train/episode_vlm_return",
+                    "train/episode_mixed_return", "eval/gt_return"):
             if key in metrics:
                 bar[key.split("/")[-1]] = metrics[key]
         self.log_dict(bar, prog_bar=True, logger=False, on_step=True, batch_size=1)
