@@ -106,6 +106,14 @@ def test_own_question_scalar_transforms_and_frozen_running_statistics(judge, fra
     assert not torch.equal(expected, raw)
 
 
+def test_a_mix_item_is_left_to_the_scorer(judge, frames):
+    _, backend = judge
+    mixed = JudgeRewardModel(backend, GOALS[:1], transform=[
+        "yes_no", {"name": "mix", "terms": {"gt_reward": 0.1}}])
+    assert len(mixed.formula) == 1
+    assert torch.equal(mixed(frames), JudgeRewardModel(backend, GOALS[:1])(frames))
+
+
 def test_the_frames_a_judge_sees_are_resized_where_rendered(judge, frames):
     _, backend = judge
     model = JudgeRewardModel(backend, GOALS[:1])
