@@ -37,6 +37,12 @@ PLAIN_PROMPT = ("paligemma",)
 QWEN_MAX_SIDE = 448
 #: What some processors return that is not a model input.
 _DROP = ("labels",)
+#: Processor settings by family. Idefics3/SmolVLM's processor upsamples a frame to 2048 px
+#: and splits it into 16 tiles plus the whole image (SmolVLM-256M: 1,088 image tokens); a
+#: rendered frame of at most one tile (512 px) gains nothing from that but 17x the cost, so
+#: the judge sees the one global image (64 tokens).
+IMAGE_KWARGS = {"idefics3": {"do_image_splitting": False},
+                "smolvlm": {"do_image_splitting": False}}
 
 
 class HFJudgeBackend(JudgeBackend):
@@ -98,7 +104,7 @@ class HFJudgeBackend(JudgeBackend):
         prompt = self.render(question)
         images = [[frame] for frame in frames.cpu()]
         batch = self.processor(text=[prompt] * len(frames), images=images, return_tensors="pt",
-                               padding=True)
+                               padding=True, **IMAGE_KWARGS.get(self.family, {}))
         return {k: (v.to(self.device, self.dtype) if v.is_floating_point() else
                     v.to(self.device)) for k, v in batch.items() if k not in _DROP}
 
@@ -130,8 +136,8 @@ def load_judge(ref: str, pretrained: bool, cache_dir: str | None):
     source = os.path.expanduser(ref) if is_local(ref) else ref
     available = is_local(ref) or _cached(ref, "config.json", cache_dir)
     online = not is_local(ref) and hub_reachable()
-    if not (available or online):  # random weights still need the processor's files
-        raise unavailable(ref, HFJudgeBackend.name, cache_dir, _hint(ref))
+    if not (available or online):
+        raise _unavailable(ref, cache_dir)
     with _quiet_hub(online):
         config = _config(source, cache_dir)
         if config.model_type not in FAMILIES:
@@ -170,7 +176,7 @@ def _model(ref: str, source: str, config, pretrained: bool, cache_dir: str | Non
                                     trust_remote_code=False)
     except OSError as err:  # weights missing from the cache / directory
         if not (online or is_local(ref)):
-            raise unavailable(ref, HFJudgeBackend.name, cache_dir, _hint(ref)) from None
+            raise _unavailable(ref, cache_dir) from None
         raise ModelUnavailableError(
             f"hf_judge: the weights of {source!r} could not be loaded: {err}") from None
 
@@ -185,6 +191,16 @@ def _processor(ref: str, source: str, cache_dir: str | None):
         raise ModelUnavailableError(
             f"hf_judge: the processor (tokenizer and image processor) of {ref!r} could not be "
             f"loaded ({err}). A judge needs its processor files next to the model.") from None
+
+
+def _unavailable(ref: str, cache_dir: str | None) -> ModelUnavailableError:
+    """The offline message every backend gives, but random weights are no way out here: a
+    judge needs its processor (tokenizer, chat template), which cannot be made up."""
+    message = str(unavailable(ref, HFJudgeBackend.name, cache_dir, _hint(ref)))
+    return ModelUnavailableError(message.replace(
+        "For a test run without weights, set reward.pretrained=false.",
+        "A judge needs these files even with reward.pretrained=false (random weights): its "
+        "processor (tokenizer, chat template) cannot be made up."))
 
 
 def _hint(ref: str) -> str:

@@ -29,7 +29,7 @@ BUILTIN_BACKENDS = {
 
 #: Built-in backends not of the embedding kind, by name -> kind (``vlmrm.backends.base.KINDS``):
 #: config checks read it without importing the backend (see :func:`static_kind`).
-BUILTIN_KINDS = {"hf_judge": "judge"}
+BUILTIN_KINDS = {"xclip": "video", "hf_judge": "judge"}
 
 #: Not a VLM: the env's own reward (the paper's upper-bound baseline).
 GROUND_TRUTH = "ground_truth"

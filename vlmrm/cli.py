@@ -76,9 +76,10 @@ def _describe_inputs(loaded) -> str:
     """What the model reads: embedding width, input size and resizing, frames per video;
     a judge may have no embedding or fixed input size, so each part is optional."""
     parts = []
-    dim = getattr(loaded, "embed_dim", None) if loaded.kind != "judge" else None
-    if dim is not None:
-        parts.append(f"embedding dim {dim}")
+    if loaded.kind == "judge":  # no embedding: its context is what bounds its prompts
+        parts.append(f"context {loaded.context_length} tokens")
+    else:
+        parts.append(f"embedding dim {loaded.embed_dim}")
     pre = getattr(loaded, "preprocessor", None)
     if pre is not None and hasattr(pre, "resize_mode"):
         parts.append(f"input {pre.size[0]}x{pre.size[1]} ({pre.resize_mode}, "

@@ -84,7 +84,7 @@ def table(plain_fields, prefix: str) -> list[str]:
 
 def formula_table(spec: ModuleType) -> str:
     """The formulas registered in ``spec`` (``vlmrm.reward.spec``): embedding formulas, judge
-    formulas, then scalar transforms."""
+    formulas, scalar transforms, then the rest (state terms)."""
     rows = ["| name | kind | parameters (default): rule | reward |", "|---|---|---|---|"]
     order = [spec.EMBEDDING, getattr(spec, "JUDGE", spec.EMBEDDING), spec.SCALAR,
              getattr(spec, "MIX", spec.SCALAR)]

@@ -14,6 +14,7 @@ import torch
 
 from tests.backends.fixtures import PROMPTS, build_judge, make_frames
 from vlmrm.backends.base import JUDGE
+from vlmrm.cli import main
 from vlmrm.errors import ConfigError
 from vlmrm.run.build import make_backend
 
@@ -118,6 +119,11 @@ class JudgeContract:
         ours = low.log_probs(frames, QUESTION, ANSWERS)
         assert ours.dtype == torch.float32
         torch.testing.assert_close(ours, scores, atol=0.02, rtol=0.01)
+
+    def test_backends_check_describes_the_judge(self, case, capsys):
+        assert main(["backends", "--check", "hf_judge", case.cfg.model]) == 0
+        out = capsys.readouterr().out
+        assert "(kind judge): context 256 tokens" in out
 
 
 class TestIdefics3Judge(JudgeContract):

@@ -4,6 +4,8 @@ chains, and the config resolves and checks judge chains and questions."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -40,8 +42,10 @@ def direct_next_token_logits(case, frames, question):
         text = proc.apply_chat_template(
             [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}],
             add_generation_prompt=True)
+    # hf_judge turns Idefics3's image splitting off (the fixture saves it off as well).
+    split = {"do_image_splitting": False} if case.family == "idefics3" else {}
     inputs = proc(text=[text] * len(frames), images=[[im] for im in to_pil(frames)],
-                  return_tensors="pt")
+                  return_tensors="pt", **split)
     inputs.pop("labels", None)
     with torch.inference_mode():
         return case.model.cpu()(**inputs).logits[:, -1].float()
@@ -102,12 +106,38 @@ def test_own_question_scalar_transforms_and_frozen_running_statistics(judge, fra
     assert not torch.equal(expected, raw)
 
 
+def test_a_mix_item_is_left_to_the_scorer(judge, frames):
+    _, backend = judge
+    mixed = JudgeRewardModel(backend, GOALS[:1], transform=[
+        "yes_no", {"name": "mix", "terms": {"gt_reward": 0.1}}])
+    assert len(mixed.formula) == 1
+    assert torch.equal(mixed(frames), JudgeRewardModel(backend, GOALS[:1])(frames))
+
+
 def test_the_frames_a_judge_sees_are_resized_where_rendered(judge, frames):
     _, backend = judge
     model = JudgeRewardModel(backend, GOALS[:1])
     assert model.image_size == backend.image_size
     small = model.resize_frames(frames)
     assert small.shape == (3, *backend.image_size, 3) and torch.equal(model.model_view(frames), small)
+
+
+def test_make_backend_takes_reward_resize_and_compile(judge):
+    case, backend = judge
+    with pytest.warns(UserWarning, match="runs eager"):
+        other = make_backend(dataclasses.replace(case.cfg, resize="squash", compile=True), "cpu")
+    assert other.preprocessor.resize_mode == "squash" and other.image_size == backend.image_size
+
+
+def test_random_weights_from_the_saved_config(judge, frames):
+    case, backend = judge
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        other = make_backend(dataclasses.replace(case.cfg, pretrained=False), "cpu")
+    assert type(other.model) is type(backend.model)
+    question = f"Is {GOALS[0]} done?"
+    fresh = other.log_probs(frames, question, ["Yes", "No"])
+    assert fresh.shape == (3, 2)
+    assert not torch.equal(fresh, backend.log_probs(frames, question, ["Yes", "No"]))  # not loaded
 
 
 # -- config: torch-free checks -------------------------------------------------------------
@@ -143,3 +173,22 @@ def test_a_judge_config_resolves_null_to_yes_no_and_needs_no_baseline_prompts():
 def test_bad_judge_configs_are_refused_naming_the_key(overrides, match):
     with pytest.raises(ConfigError, match=match):
         load(*overrides)
+
+
+def test_idefics3_frames_are_one_image_not_tiles(tmp_path):
+    from transformers import Idefics3ImageProcessor
+
+    case = build_judge(tmp_path, "idefics3")
+    # Saved as SmolVLM ships it: upsample to 4 tiles' size and split.
+    case.processor.image_processor = Idefics3ImageProcessor(
+        size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True)
+    case.processor.save_pretrained(tmp_path)
+    backend = make_backend(case.cfg, "cpu")
+    frames = make_frames(2, 32, 32)
+    question = YesNo.question.format(goal=GOALS[0])
+    tiled = case.processor(text=[backend.render(question)] * 2, images=[[f] for f in frames],
+                           return_tensors="pt")
+    ours = backend.inputs(frames, question)
+    assert tiled["pixel_values"].shape[1] == 5 and ours["pixel_values"].shape[1] == 1
+    assert ours["input_ids"].shape[-1] < tiled["input_ids"].shape[-1]
+    assert backend.image_size == (32, 32)

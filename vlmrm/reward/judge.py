@@ -18,7 +18,7 @@ from torch import nn
 from vlmrm.backends.judge_base import JudgeBackend
 from vlmrm.errors import ConfigError
 from vlmrm.reward.seam import RewardModel
-from vlmrm.reward.spec import FORMULAS, TransformItem, parse_transform, resolve_transform
+from vlmrm.reward.spec import FORMULAS, MIX, TransformItem, parse_transform, resolve_transform
 
 
 class YesNo(nn.Module):
@@ -136,6 +136,8 @@ def _ask(template: str, goal: str) -> str:
 def _build_chain(spec: Sequence[Mapping[str, Any] | str | TransformItem]) -> nn.Sequential:
     modules = []
     for item in parse_transform(spec):
+        if FORMULAS[item.name].kind == MIX:  # its terms are not in the frames: the Scorer adds them
+            continue
         module = FORMULAS[item.name].factory()(**item.params)
         if not isinstance(module, nn.Module):
             raise TypeError(f"formula {item.name!r} built {type(module).__name__}, not a "
