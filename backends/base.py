@@ -27,7 +27,45 @@ EMBEDDING, VIDEO, JUDGE = "embedding", "video", "judge"
 KINDS = (EMBEDDING, VIDEO, JUDGE)
 
 
-class RewardBackend(abc.ABC):
+class ModelSettings:
+    """What every backend kind is built with (the keywords ``make_backend`` passes), moving
+    its weights (``self.model``, loaded by the subclass) and describing itself."""
+
+    #: Registry name; set by subclasses.
+    name: str = ""
+    model: torch.nn.Module
+
+    def __init__(self, model: str, *, pretrained: bool = True,
+                 device: str | torch.device = "cpu", precision: str = "32",
+                 batch_size: int = 32, cache_dir: str | None = None,
+                 model_config: str | None = None) -> None:
+        if precision not in DTYPES:
+            raise ValueError(f"precision={precision!r} not in {list(DTYPES)}")
+        self.model_name = model
+        self.pretrained = pretrained
+        self.device = torch.device(device)
+        self.dtype = DTYPES[precision]
+        self.batch_size = batch_size
+        self.cache_dir = cache_dir
+        self.model_config = model_config
+        if not pretrained:
+            warnings.warn(
+                f"reward.pretrained=false: the {self.name} model {model!r} has RANDOM weights. "
+                "Its rewards are meaningless; use this only for tests and timing.",
+                stacklevel=4)  # the caller of the backend class (make_backend)
+
+    def to(self, device: str | torch.device) -> ModelSettings:
+        """Move the model to ``device`` (subclasses keep their weights in ``self.model``)."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(model={self.model_name!r}, device={self.device}, "
+                f"dtype={self.dtype}, batch_size={self.batch_size})")
+
+
+class RewardBackend(ModelSettings, abc.ABC):
     """Image and text encoders of one VLM, with their preprocessing, batching and device.
 
     Subclasses load their model in ``__init__`` (calling ``super().__init__`` first) into
@@ -49,37 +87,13 @@ class RewardBackend(abc.ABC):
     #: The model's own preprocessing (resize mode, size, mean, std), set by subclasses.
     preprocessor: ImagePreprocessor
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        pretrained: bool = True,
-        device: str | torch.device = "cpu",
-        precision: str = "32",
-        batch_size: int = 32,
-        cache_dir: str | None = None,
-        model_config: str | None = None,
-    ) -> None:
-        if precision not in DTYPES:
-            raise ValueError(f"precision={precision!r} not in {list(DTYPES)}")
-        self.model_name = model
-        self.pretrained = pretrained
-        self.device = torch.device(device)
-        self.dtype = DTYPES[precision]
-        self.batch_size = batch_size
-        self.cache_dir = cache_dir
-        self.model_config = model_config
+    def __init__(self, model: str, **settings) -> None:
+        super().__init__(model, **settings)
         self._text_cache: dict[str, torch.Tensor] = {}
         self.text_cache_hits = 0
         self._compiled: CompiledOrEager | None = None
         self._upload = PinnedUpload()
         self._channels_last = False
-        if not pretrained:
-            warnings.warn(
-                f"reward.pretrained=false: the {self.name} model {model!r} has RANDOM weights. "
-                "Its rewards are meaningless; use this only for tests and timing.",
-                stacklevel=3,
-            )
 
     # -- implemented by subclasses -------------------------------------------------------
     @abc.abstractmethod
@@ -180,15 +194,9 @@ class RewardBackend(abc.ABC):
         return torch.stack([self._text_cache[p] for p in prompts])
 
     def to(self, device: str | torch.device) -> RewardBackend:
-        """Move the model to ``device`` (subclasses keep their weights in ``self.model``)."""
-        self.device = torch.device(device)
-        self.model.to(self.device)
+        super().to(device)
         self._channels_last = False  # set again on the first CUDA batch
         return self
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(model={self.model_name!r}, device={self.device}, "
-                f"dtype={self.dtype}, batch_size={self.batch_size})")
 
 
 class VideoBackend(RewardBackend):

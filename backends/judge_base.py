@@ -16,12 +16,12 @@ from collections.abc import Sequence
 
 import torch
 
-from vlmrm.backends.base import DTYPES, JUDGE
+from vlmrm.backends.base import JUDGE, ModelSettings
 from vlmrm.backends.preprocess import ImagePreprocessor
 from vlmrm.errors import ConfigError
 
 
-class JudgeBackend(abc.ABC):
+class JudgeBackend(ModelSettings, abc.ABC):
     """A generative VLM with its processor, batching and device.
 
     Subclasses load the model in ``__init__`` (calling ``super().__init__`` first) into
@@ -41,25 +41,9 @@ class JudgeBackend(abc.ABC):
     #: processor normalises.
     preprocessor: ImagePreprocessor
 
-    def __init__(self, model: str, *, pretrained: bool = True,
-                 device: str | torch.device = "cpu", precision: str = "32",
-                 batch_size: int = 32, cache_dir: str | None = None,
-                 model_config: str | None = None) -> None:
-        if precision not in DTYPES:
-            raise ValueError(f"precision={precision!r} not in {list(DTYPES)}")
-        self.model_name = model
-        self.pretrained = pretrained
-        self.device = torch.device(device)
-        self.dtype = DTYPES[precision]
-        self.batch_size = batch_size
-        self.cache_dir = cache_dir
-        self.model_config = model_config
+    def __init__(self, model: str, **settings) -> None:
+        super().__init__(model, **settings)
         self._answer_ids: dict[tuple[str, tuple[str, ...]], list[int]] = {}
-        if not pretrained:
-            warnings.warn(
-                f"reward.pretrained=false: the {self.name} model {model!r} has RANDOM weights. "
-                "Its rewards are meaningless; use this only for tests and timing.",
-                stacklevel=3)
 
     # -- implemented by subclasses -------------------------------------------------------
     @property
@@ -166,12 +150,3 @@ class JudgeBackend(abc.ABC):
         varying token counts); it runs eager, and says so."""
         warnings.warn(f"reward.compile: the judge backend {self.name!r} runs eager.",
                       stacklevel=2)
-
-    def to(self, device: str | torch.device) -> JudgeBackend:
-        self.device = torch.device(device)
-        self.model.to(self.device)
-        return self
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(model={self.model_name!r}, device={self.device}, "
-                f"dtype={self.dtype}, batch_size={self.batch_size})")

@@ -144,7 +144,8 @@ def _cmd_evaluate_reward(args: argparse.Namespace) -> int:
     alphas = options.parse_alphas(args.alphas)
     out = options.check_out_dir(args.out)
     frameset = None if args.frames is None else read_frameset(args.frames)
-    from vlmrm.commands.evaluate_reward import evaluate_reward, report
+    from vlmrm.commands.evaluate_reward import evaluate_reward
+    from vlmrm.evaluation.report import report
 
     summary = evaluate_reward(cfg, out, specs, alphas, frameset, args.prompt_check)
     print(report(summary, out))

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 import vlmrm.commands.evaluate_reward as command
+import vlmrm.evaluation.report as report
 from tests.backends.fixtures import build_hf_clip, build_judge, build_xclip
 from tests.helpers import CONFIGS
 from tests.reward.test_seam import FrameDifference, shrink
@@ -79,8 +80,8 @@ def test_each_kind_gets_its_own_formulas_metrics_and_plots(evaluated):
     assert len(summary["frames"]["results"]) == 6
     assert summary["frames"]["results"][4]["roc_auc"] is not None  # the judge's figures
     for model in summary["models"]:
-        for name in (f"landscape-{command.slug(model)}.png",
-                     f"frames-histogram-{command.slug(model)}.png"):
+        for name in (f"landscape-{report.slug(model)}.png",
+                     f"frames-histogram-{report.slug(model)}.png"):
             assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert {"landscape.csv", "frames.csv", "summary.json"} <= set(summary["files"])
 

@@ -20,7 +20,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from vlmrm.config.checks import reward_transform, validate
+from vlmrm.config.checks import validate
+from vlmrm.config.reward_checks import reward_transform
 from vlmrm.config.schema import Config
 from vlmrm.errors import ConfigError, one_paragraph
 

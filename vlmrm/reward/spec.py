@@ -1,4 +1,5 @@
-"""The reward-formula registry and ``reward.transform`` specs, checked in pure Python.
+"""The reward-formula registry and ``reward.transform`` specs, checked in pure Python (no
+torch: config validation stays cheap).
 
 A formula is registered once, with :func:`register_formula`: its name, kind, parameters
 (each with its default and its rule), a one-line summary, and the ``torch.nn.Module`` that
@@ -6,16 +7,11 @@ computes it (a class, or ``"module:attr"`` imported only when a chain is built).
 checks, ``vlmrm fit --help``, the documentation's formula table, ``evaluate-reward`` and
 :func:`vlmrm.reward.formulas.build_reward_fn` all read that one entry.
 
-A spec is an ordered list of items, each a formula name and its parameters::
-
-    [{"name": "goal_baseline", "alpha": 0.5}, {"name": "threshold", "value": 0.8}]
-
-A bare string is shorthand for an item with default parameters. The chain starts with exactly
-one *embedding formula* (image embeddings ``[B, D]`` -> rewards ``[B]``) followed by any
-number of *scalar transforms* (rewards ``[B]`` -> ``[B]``). With a judge backend the first
-item is one *judge formula* instead (answer log-probabilities ``[B, C]`` -> rewards ``[B]``). :func:`parse_transform` checks
-names, parameter names and ranges and fills in defaults. This module imports only the
-standard library so that config validation stays cheap.
+A spec is an ordered list of items, each a formula name and its parameters (a bare string:
+default parameters), e.g. ``[{"name": "goal_baseline", "alpha": 0.5}, "running_norm"]``: one
+*embedding formula* first (a *judge formula* with a judge backend), then any number of
+*scalar transforms*, then at most one ``mix``. :func:`parse_transform` checks names,
+parameter names and ranges and fills in defaults.
 """
 
 from __future__ import annotations
@@ -27,16 +23,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-EMBEDDING = "embedding"  # image embeddings [B, D] -> rewards [B]; exactly one, first
-SCALAR = "scalar"  # rewards [B] -> rewards [B]; any number, after the embedding formula
-KINDS = (EMBEDDING, SCALAR)
-# The env's own reward and info-dict terms added to the VLM reward; at most one, last.
-MIX = "mix"
-KINDS = (*KINDS, MIX)
-#: A judge's answer log-probabilities [B, C] -> rewards [B]; first, instead of an embedding
-#: formula (the chain of a judge backend, vlmrm.reward.judge).
-JUDGE = "judge"
-KINDS = (*KINDS, JUDGE)
+EMBEDDING = "embedding"  # image (or window) embeddings [B, D] -> rewards [B]; first
+JUDGE = "judge"  # a judge's answer log-probabilities [B, C] -> rewards [B]; first (judges)
+SCALAR = "scalar"  # rewards [B] -> rewards [B]; any number, after the first item
+MIX = "mix"  # the env's reward and info terms added to the VLM reward; at most one, last
+KINDS = (EMBEDDING, SCALAR, MIX, JUDGE)
 #: The formula kind that starts a chain, by backend kind (vlmrm.backends.base.KINDS).
 FIRST_KIND = {"embedding": EMBEDDING, "video": EMBEDDING, "judge": JUDGE}
 
@@ -180,16 +171,6 @@ register_formula(
     "vlmrm.reward.formulas:RunningNorm",
     {"eps": Param(1e-8, "a finite number > 0", _positive),
      "clip": Param(None, "a finite number > 0 or null", _positive, nullable=True)})
-register_formula(
-    "mix", MIX,
-    "reward + sum of weight * term; a term is gt_reward (the env's reward) or a numeric key of "
-    "the env's info dict",
-    "vlmrm.reward.mix:Mix",
-    {"terms": WeightsParam(
-        REQUIRED, "a non-empty mapping of term -> finite weight, e.g. {gt_reward: 0.1}",
-        _finite, key_rule="gt_reward or an info key (not starting with _, not an env "
-        "output such as reward or done)", key_ok=lambda k: _term_name_ok(k))})
-
 #: Keys the env's TensorDict holds already: an info key of that name would clash.
 RESERVED_TERMS = ("reward", "done", "terminated", "truncated", "observation", "pixels",
                   "action", "vlm_reward")
@@ -198,6 +179,16 @@ RESERVED_TERMS = ("reward", "done", "terminated", "truncated", "observation", "p
 def _term_name_ok(name: str) -> bool:
     return bool(name) and not name.startswith("_") and name not in RESERVED_TERMS
 
+
+register_formula(
+    "mix", MIX,
+    "reward + sum of weight * term; a term is gt_reward (the env's reward) or a numeric key of "
+    "the env's info dict",
+    "vlmrm.reward.mix:Mix",
+    {"terms": WeightsParam(
+        REQUIRED, "a non-empty mapping of term -> finite weight, e.g. {gt_reward: 0.1}",
+        _finite, key_rule="gt_reward or an info key (not starting with _, not an env "
+        "output such as reward or done)", key_ok=_term_name_ok)})
 
 register_formula(
     "yes_no", JUDGE, "log P(Yes) - log P(No) for the judge's next token; default question "
@@ -247,8 +238,12 @@ def resolve_transform(alpha: float, transform: Sequence[Any] | None,
     takes a judge formula (null: ``[yes_no]``), the others an embedding formula.
     """
     if backend_kind == "judge":
-        return _resolve_judge(alpha, transform)
-    if transform is None:
+        if alpha != 0.0:
+            raise ValueError(f"reward.alpha={alpha} is goal_baseline's parameter, an embedding "
+                             "formula; a judge backend does not embed. Drop reward.alpha (or "
+                             "set it to 0).")
+        transform = ["yes_no"] if transform is None else transform
+    elif transform is None:
         return [{"name": "goal_baseline",
                  "alpha": check_param("goal_baseline", "alpha", alpha, "reward.alpha")}]
     items = parse_transform(transform)
@@ -261,16 +256,6 @@ def resolve_transform(alpha: float, transform: Sequence[Any] | None,
             f"goal_baseline item, e.g. reward.transform='[{{name: goal_baseline, alpha: "
             f"{alpha}}}]', and drop reward.alpha (or drop reward.transform).")
     _check_first_kind(items[0], backend_kind)
-    return [{"name": item.name, **item.params} for item in items]
-
-
-def _resolve_judge(alpha: float, transform: Sequence[Any] | None) -> list[dict[str, Any]]:
-    if alpha != 0.0:
-        raise ValueError(f"reward.alpha={alpha} is goal_baseline's parameter, an embedding "
-                         "formula; a judge backend does not embed. Drop reward.alpha (or "
-                         "set it to 0).")
-    items = parse_transform(["yes_no"] if transform is None else transform)
-    _check_first_kind(items[0], "judge")
     return [{"name": item.name, **item.params} for item in items]
 
 
@@ -311,10 +296,9 @@ def parse_transform(spec: Sequence[Any], where: str = "reward.transform") -> lis
                              f"or, for a judge backend, one judge formula "
                              f"({', '.join(names(JUDGE))}).")
         if i > 0 and kind != SCALAR:
-            raise ValueError(f"{where}[{i}]: {item.name!r} is {'an' if kind == EMBEDDING else 'a'} "
-                             f"{kind} formula; only the "
-                             "first item may be one, later items must be scalar transforms "
-                             f"({', '.join(names(SCALAR))}).")
+            raise ValueError(f"{where}[{i}]: {item.name!r} is a{'n' if kind == EMBEDDING else ''} "
+                             f"{kind} formula; only the first item may be one, later items "
+                             f"must be scalar transforms ({', '.join(names(SCALAR))}).")
     return items
 
 
