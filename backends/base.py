@@ -33,6 +33,8 @@ class ModelSettings:
 
     #: Registry name; set by subclasses.
     name: str = ""
+    #: One line telling users how to name a model for this backend.
+    model_naming: str = ""
     model: torch.nn.Module
 
     def __init__(self, model: str, *, pretrained: bool = True,
@@ -75,13 +77,9 @@ class RewardBackend(ModelSettings, abc.ABC):
     :meth:`encode_text`) is defined here, so every backend behaves the same.
     """
 
-    #: Registry name; set by subclasses.
-    name: str = ""
     #: One of :data:`KINDS`; ``vlmrm backends`` lists it and the wiring builds the reward
     #: model that fits it.
     kind: str = EMBEDDING
-    #: One line telling users how to name a model for this backend.
-    model_naming: str = ""
     #: Both towers; :meth:`to` moves it, and ``vlmrm backends --check`` counts its parameters.
     model: torch.nn.Module
     #: The model's own preprocessing (resize mode, size, mean, std), set by subclasses.

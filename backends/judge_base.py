@@ -29,11 +29,7 @@ class JudgeBackend(ModelSettings, abc.ABC):
     :meth:`prompt_tokens`, :meth:`_answer_context` and :meth:`_next_token_logits`.
     """
 
-    #: Registry name; set by subclasses.
-    name: str = ""
     kind: str = JUDGE
-    #: One line telling users how to name a model for this backend.
-    model_naming: str = ""
     #: The whole model; :meth:`to` moves it.
     model: torch.nn.Module
     #: Geometry only: how frames are resized to :attr:`image_size` where they are rendered
